@@ -1,0 +1,213 @@
+/* config.c: the INI loader (inih). Keys are rows of a table; unknown keys and
+ * malformed lines are warnings naming file and line, bad values are errors. */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum config_type { TYPE_PATH, TYPE_UNSIGNED, TYPE_BYTES };
+
+static const struct config_row {
+	const char *section;
+	const char *name;
+	enum config_type type;
+	size_t offset;
+	unsigned long long min, max;
+} config_rows[] = {
+	{"semfs", "state_dir", TYPE_PATH, offsetof(struct config, state_dir), 0, 0},
+	{"semfs", "default_limit", TYPE_UNSIGNED, offsetof(struct config, default_limit), 0,
+	 32767},
+	{"semfs", "journal_max", TYPE_BYTES, offsetof(struct config, journal_max),
+	 CONFIG_JOURNAL_MIN, CONFIG_JOURNAL_MAX},
+};
+
+void config_defaults(struct config *config)
+{
+	const char *runtime = getenv("XDG_RUNTIME_DIR");
+
+	memset(config, 0, sizeof(*config));
+	if (geteuid() == 0)
+		snprintf(config->state_dir, sizeof(config->state_dir), "/run/semfs");
+	else if (runtime && runtime[0] == '/')
+		snprintf(config->state_dir, sizeof(config->state_dir), "%s/semfs", runtime);
+	else
+		snprintf(config->state_dir, sizeof(config->state_dir), "/tmp/semfs-%u",
+			 (unsigned)geteuid());
+	config->default_limit = 1;
+	config->journal_max = 64 * 1024;
+}
+
+struct config_parse {
+	struct config *config;
+	const char *path;
+	FILE *file;
+	unsigned line;
+	bool line_complete; /* the last chunk read ended a line */
+	config_warning_fn *warn;
+	char *error;
+	size_t error_size;
+	bool failed;
+};
+
+static void config_warn(struct config_parse *parse, const char *text)
+{
+	char message[512];
+
+	snprintf(message, sizeof(message), "%s:%u: %s", parse->path, parse->line, text);
+	if (parse->warn)
+		parse->warn(message);
+}
+
+static void config_fail(struct config_parse *parse, const char *key, const char *value,
+			const char *reason)
+{
+	if (parse->failed)
+		return;
+	parse->failed = true;
+	snprintf(parse->error, parse->error_size, "%s:%u: %s = %s: %s", parse->path, parse->line,
+		 key, value, reason);
+}
+
+/* inih's reader, wrapped to count lines and flag lines it would skip. */
+static char *config_read_line(char *buffer, int size, void *stream)
+{
+	struct config_parse *parse = stream;
+	char *line = fgets(buffer, size, parse->file);
+
+	if (!line)
+		return NULL;
+	if (parse->line_complete)
+		parse->line++;
+	size_t length = strlen(line);
+	parse->line_complete = length > 0 && line[length - 1] == '\n';
+
+	const char *p = line + strspn(line, " \t\r\n");
+	if (*p && *p != ';' && *p != '#') {
+		if (*p == '[' ? !strchr(p, ']') : !strpbrk(p, "=:"))
+		{
+			char text[128];
+			snprintf(text, sizeof(text), "malformed line ignored: %.60s", p);
+			text[strcspn(text, "\r\n")] = '\0';
+			config_warn(parse, text);
+		}
+	}
+	return line;
+}
+
+static bool parse_unsigned(const char *text, unsigned long long *out, bool allow_suffix)
+{
+	char *end;
+	unsigned long long value;
+
+	if (*text < '0' || *text > '9')
+		return false;
+	errno = 0;
+	value = strtoull(text, &end, 10);
+	if (errno)
+		return false;
+	if (allow_suffix && *end) {
+		unsigned shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' ? 20 : 0;
+		if (!shift)
+			return false;
+		if (value > (ULLONG_MAX >> shift))
+			return false;
+		value <<= shift;
+		end++;
+	}
+	if (*end)
+		return false;
+	*out = value;
+	return true;
+}
+
+static int config_handle(void *user, const char *section, const char *name, const char *value)
+{
+	struct config_parse *parse = user;
+	const struct config_row *row = NULL;
+	bool known_section = false;
+
+	for (size_t i = 0; i < sizeof(config_rows) / sizeof(config_rows[0]); i++) {
+		if (strcmp(config_rows[i].section, section) != 0)
+			continue;
+		known_section = true;
+		if (strcmp(config_rows[i].name, name) == 0)
+			row = &config_rows[i];
+	}
+	if (!known_section) {
+		char text[400];
+		snprintf(text, sizeof(text), "unknown section [%.100s]: key '%.100s' ignored",
+			 section, name);
+		config_warn(parse, text);
+		return 1;
+	}
+	if (!row) {
+		char text[400];
+		snprintf(text, sizeof(text), "unknown key '%.100s' in [%.100s] ignored", name,
+			 section);
+		config_warn(parse, text);
+		return 1;
+	}
+
+	char *field = (char *)parse->config + row->offset;
+	unsigned long long number;
+	char reason[128];
+
+	switch (row->type) {
+	case TYPE_PATH:
+		if (value[0] == '\0')
+			config_fail(parse, name, value, "empty path");
+		else if (strlen(value) >= PATH_MAX)
+			config_fail(parse, name, value, "path too long");
+		else
+			snprintf(field, PATH_MAX, "%s", value);
+		break;
+	case TYPE_UNSIGNED:
+	case TYPE_BYTES:
+		if (!parse_unsigned(value, &number, row->type == TYPE_BYTES) || number < row->min ||
+		    number > row->max) {
+			snprintf(reason, sizeof(reason), "expected %s %llu..%llu",
+				 row->type == TYPE_BYTES ? "bytes (K or M suffix allowed)"
+							 : "a whole number",
+				 row->min, row->max);
+			config_fail(parse, name, value, reason);
+		} else if (row->type == TYPE_BYTES) {
+			*(size_t *)field = (size_t)number;
+		} else {
+			*(unsigned *)field = (unsigned)number;
+		}
+		break;
+	}
+	return 1;
+}
+
+int config_load(struct config *config, const char *path, config_warning_fn *warn, char *error,
+		size_t error_size)
+{
+	struct config_parse parse = {
+		.config = config,
+		.path = path,
+		.line = 0,
+		.line_complete = true,
+		.warn = warn,
+		.error = error,
+		.error_size = error_size,
+	};
+
+	parse.file = fopen(path, "re");
+	if (!parse.file) {
+		snprintf(error, error_size, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	int r = ini_parse_stream(config_read_line, &parse, config_handle, &parse);
+	fclose(parse.file);
+	if (r == -2) {
+		snprintf(error, error_size, "%s: out of memory", path);
+		return -1;
+	}
+	return parse.failed ? -1 : 0;
+}

@@ -1,0 +1,168 @@
+/* main.c: the semfs daemon: options, configuration, then the store and the
+ * mount, in that order, torn down in reverse. */
+#include "config.h"
+#include "log.h"
+#include "mount.h"
+#include "store.h"
+
+#include <fuse_lowlevel.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct semfs_options {
+	char *config;
+	int check_only;
+};
+
+static const struct fuse_opt semfs_option_table[] = {
+	{"-c %s", offsetof(struct semfs_options, config), 0},
+	{"--config=%s", offsetof(struct semfs_options, config), 0},
+	{"config=%s", offsetof(struct semfs_options, config), 0},
+	{"--check", offsetof(struct semfs_options, check_only), 1},
+	FUSE_OPT_END,
+};
+
+static void usage(const char *program)
+{
+	printf("usage: %s [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n"
+	       "\n"
+	       "Mount a filesystem whose files are System V semaphores.\n"
+	       "\n"
+	       "semfs options:\n"
+	       "    -c CONFIG, --config=CONFIG, -o config=CONFIG\n"
+	       "                           INI configuration (default: built-in defaults)\n"
+	       "    --check                check the configuration, print 'configuration OK'\n"
+	       "    -f                     stay in the foreground, log to stderr\n"
+	       "    -d                     debug: foreground, libfuse request tracing\n"
+	       "    -h, --help             this text and the FUSE options\n"
+	       "    -V, --version          print the version\n"
+	       "\n"
+	       "FUSE options:\n",
+	       program);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+static void config_warning(const char *message)
+{
+	log_warnx("%s", message);
+}
+
+/* Linux >= 6.15 can abort a FUSE request that outlives a timeout; waits
+ * must end before that. Returns the wait cap in seconds, 0 for none. */
+static double wait_cap(void)
+{
+	static const char *const files[] = {"/proc/sys/fs/fuse/max_request_timeout",
+					    "/proc/sys/fs/fuse/default_request_timeout"};
+	double cap = 0;
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		FILE *file = fopen(files[i], "re");
+		unsigned long seconds = 0;
+		if (!file)
+			continue;
+		if (fscanf(file, "%lu", &seconds) == 1 && seconds > 0) {
+			double safe = seconds > 10 ? (double)seconds - 5 : (double)seconds / 2;
+			if (cap == 0 || safe < cap)
+				cap = safe;
+		}
+		fclose(file);
+	}
+	return cap;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct semfs_options options = {0};
+	struct fuse_cmdline_opts command_line = {0};
+	struct config config;
+	struct store *store = NULL;
+	struct mount *mount = NULL;
+	char error[512];
+	int status = 1;
+
+	log_init("semfs", false, false);
+	if (fuse_opt_parse(&args, &options, semfs_option_table, NULL) != 0 ||
+	    fuse_parse_cmdline(&args, &command_line) != 0) {
+		fprintf(stderr, "semfs: bad arguments (see semfs --help)\n");
+		goto out_args;
+	}
+	if (command_line.show_help) {
+		usage(argv[0]);
+		status = 0;
+		goto out_args;
+	}
+	if (command_line.show_version) {
+		printf("semfs %s\n", SEMFS_VERSION);
+		fuse_lowlevel_version();
+		status = 0;
+		goto out_args;
+	}
+
+	config_defaults(&config);
+	if (options.config &&
+	    config_load(&config, options.config, config_warning, error, sizeof(error)) < 0) {
+		log_warnx("%s", error);
+		goto out_args;
+	}
+	if (options.check_only) {
+		printf("configuration OK\n");
+		status = 0;
+		goto out_args;
+	}
+	if (!command_line.mountpoint) {
+		fprintf(stderr, "usage: semfs [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n");
+		status = 2;
+		goto out_args;
+	}
+
+	log_init("semfs", !command_line.foreground, command_line.debug);
+	mount = mount_new();
+	if (!mount)
+		fatalx("out of memory");
+	struct store_options store_options = {
+		.state_dir = config.state_dir,
+		.default_limit = config.default_limit,
+		.journal_max = config.journal_max,
+		.max_wait = wait_cap(),
+		.changed = mount_changed,
+		.changed_context = mount,
+	};
+	if (store_open(&store, &store_options, error, sizeof(error)) < 0) {
+		log_warnx("state directory %s: %s", config.state_dir, error);
+		goto out_mount;
+	}
+	if (store_options.max_wait > 0)
+		log_info("the kernel aborts FUSE requests after a timeout: waits end with "
+			 "ETIMEDOUT after %.0f s",
+			 store_options.max_wait);
+	if (mount_attach(mount, store, &args, command_line.mountpoint, error, sizeof(error)) < 0) {
+		log_warnx("%s", error);
+		goto out_store;
+	}
+	if (fuse_daemonize(command_line.foreground) != 0) {
+		log_warnx("cannot go to the background");
+		goto out_store;
+	}
+	if (store_start(store) < 0) {
+		log_warnx("cannot start the monitor thread");
+		goto out_store;
+	}
+	log_info("mounted on %s, state in %s", command_line.mountpoint, config.state_dir);
+	status = mount_run(mount) == 0 ? 0 : 1;
+	log_info("unmounted %s", command_line.mountpoint);
+
+out_store:
+	store_shutdown(store);
+out_mount:
+	mount_destroy(mount);
+	store_close(store);
+out_args:
+	free(command_line.mountpoint);
+	free(options.config);
+	fuse_opt_free_args(&args);
+	return status;
+}

@@ -1,0 +1,860 @@
+/* mount.c: the FUSE low-level handlers. Each handler is thin: the store
+ * computes, the handler replies exactly once. A write that must wait becomes a
+ * store waiter and the handler returns; whoever ends the wait (a grant, a
+ * timeout, relax, rm, or the interrupt callback) answers it.
+ *
+ * Locks, in order: poll_lock -> store lock -> notify_lock. session_lock only
+ * guards calls into the session from the notifier against its destruction. */
+#include "mount.h"
+
+#include "command.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fuse.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define ENTRY_TIMEOUT 1.0 /* directories: names change only through us */
+#define ATTR_TIMEOUT 0.0  /* size and mtime move with every change */
+#define WRITE_MAX 65536
+#define XATTR_PREFIX "user.semfs."
+
+enum open_kind { OPEN_SEMAPHORE, OPEN_STATUS };
+
+struct open_file {
+	enum open_kind kind;
+	struct semaphore *semaphore;
+	struct owner owner; /* acquire units of this open file */
+	char *status_text;
+	size_t status_length;
+	/* poll_lock: */
+	uint64_t read_end, read_restarts;
+	struct fuse_pollhandle *poll_handle;
+	struct open_file *poll_next, *poll_prev; /* on mount->pollers while armed */
+	struct open_file *all_next, *all_prev;   /* on mount->open_files */
+};
+
+struct change {
+	uint64_t ino;
+	bool touch;
+	struct change *next;
+	char path[];
+};
+
+struct mount {
+	struct store *store;
+	struct fuse_session *session;
+	char mountpoint[PATH_MAX];
+	bool mounted;
+
+	pthread_mutex_t poll_lock;
+	struct open_file *pollers;
+	struct open_file *open_files;
+
+	pthread_mutex_t notify_lock;
+	pthread_cond_t notify_wake;
+	struct change *changes;
+	bool notifier_stop;
+	bool notifier_running;
+	pthread_t notifier;
+	volatile pid_t notifier_tid; /* its lookups get canonical nodeids */
+
+	pthread_mutex_t session_lock;
+	bool session_closed;
+};
+
+struct write_request {
+	struct waiter waiter; /* first: the store hands it back */
+	struct mount *mount;
+	fuse_req_t req;
+	size_t size;
+	struct command commands[];
+};
+
+struct directory_listing {
+	struct store_entry *entries;
+	size_t count;
+};
+
+static struct mount *mount_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void who_of(fuse_req_t req, char *who, size_t size)
+{
+	snprintf(who, size, "pid:%d", (int)fuse_req_ctx(req)->pid);
+}
+
+static void stat_of(const struct store_attr *attr, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = attr->ino;
+	st->st_mode = attr->mode;
+	st->st_nlink = attr->nlink;
+	st->st_uid = attr->uid;
+	st->st_gid = attr->gid;
+	st->st_size = (off_t)attr->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((attr->size + 511) / 512);
+	st->st_mtim = attr->mtime;
+	st->st_ctim = attr->ctime;
+	st->st_atim = attr->mtime;
+}
+
+static void reply_entry(fuse_req_t req, int r, const struct store_attr *attr)
+{
+	struct fuse_entry_param entry;
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	memset(&entry, 0, sizeof(entry));
+	entry.ino = attr->nodeid;
+	entry.generation = 1;
+	entry.attr_timeout = ATTR_TIMEOUT;
+	/* Semaphores: every path walk asks again, so that it can be sent to an
+	 * alias while a write waits on the inode (see store.h). */
+	entry.entry_timeout = attr->kind == NODE_DIRECTORY ? ENTRY_TIMEOUT : 0.0;
+	stat_of(attr, &entry.attr);
+	fuse_reply_entry(req, &entry);
+}
+
+static void reply_attr(fuse_req_t req, int r, const struct store_attr *attr)
+{
+	struct stat st;
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	stat_of(attr, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+/* ---- the tree ------------------------------------------------------------ */
+
+static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct mount *mount = mount_of(req);
+	struct store_attr attr;
+	bool canonical = fuse_req_ctx(req)->pid == mount->notifier_tid;
+
+	reply_entry(req, store_lookup(mount->store, parent, name, canonical, &attr), &attr);
+}
+
+static void mount_forget(fuse_req_t req, fuse_ino_t ino, uint64_t count)
+{
+	store_forget(mount_of(req)->store, ino, count);
+	fuse_reply_none(req);
+}
+
+static void mount_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		store_forget(mount_of(req)->store, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void mount_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct store_attr attr;
+	reply_attr(req, store_getattr(mount_of(req)->store, ino, &attr), &attr);
+}
+
+static void mount_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set,
+			  struct fuse_file_info *fi)
+{
+	mode_t mode = st->st_mode;
+	uid_t uid = st->st_uid;
+	gid_t gid = st->st_gid;
+	struct timespec mtime = st->st_mtim;
+	struct store_attr attr;
+
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		clock_gettime(CLOCK_REALTIME, &mtime);
+	/* FUSE_SET_ATTR_SIZE: the journal cannot be truncated; `echo > f` opens
+	 * with O_TRUNC and must still work, so a size change is ignored. */
+	int r = store_setattr(mount_of(req)->store, ino, to_set & FUSE_SET_ATTR_MODE ? &mode : NULL,
+			      to_set & FUSE_SET_ATTR_UID ? &uid : NULL,
+			      to_set & FUSE_SET_ATTR_GID ? &gid : NULL,
+			      to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW) ? &mtime
+										     : NULL,
+			      &attr);
+	reply_attr(req, r, &attr);
+}
+
+static void mount_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			dev_t rdev)
+{
+	const struct fuse_ctx *context = fuse_req_ctx(req);
+	struct store_attr attr;
+
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM); /* only semaphores and directories */
+		return;
+	}
+	reply_entry(req,
+		    store_create(mount_of(req)->store, parent, name, mode, context->uid,
+				 context->gid, &attr),
+		    &attr);
+}
+
+static void mount_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const struct fuse_ctx *context = fuse_req_ctx(req);
+	struct store_attr attr;
+
+	reply_entry(req,
+		    store_mkdir(mount_of(req)->store, parent, name, mode, context->uid,
+				context->gid, &attr),
+		    &attr);
+}
+
+static void mount_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -store_unlink(mount_of(req)->store, parent, name));
+}
+
+static void mount_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -store_rmdir(mount_of(req)->store, parent, name));
+}
+
+static void mount_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct directory_listing *listing = calloc(1, sizeof(*listing));
+	int r = listing ? store_list(mount_of(req)->store, ino, &listing->entries, &listing->count)
+			: -ENOMEM;
+
+	if (r < 0) {
+		free(listing);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uintptr_t)listing;
+	if (fuse_reply_open(req, fi) < 0) {
+		store_list_free(listing->entries, listing->count);
+		free(listing);
+	}
+}
+
+static void mount_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			  struct fuse_file_info *fi)
+{
+	struct directory_listing *listing = (struct directory_listing *)(uintptr_t)fi->fh;
+	char *buffer = malloc(size);
+	size_t used = 0;
+
+	if (!buffer) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* Offsets: 0 ".", 1 "..", then 2 + index; each entry names the next. */
+	for (off_t i = offset; (size_t)i < listing->count + 2; i++) {
+		struct stat st = {0};
+		const char *name;
+		if (i < 2) {
+			name = i == 0 ? "." : "..";
+			st.st_ino = ino;
+			st.st_mode = S_IFDIR;
+		} else {
+			const struct store_entry *entry = &listing->entries[i - 2];
+			name = entry->name;
+			st.st_ino = entry->ino;
+			st.st_mode = entry->kind == NODE_DIRECTORY ? S_IFDIR : S_IFREG;
+		}
+		size_t needed = fuse_add_direntry(req, buffer + used, size - used, name, &st, i + 1);
+		if (needed > size - used)
+			break;
+		used += needed;
+	}
+	fuse_reply_buf(req, buffer, used);
+	free(buffer);
+}
+
+static void mount_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct directory_listing *listing = (struct directory_listing *)(uintptr_t)fi->fh;
+
+	store_list_free(listing->entries, listing->count);
+	free(listing);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- open files ------------------------------------------------------------ */
+
+/* libfuse 3.14 cannot ask for FOPEN_PARALLEL_DIRECT_WRITES, and without it the
+ * kernel lets one write per file in at a time: a blocked `echo lock` would
+ * hold up `echo unlock`. So the open reply is built here. */
+static int reply_open_parallel(fuse_req_t req, struct open_file *file)
+{
+	struct fuse_open_out out = {
+		.fh = (uintptr_t)file,
+		.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES,
+	};
+	struct iovec iov = {.iov_base = &out, .iov_len = sizeof(out)};
+	return fuse_reply_iov(req, &iov, 1);
+}
+
+static void open_file_free(struct mount *mount, struct open_file *file)
+{
+	pthread_mutex_lock(&mount->poll_lock);
+	if (file->poll_handle) {
+		fuse_pollhandle_destroy(file->poll_handle);
+		file->poll_handle = NULL;
+		if (file->poll_prev)
+			file->poll_prev->poll_next = file->poll_next;
+		else
+			mount->pollers = file->poll_next;
+		if (file->poll_next)
+			file->poll_next->poll_prev = file->poll_prev;
+	}
+	if (file->all_prev)
+		file->all_prev->all_next = file->all_next;
+	else
+		mount->open_files = file->all_next;
+	if (file->all_next)
+		file->all_next->all_prev = file->all_prev;
+	pthread_mutex_unlock(&mount->poll_lock);
+
+	if (file->semaphore) {
+		store_release_owner(mount->store, &file->owner, "close");
+		store_close_semaphore(mount->store, file->semaphore);
+	}
+	free(file->status_text);
+	free(file);
+}
+
+static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mount *mount = mount_of(req);
+	struct open_file *file = calloc(1, sizeof(*file));
+	int r = 0;
+
+	if (!file) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (ino == STORE_STATUS_INO) {
+		file->kind = OPEN_STATUS;
+		if ((fi->flags & O_ACCMODE) != O_RDONLY)
+			r = -EACCES;
+		else
+			r = store_status_text(mount->store, &file->status_text,
+					      &file->status_length);
+	} else {
+		file->kind = OPEN_SEMAPHORE;
+		r = store_open_semaphore(mount->store, ino, &file->semaphore);
+	}
+	if (r < 0) {
+		free(file->status_text);
+		free(file);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	pthread_mutex_lock(&mount->poll_lock);
+	file->all_next = mount->open_files;
+	if (mount->open_files)
+		mount->open_files->all_prev = file;
+	mount->open_files = file;
+	pthread_mutex_unlock(&mount->poll_lock);
+	if (reply_open_parallel(req, file) < 0)
+		open_file_free(mount, file); /* the opener is gone: no release will come */
+}
+
+static void mount_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	open_file_free(mount_of(req), (struct open_file *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void mount_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		       struct fuse_file_info *fi)
+{
+	struct mount *mount = mount_of(req);
+	struct open_file *file = (struct open_file *)(uintptr_t)fi->fh;
+
+	if (file->kind == OPEN_STATUS) {
+		size_t available = (size_t)offset < file->status_length
+					   ? file->status_length - (size_t)offset
+					   : 0;
+		fuse_reply_buf(req, file->status_text + (available ? offset : 0),
+			       size < available ? size : available);
+		return;
+	}
+	char *buffer = malloc(size ? size : 1);
+	if (!buffer) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	size_t count = store_read_journal(mount->store, file->semaphore, offset, buffer, size);
+	uint64_t length, restarts;
+	store_journal_position(mount->store, file->semaphore, &length, &restarts);
+	pthread_mutex_lock(&mount->poll_lock);
+	file->read_end = (uint64_t)offset + count;
+	file->read_restarts = restarts;
+	pthread_mutex_unlock(&mount->poll_lock);
+	fuse_reply_buf(req, buffer, count);
+	free(buffer);
+}
+
+/* ---- writes: commands ------------------------------------------------------ */
+
+/* Answer a write whose interrupt callback is unregistered (or running us). */
+static void write_answer(struct write_request *request, int error)
+{
+	int r = error ? fuse_reply_err(request->req, error)
+		      : fuse_reply_write(request->req, request->size);
+	if (r < 0 && error == 0)
+		store_return_units(request->mount->store, &request->waiter);
+	free(request);
+}
+
+/* The store ended the wait (any store thread, no store lock held). */
+static void write_complete(struct waiter *waiter, int error)
+{
+	struct write_request *request = (struct write_request *)waiter;
+
+	/* Waits out a running interrupt callback; after this none can start. */
+	fuse_req_interrupt_func(request->req, NULL, NULL);
+	write_answer(request, error);
+}
+
+/* libfuse calls this with the request's lock held, at registration already if
+ * the interrupt came first; unregistering from here would deadlock. */
+static void write_interrupted(fuse_req_t req, void *data)
+{
+	struct write_request *request = data;
+
+	if (store_cancel(request->mount->store, &request->waiter)) {
+		fuse_reply_err(req, EINTR);
+		free(request);
+	}
+}
+
+static void mount_write(fuse_req_t req, fuse_ino_t ino, const char *buffer, size_t size,
+			off_t offset, struct fuse_file_info *fi)
+{
+	struct mount *mount = mount_of(req);
+	struct open_file *file = (struct open_file *)(uintptr_t)fi->fh;
+	struct command commands[COMMAND_BATCH_MAX];
+	char error[160];
+
+	if (file->kind != OPEN_SEMAPHORE) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (size > WRITE_MAX) {
+		fuse_reply_err(req, E2BIG);
+		return;
+	}
+	int count = command_parse_batch(buffer, size, commands, COMMAND_BATCH_MAX, error,
+					sizeof(error));
+	if (count < 0) {
+		log_debug("write to inode %llu refused: %s", (unsigned long long)ino, error);
+		fuse_reply_err(req, -count);
+		return;
+	}
+	struct write_request *request =
+		calloc(1, sizeof(*request) + (size_t)count * sizeof(struct command));
+	if (!request) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(request->commands, commands, (size_t)count * sizeof(struct command));
+	request->mount = mount;
+	request->req = req;
+	request->size = size;
+	request->waiter.commands = request->commands;
+	request->waiter.count = (size_t)count;
+	request->waiter.owner = &file->owner;
+	request->waiter.complete = write_complete;
+	request->waiter.announced_by_reply = true;
+	request->waiter.via_nodeid = ino;
+	who_of(req, request->waiter.who, sizeof(request->waiter.who));
+
+	/* Before the waiter is visible to anyone who could grant it. */
+	fuse_req_interrupt_func(req, write_interrupted, request);
+	int r = store_submit(mount->store, file->semaphore, &request->waiter);
+	if (r == STORE_QUEUED)
+		return; /* answered later, maybe already */
+	fuse_req_interrupt_func(req, NULL, NULL);
+	write_answer(request, r < 0 ? -r : 0);
+}
+
+/* ---- poll -------------------------------------------------------------------- */
+
+static bool file_readable(struct mount *mount, struct open_file *file)
+{
+	uint64_t length, restarts;
+
+	if (file->kind != OPEN_SEMAPHORE)
+		return true;
+	store_journal_position(mount->store, file->semaphore, &length, &restarts);
+	return length > file->read_end || restarts != file->read_restarts;
+}
+
+static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		       struct fuse_pollhandle *handle)
+{
+	struct mount *mount = mount_of(req);
+	struct open_file *file = (struct open_file *)(uintptr_t)fi->fh;
+	unsigned events = POLLOUT | POLLWRNORM;
+
+	pthread_mutex_lock(&mount->poll_lock);
+	bool readable = file_readable(mount, file);
+	if (readable)
+		events |= POLLIN | POLLRDNORM;
+	if (handle) {
+		if (file->poll_handle) {
+			fuse_pollhandle_destroy(file->poll_handle);
+		} else {
+			file->poll_prev = NULL;
+			file->poll_next = mount->pollers;
+			if (mount->pollers)
+				mount->pollers->poll_prev = file;
+			mount->pollers = file;
+		}
+		file->poll_handle = handle;
+	}
+	pthread_mutex_unlock(&mount->poll_lock);
+	fuse_reply_poll(req, events);
+}
+
+/* ---- extended attributes ----------------------------------------------------- */
+
+static const char *attribute_name(const char *name)
+{
+	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0
+		       ? name + strlen(XATTR_PREFIX)
+		       : NULL;
+}
+
+static void reply_xattr_text(fuse_req_t req, size_t size, const char *text, size_t length)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, length);
+	else if (size < length)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, text, length);
+}
+
+static void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct mount *mount = mount_of(req);
+	const char *field = attribute_name(name);
+	struct semaphore *semaphore;
+	char *text = NULL;
+
+	if (!field || store_open_semaphore(mount->store, ino, &semaphore) < 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	int length = store_attribute(mount->store, semaphore, field, &text);
+	store_close_semaphore(mount->store, semaphore);
+	if (length < 0)
+		fuse_reply_err(req, -length);
+	else
+		reply_xattr_text(req, size, text, (size_t)length);
+	free(text);
+}
+
+static void mount_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct mount *mount = mount_of(req);
+	struct semaphore *semaphore;
+	char names[512];
+	size_t length = 0;
+
+	if (store_open_semaphore(mount->store, ino, &semaphore) == 0) {
+		store_close_semaphore(mount->store, semaphore);
+		for (size_t i = 0; store_attribute_names[i]; i++)
+			length += (size_t)snprintf(names + length, sizeof(names) - length, "%s%s",
+						   XATTR_PREFIX, store_attribute_names[i]) +
+				  1;
+	}
+	reply_xattr_text(req, size, names, length);
+}
+
+static void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	struct mount *mount = mount_of(req);
+	const char *field = attribute_name(name);
+	struct semaphore *semaphore;
+	struct command command;
+	char line[64], error[160];
+
+	if (!field) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
+	if (strcmp(field, "limit") != 0) {
+		fuse_reply_err(req, EPERM); /* the others are read-only */
+		return;
+	}
+	/* The same parser as a written `limit N`: one grammar, one set of errors. */
+	if (size > 16 || command_parse(line, (size_t)snprintf(line, sizeof(line), "limit %.*s",
+							      (int)size, value),
+				       &command, error, sizeof(error)) < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	int r = store_open_semaphore(mount->store, ino, &semaphore);
+	if (r == 0) {
+		struct waiter waiter = {.commands = &command, .count = 1};
+		who_of(req, waiter.who, sizeof(waiter.who));
+		r = store_submit(mount->store, semaphore, &waiter); /* limit never waits */
+		store_close_semaphore(mount->store, semaphore);
+	}
+	fuse_reply_err(req, r < 0 ? -r : 0);
+}
+
+static void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, attribute_name(name) ? EPERM : ENODATA);
+}
+
+static void mount_init(void *userdata, struct fuse_conn_info *connection)
+{
+	/* Every byte goes to the store: no write-back, no cached pages. */
+	connection->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_AUTO_INVAL_DATA);
+}
+
+static const struct fuse_lowlevel_ops mount_operations = {
+	.init = mount_init,
+	.lookup = mount_lookup,
+	.forget = mount_forget,
+	.forget_multi = mount_forget_multi,
+	.getattr = mount_getattr,
+	.setattr = mount_setattr,
+	.mknod = mount_mknod,
+	.mkdir = mount_mkdir,
+	.unlink = mount_unlink,
+	.rmdir = mount_rmdir,
+	.open = mount_open,
+	.read = mount_read,
+	.write = mount_write,
+	.flush = mount_flush,
+	.release = mount_release,
+	.opendir = mount_opendir,
+	.readdir = mount_readdir,
+	.releasedir = mount_releasedir,
+	.setxattr = mount_setxattr,
+	.getxattr = mount_getxattr,
+	.listxattr = mount_listxattr,
+	.removexattr = mount_removexattr,
+	.poll = mount_poll,
+};
+
+/* ---- the notifier: poll wake-ups and inotify touches ------------------------ */
+
+void mount_changed(void *context, uint64_t ino, const char *path, bool announced_by_reply)
+{
+	struct mount *mount = context;
+	size_t length = strlen(path);
+
+	pthread_mutex_lock(&mount->notify_lock);
+	for (struct change *c = mount->changes; c; c = c->next) {
+		if (c->ino == ino) {
+			c->touch |= !announced_by_reply;
+			pthread_mutex_unlock(&mount->notify_lock);
+			return;
+		}
+	}
+	struct change *change = malloc(sizeof(*change) + length + 1);
+	if (change) { /* without memory a watcher misses one event, nothing else */
+		change->ino = ino;
+		change->touch = !announced_by_reply;
+		memcpy(change->path, path, length + 1);
+		change->next = mount->changes;
+		mount->changes = change;
+		pthread_cond_signal(&mount->notify_wake);
+	}
+	pthread_mutex_unlock(&mount->notify_lock);
+}
+
+/* Wake every armed poll() whose file has lines past what it has read. */
+static void wake_pollers(struct mount *mount)
+{
+	struct fuse_pollhandle *ready[64];
+	size_t count;
+
+	do {
+		count = 0;
+		pthread_mutex_lock(&mount->poll_lock);
+		for (struct open_file *file = mount->pollers, *next; file && count < 64;
+		     file = next) {
+			next = file->poll_next;
+			if (!file_readable(mount, file))
+				continue;
+			ready[count++] = file->poll_handle;
+			file->poll_handle = NULL;
+			if (file->poll_prev)
+				file->poll_prev->poll_next = file->poll_next;
+			else
+				mount->pollers = file->poll_next;
+			if (file->poll_next)
+				file->poll_next->poll_prev = file->poll_prev;
+		}
+		pthread_mutex_unlock(&mount->poll_lock);
+
+		pthread_mutex_lock(&mount->session_lock);
+		for (size_t i = 0; i < count; i++) {
+			if (!mount->session_closed)
+				fuse_lowlevel_notify_poll(ready[i]);
+			fuse_pollhandle_destroy(ready[i]);
+		}
+		pthread_mutex_unlock(&mount->session_lock);
+	} while (count == 64);
+}
+
+static void *notifier_main(void *argument)
+{
+	struct mount *mount = argument;
+
+	pthread_setname_np(pthread_self(), "semfs-notify");
+	mount->notifier_tid = gettid();
+	pthread_mutex_lock(&mount->notify_lock);
+	while (!mount->notifier_stop) {
+		if (!mount->changes) {
+			pthread_cond_wait(&mount->notify_wake, &mount->notify_lock);
+			continue;
+		}
+		struct change *changes = mount->changes;
+		mount->changes = NULL;
+		pthread_mutex_unlock(&mount->notify_lock);
+		while (changes) {
+			struct change *next = changes->next;
+			wake_pollers(mount);
+			if (changes->touch && !mount->notifier_stop) {
+				/* Through the mount, so the kernel raises IN_ATTRIB. */
+				char path[PATH_MAX * 2];
+				snprintf(path, sizeof(path), "%s/%s", mount->mountpoint,
+					 changes->path);
+				(void)utimensat(AT_FDCWD, path, NULL, 0);
+			}
+			free(changes);
+			changes = next;
+		}
+		pthread_mutex_lock(&mount->notify_lock);
+	}
+	pthread_mutex_unlock(&mount->notify_lock);
+	return NULL;
+}
+
+/* ---- life cycle ---------------------------------------------------------------- */
+
+struct mount *mount_new(void)
+{
+	struct mount *mount = calloc(1, sizeof(*mount));
+
+	if (!mount)
+		return NULL;
+	pthread_mutex_init(&mount->poll_lock, NULL);
+	pthread_mutex_init(&mount->notify_lock, NULL);
+	pthread_mutex_init(&mount->session_lock, NULL);
+	pthread_cond_init(&mount->notify_wake, NULL);
+	return mount;
+}
+
+int mount_attach(struct mount *mount, struct store *store, struct fuse_args *args,
+		 const char *mountpoint, char *error, size_t error_size)
+{
+	mount->store = store;
+	if (!realpath(mountpoint, mount->mountpoint)) {
+		snprintf(error, error_size, "mount point %s: %s", mountpoint, strerror(errno));
+		return -1;
+	}
+	if (fuse_opt_add_arg(args, "-odefault_permissions,fsname=semfs,subtype=semfs") < 0) {
+		snprintf(error, error_size, "out of memory");
+		return -1;
+	}
+	mount->session = fuse_session_new(args, &mount_operations, sizeof(mount_operations), mount);
+	if (!mount->session) {
+		snprintf(error, error_size, "bad FUSE options (see semfs --help)");
+		return -1;
+	}
+	if (fuse_set_signal_handlers(mount->session) != 0) {
+		snprintf(error, error_size, "cannot install signal handlers");
+		return -1;
+	}
+	if (fuse_session_mount(mount->session, mount->mountpoint) != 0) {
+		snprintf(error, error_size, "cannot mount on %s", mount->mountpoint);
+		return -1;
+	}
+	mount->mounted = true;
+	return 0;
+}
+
+int mount_run(struct mount *mount)
+{
+	sigset_t all, previous;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &previous);
+	int r = pthread_create(&mount->notifier, NULL, notifier_main, mount);
+	pthread_sigmask(SIG_SETMASK, &previous, NULL);
+	if (r != 0) {
+		log_warnx("cannot start the notifier thread: %s", strerror(r));
+		return -1;
+	}
+	mount->notifier_running = true;
+	r = fuse_session_loop(mount->session);
+	fuse_session_unmount(mount->session);
+	mount->mounted = false;
+	return r;
+}
+
+void mount_destroy(struct mount *mount)
+{
+	if (!mount)
+		return;
+	pthread_mutex_lock(&mount->notify_lock);
+	mount->notifier_stop = true;
+	pthread_cond_signal(&mount->notify_wake);
+	pthread_mutex_unlock(&mount->notify_lock);
+
+	pthread_mutex_lock(&mount->session_lock);
+	mount->session_closed = true;
+	pthread_mutex_unlock(&mount->session_lock);
+	if (mount->session) {
+		if (mount->mounted)
+			fuse_session_unmount(mount->session);
+		fuse_remove_signal_handlers(mount->session);
+		/* Closing /dev/fuse aborts a touch the notifier may be blocked in. */
+		fuse_session_destroy(mount->session);
+	}
+	if (mount->notifier_running)
+		pthread_join(mount->notifier, NULL);
+	while (mount->changes) {
+		struct change *next = mount->changes->next;
+		free(mount->changes);
+		mount->changes = next;
+	}
+	while (mount->open_files)
+		open_file_free(mount, mount->open_files);
+	pthread_cond_destroy(&mount->notify_wake);
+	pthread_mutex_destroy(&mount->session_lock);
+	pthread_mutex_destroy(&mount->notify_lock);
+	pthread_mutex_destroy(&mount->poll_lock);
+	free(mount);
+}

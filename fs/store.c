@@ -1,0 +1,1996 @@
+/* store.c: names, semaphores, holders, journals and the FIFO waiter queues.
+ *
+ * How a unit reaches a waiter. An uncontended lock/acquire is a non-blocking
+ * semop, answered at once. When none is free, the request becomes a waiter at
+ * the tail of its semaphore's queue and the semaphore gets a helper thread (if
+ * it has none). The helper sleeps in semtimedop(-1, SEM_UNDO) *for the queue*,
+ * in the kernel's own queue next to any outside SysV user; when it wins a unit
+ * it hands it to whoever heads the queue at that moment, or gives it back if
+ * the queue emptied meanwhile. So a waiter that is cancelled never strands a
+ * unit, and a thousand waiters cost one thread. The unit is taken with
+ * SEM_UNDO so that a daemon crash returns it; a `lock` waiter gets it turned
+ * into a plain unit atomically (sysv_undo_to_plain).
+ *
+ * Completions: everything that finishes a queued waiter (grant, timeout,
+ * relax, delete, shutdown) only moves it onto a local done list under the
+ * lock; run_done() calls complete() after the lock is dropped. */
+#include "store.h"
+
+#include "backing.h"
+#include "journal.h"
+#include "sysv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HELPER_NAP_NS 200000000L   /* a helper re-checks its queue at least this often */
+#define MONITOR_PERIOD_NS 250000000L /* outside changes show within this */
+#define TOKEN_BLOCK 1024            /* fencing tokens reserved on disk at a time */
+#define HELPER_KICK_SIGNAL SIGUSR2
+
+struct node {
+	uint64_t ino;
+	enum store_node_kind kind;
+	char *name;
+	struct node *parent;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec mtime, ctime;
+	uint64_t lookups; /* kernel references (FUSE nlookup) */
+	bool unlinked;
+	struct node *first_child, *last_child, *next_sibling, *prev_sibling;
+	struct node *ino_chain, *name_chain; /* hash buckets */
+	struct semaphore *semaphore;         /* NODE_SEMAPHORE: holds one reference */
+	struct node *alias_of;               /* an alias: the node it stands for */
+	unsigned aliases;                    /* live aliases of this node */
+	struct node *spare;                  /* the alias lookups hand out now */
+	unsigned queued_writes;              /* waits holding this nodeid's inode lock */
+};
+
+struct holder {
+	struct semaphore *semaphore;
+	struct owner *owner; /* NULL: plain `lock` units */
+	unsigned units;
+	struct holder *next_in_semaphore, *next_in_owner;
+	char who[STORE_WHO_MAX];
+};
+
+struct semaphore {
+	struct store *store;
+	struct node *node;
+	uint64_t ino;
+	key_t key;
+	int semid;
+	unsigned limit;
+	uint64_t token, token_reserved;
+	int last_value; /* as of our last journal line: to notice outside changes */
+	bool removed;   /* the SysV set is gone: everything fails with EIDRM */
+	struct journal journal;
+	struct waiter *head, *tail;
+	size_t waiting;
+	struct holder *holders;
+	bool helper_running;
+	pthread_t helper;
+	struct timespec helper_until; /* when the helper wakes by itself */
+	unsigned references;          /* node + open files + helper */
+	struct semaphore *live_prev, *live_next; /* monitor's list */
+};
+
+struct hash {
+	struct node **buckets;
+	size_t size, count;
+};
+
+struct store {
+	pthread_mutex_t lock;
+	struct store_options options;
+	char state_dir[PATH_MAX];
+	struct backing backing;
+	struct node *root, *status;
+	struct hash by_ino, by_name;
+	uint64_t next_ino;
+	struct semaphore *live; /* semaphores not deleted */
+	size_t live_count;
+	struct timespec status_mtime;
+	pid_t pid;
+	unsigned helpers;
+	pthread_cond_t helpers_gone;
+	bool stopping;
+	bool monitor_running;
+	pthread_t monitor;
+	pthread_cond_t monitor_wake;
+};
+
+struct done_list {
+	struct waiter *first, *last;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void timespec_now(clockid_t clock, struct timespec *now)
+{
+	clock_gettime(clock, now);
+}
+
+static int timespec_compare(const struct timespec *a, const struct timespec *b)
+{
+	if (a->tv_sec != b->tv_sec)
+		return a->tv_sec < b->tv_sec ? -1 : 1;
+	if (a->tv_nsec != b->tv_nsec)
+		return a->tv_nsec < b->tv_nsec ? -1 : 1;
+	return 0;
+}
+
+static struct timespec timespec_add_seconds(struct timespec t, double seconds)
+{
+	time_t whole = (time_t)seconds;
+	long nanoseconds = (long)((seconds - (double)whole) * 1e9);
+
+	t.tv_sec += whole;
+	t.tv_nsec += nanoseconds;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+static struct timespec timespec_difference(const struct timespec *later,
+					   const struct timespec *earlier)
+{
+	struct timespec d = {later->tv_sec - earlier->tv_sec, later->tv_nsec - earlier->tv_nsec};
+	if (d.tv_nsec < 0) {
+		d.tv_sec--;
+		d.tv_nsec += 1000000000L;
+	}
+	if (d.tv_sec < 0)
+		d.tv_sec = d.tv_nsec = 0;
+	return d;
+}
+
+static void done_push(struct done_list *done, struct waiter *waiter, int result)
+{
+	waiter->state = WAITER_DONE;
+	waiter->result = result;
+	waiter->queue_next = NULL;
+	if (done->last)
+		done->last->queue_next = waiter;
+	else
+		done->first = waiter;
+	done->last = waiter;
+}
+
+static void run_done(struct done_list *done)
+{
+	struct waiter *waiter = done->first;
+
+	while (waiter) {
+		struct waiter *next = waiter->queue_next; /* complete() may free it */
+		waiter->complete(waiter, waiter->result < 0 ? -waiter->result : 0);
+		waiter = next;
+	}
+	done->first = done->last = NULL;
+}
+
+/* ---- hash tables: ino -> node, (parent, name) -> node ------------------- */
+
+static uint64_t hash_name(uint64_t parent, const char *name)
+{
+	uint64_t h = 1469598103934665603ULL ^ parent;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	return h;
+}
+
+static uint64_t hash_ino(uint64_t ino)
+{
+	return ino * 0x9E3779B97F4A7C15ULL;
+}
+
+static struct node **hash_chain(struct hash *hash, struct node *node, bool by_name)
+{
+	uint64_t h = by_name ? hash_name(node->parent->ino, node->name) : hash_ino(node->ino);
+	return &hash->buckets[h & (hash->size - 1)];
+}
+
+static int hash_insert(struct hash *hash, struct node *node, bool by_name);
+
+static int hash_grow(struct hash *hash, bool by_name)
+{
+	struct hash bigger = {.size = hash->size ? hash->size * 2 : 1024};
+
+	bigger.buckets = calloc(bigger.size, sizeof(*bigger.buckets));
+	if (!bigger.buckets)
+		return -ENOMEM;
+	for (size_t i = 0; i < hash->size; i++) {
+		struct node *node = hash->buckets[i];
+		while (node) {
+			struct node *next = by_name ? node->name_chain : node->ino_chain;
+			hash_insert(&bigger, node, by_name);
+			node = next;
+		}
+	}
+	free(hash->buckets);
+	*hash = bigger;
+	return 0;
+}
+
+static int hash_insert(struct hash *hash, struct node *node, bool by_name)
+{
+	if (hash->count >= hash->size) {
+		int r = hash_grow(hash, by_name);
+		if (r < 0)
+			return r;
+	}
+	struct node **chain = hash_chain(hash, node, by_name);
+	if (by_name)
+		node->name_chain = *chain;
+	else
+		node->ino_chain = *chain;
+	*chain = node;
+	hash->count++;
+	return 0;
+}
+
+static void hash_remove(struct hash *hash, struct node *node, bool by_name)
+{
+	for (struct node **p = hash_chain(hash, node, by_name); *p;
+	     p = by_name ? &(*p)->name_chain : &(*p)->ino_chain) {
+		if (*p == node) {
+			*p = by_name ? node->name_chain : node->ino_chain;
+			hash->count--;
+			return;
+		}
+	}
+}
+
+static struct node *node_by_ino(struct store *store, uint64_t ino)
+{
+	struct node *node = store->by_ino.buckets[hash_ino(ino) & (store->by_ino.size - 1)];
+	while (node && node->ino != ino)
+		node = node->ino_chain;
+	return node;
+}
+
+/* A nodeid from the kernel: the node itself, or the node an alias stands for. */
+static struct node *node_resolve(struct store *store, uint64_t nodeid)
+{
+	struct node *node = node_by_ino(store, nodeid);
+	return node && node->alias_of ? node->alias_of : node;
+}
+
+static struct node *node_child(struct store *store, struct node *parent, const char *name)
+{
+	uint64_t h = hash_name(parent->ino, name);
+	struct node *node = store->by_name.buckets[h & (store->by_name.size - 1)];
+	while (node && !(node->parent == parent && strcmp(node->name, name) == 0))
+		node = node->name_chain;
+	return node;
+}
+
+/* ---- nodes --------------------------------------------------------------- */
+
+static int node_path(const struct node *node, char *out, size_t size)
+{
+	const struct node *chain[PATH_MAX / 2];
+	size_t depth = 0, used = 0;
+
+	for (; node && node->parent; node = node->parent) {
+		if (depth == sizeof(chain) / sizeof(chain[0]))
+			return -ENAMETOOLONG;
+		chain[depth++] = node;
+	}
+	out[0] = '\0';
+	while (depth-- > 0) {
+		int n = snprintf(out + used, size - used, "%s%s", used ? "/" : "",
+				 chain[depth]->name);
+		if (n < 0 || (size_t)n >= size - used)
+			return -ENAMETOOLONG;
+		used += (size_t)n;
+	}
+	return 0;
+}
+
+static bool name_valid(const char *name)
+{
+	size_t length = strlen(name);
+	return length > 0 && length <= STORE_NAME_MAX && !strchr(name, '/') &&
+	       strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+static struct node *node_new(struct store *store, struct node *parent, const char *name,
+			     enum store_node_kind kind, mode_t mode, uid_t uid, gid_t gid)
+{
+	struct node *node = calloc(1, sizeof(*node));
+	if (!node)
+		return NULL;
+	node->name = strdup(name);
+	if (!node->name) {
+		free(node);
+		return NULL;
+	}
+	node->ino = store->next_ino++;
+	node->kind = kind;
+	node->parent = parent;
+	node->mode = mode;
+	node->uid = uid;
+	node->gid = gid;
+	timespec_now(CLOCK_REALTIME, &node->mtime);
+	node->ctime = node->mtime;
+	if (hash_insert(&store->by_ino, node, false) < 0) {
+		free(node->name);
+		free(node);
+		return NULL;
+	}
+	if (parent) {
+		if (hash_insert(&store->by_name, node, true) < 0) {
+			hash_remove(&store->by_ino, node, false);
+			free(node->name);
+			free(node);
+			return NULL;
+		}
+		node->prev_sibling = parent->last_child;
+		if (parent->last_child)
+			parent->last_child->next_sibling = node;
+		else
+			parent->first_child = node;
+		parent->last_child = node;
+	}
+	return node;
+}
+
+/* Take a node out of the namespace; it lives on while the kernel knows it. */
+static void node_detach(struct store *store, struct node *node)
+{
+	struct node *parent = node->parent;
+
+	hash_remove(&store->by_name, node, true);
+	if (node->prev_sibling)
+		node->prev_sibling->next_sibling = node->next_sibling;
+	else
+		parent->first_child = node->next_sibling;
+	if (node->next_sibling)
+		node->next_sibling->prev_sibling = node->prev_sibling;
+	else
+		parent->last_child = node->prev_sibling;
+	node->prev_sibling = node->next_sibling = NULL;
+	node->unlinked = true;
+}
+
+static void semaphore_unreference(struct store *store, struct semaphore *semaphore);
+
+static void node_free(struct store *store, struct node *node)
+{
+	hash_remove(&store->by_ino, node, false);
+	if (node->semaphore) {
+		node->semaphore->node = NULL;
+		semaphore_unreference(store, node->semaphore);
+	}
+	free(node->name);
+	free(node);
+}
+
+static void node_release_if_unused(struct store *store, struct node *node)
+{
+	if (node->alias_of) {
+		if (node->lookups > 0)
+			return;
+		struct node *target = node->alias_of;
+		if (target->spare == node)
+			target->spare = NULL;
+		target->aliases--;
+		hash_remove(&store->by_ino, node, false);
+		free(node->name);
+		free(node);
+		node_release_if_unused(store, target);
+		return;
+	}
+	if (node->unlinked && node->lookups == 0 && node->aliases == 0)
+		node_free(store, node);
+}
+
+static struct node *alias_new(struct store *store, struct node *target)
+{
+	struct node *alias = node_new(store, NULL, "", NODE_SEMAPHORE, target->mode, target->uid,
+				      target->gid);
+	if (!alias)
+		return NULL;
+	alias->alias_of = target;
+	target->aliases++;
+	return alias;
+}
+
+/* Which nodeid a lookup of `node` gets: see store.h on aliases. */
+static struct node *lookup_choice(struct store *store, struct node *node, bool canonical)
+{
+	if (canonical || node->kind != NODE_SEMAPHORE || node->queued_writes == 0)
+		return node;
+	if (!node->spare || node->spare->queued_writes > 0) {
+		node->spare = alias_new(store, node);
+		if (!node->spare)
+			return node; /* no memory: share the busy inode */
+	}
+	return node->spare;
+}
+
+/* A queued write holds its inode's lock: count it on the nodeid it came by. */
+static void note_queued_write(struct store *store, struct waiter *waiter, int delta)
+{
+	struct node *via = waiter->via_nodeid ? node_by_ino(store, waiter->via_nodeid) : NULL;
+	if (via)
+		via->queued_writes = (unsigned)((int)via->queued_writes + delta);
+}
+
+static void node_fill_attr(struct store *store, struct node *node, struct store_attr *attr);
+
+/* ---- journal ------------------------------------------------------------- */
+
+static void journal_event(struct store *store, struct semaphore *semaphore, const char *event,
+			  const char *who, uint64_t token, const char *extra, bool announced)
+{
+	struct timespec now;
+	struct tm utc;
+	char line[512], stamp[32], token_text[32] = "";
+	int value = semaphore->removed ? -1 : sysv_value(semaphore->semid);
+
+	timespec_now(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &utc);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &utc);
+	if (token)
+		snprintf(token_text, sizeof(token_text), " token=%" PRIu64, token);
+	int length = snprintf(line, sizeof(line),
+			      "%s.%06ldZ %s by=%s value=%d limit=%u waiting=%zu%s%s%s\n", stamp,
+			      now.tv_nsec / 1000, event, who, value, semaphore->limit,
+			      semaphore->waiting, token_text, extra ? " " : "", extra ? extra : "");
+	if (length >= (int)sizeof(line)) {
+		length = sizeof(line) - 1;
+		line[length - 1] = '\n';
+	}
+	/* Out of memory only loses this line; the state itself is unharmed. */
+	(void)journal_append(&semaphore->journal, line, (size_t)length);
+	semaphore->last_value = value;
+	store->status_mtime = now;
+	if (semaphore->node) {
+		semaphore->node->mtime = now;
+		if (store->options.changed && !semaphore->node->unlinked) {
+			char path[PATH_MAX];
+			if (node_path(semaphore->node, path, sizeof(path)) == 0)
+				store->options.changed(store->options.changed_context,
+						       semaphore->ino, path, announced);
+		}
+	}
+}
+
+/* ---- holders ------------------------------------------------------------- */
+
+static void holder_add(struct semaphore *semaphore, struct owner *owner, const char *who)
+{
+	struct holder **tail = &semaphore->holders;
+
+	for (struct holder *h = semaphore->holders; h; h = h->next_in_semaphore) {
+		if (h->owner == owner && (owner || strcmp(h->who, who) == 0)) {
+			h->units++;
+			return;
+		}
+	}
+	struct holder *holder = calloc(1, sizeof(*holder));
+	if (!holder)
+		return; /* only the "who" bookkeeping is lost */
+	holder->semaphore = semaphore;
+	holder->owner = owner;
+	holder->units = 1;
+	snprintf(holder->who, sizeof(holder->who), "%s", who);
+	while (*tail)
+		tail = &(*tail)->next_in_semaphore;
+	*tail = holder;
+	if (owner) {
+		holder->next_in_owner = owner->holders;
+		owner->holders = holder;
+	}
+}
+
+static void holder_unlink(struct holder *holder)
+{
+	struct holder **p;
+
+	for (p = &holder->semaphore->holders; *p; p = &(*p)->next_in_semaphore) {
+		if (*p == holder) {
+			*p = holder->next_in_semaphore;
+			break;
+		}
+	}
+	if (holder->owner) {
+		for (p = &holder->owner->holders; *p; p = &(*p)->next_in_owner) {
+			if (*p == holder) {
+				*p = holder->next_in_owner;
+				break;
+			}
+		}
+	}
+	free(holder);
+}
+
+static struct holder *holder_of_owner(struct semaphore *semaphore, struct owner *owner)
+{
+	for (struct holder *h = owner ? owner->holders : NULL; h; h = h->next_in_owner)
+		if (h->semaphore == semaphore)
+			return h;
+	return NULL;
+}
+
+/* An unlock returns a plain unit: credit the unlocker's own, else the oldest. */
+static void holder_drop_plain(struct semaphore *semaphore, const char *who)
+{
+	struct holder *oldest = NULL, *match = NULL;
+
+	for (struct holder *h = semaphore->holders; h; h = h->next_in_semaphore) {
+		if (h->owner)
+			continue;
+		if (!oldest)
+			oldest = h;
+		if (!match && strcmp(h->who, who) == 0)
+			match = h;
+	}
+	struct holder *holder = match ? match : oldest;
+	if (holder && --holder->units == 0)
+		holder_unlink(holder);
+}
+
+/* ---- semaphores ---------------------------------------------------------- */
+
+static void semaphore_unreference(struct store *store, struct semaphore *semaphore)
+{
+	if (--semaphore->references > 0)
+		return;
+	while (semaphore->holders)
+		holder_unlink(semaphore->holders);
+	journal_free(&semaphore->journal);
+	free(semaphore);
+}
+
+static void live_remove(struct store *store, struct semaphore *semaphore)
+{
+	if (semaphore->live_prev)
+		semaphore->live_prev->live_next = semaphore->live_next;
+	else if (store->live == semaphore)
+		store->live = semaphore->live_next;
+	else
+		return; /* not on the list */
+	if (semaphore->live_next)
+		semaphore->live_next->live_prev = semaphore->live_prev;
+	semaphore->live_prev = semaphore->live_next = NULL;
+	store->live_count--;
+}
+
+static void queue_remove(struct semaphore *semaphore, struct waiter *waiter)
+{
+	note_queued_write(semaphore->store, waiter, -1);
+	if (waiter->queue_prev)
+		waiter->queue_prev->queue_next = waiter->queue_next;
+	else
+		semaphore->head = waiter->queue_next;
+	if (waiter->queue_next)
+		waiter->queue_next->queue_prev = waiter->queue_prev;
+	else
+		semaphore->tail = waiter->queue_prev;
+	waiter->queue_prev = waiter->queue_next = NULL;
+	semaphore->waiting--;
+}
+
+static void queue_append(struct semaphore *semaphore, struct waiter *waiter)
+{
+	waiter->queue_next = NULL;
+	waiter->queue_prev = semaphore->tail;
+	if (semaphore->tail)
+		semaphore->tail->queue_next = waiter;
+	else
+		semaphore->head = waiter;
+	semaphore->tail = waiter;
+	semaphore->waiting++;
+	waiter->state = WAITER_QUEUED;
+	note_queued_write(semaphore->store, waiter, 1);
+}
+
+static void record_of(struct semaphore *semaphore, struct backing_record *record)
+{
+	struct node *node = semaphore->node;
+	*record = (struct backing_record){
+		.key = semaphore->key,
+		.limit = semaphore->limit,
+		.mode = node ? node->mode : 0600,
+		.uid = node ? node->uid : 0,
+		.gid = node ? node->gid : 0,
+		.token_reserved = semaphore->token_reserved,
+	};
+}
+
+static void semaphore_save(struct store *store, struct semaphore *semaphore)
+{
+	struct backing_record record;
+	char path[PATH_MAX];
+
+	if (!semaphore->node || semaphore->node->unlinked ||
+	    node_path(semaphore->node, path, sizeof(path)) < 0)
+		return;
+	record_of(semaphore, &record);
+	(void)backing_write(&store->backing, path, &record);
+}
+
+static uint64_t next_token(struct store *store, struct semaphore *semaphore)
+{
+	if (++semaphore->token >= semaphore->token_reserved) {
+		semaphore->token_reserved = semaphore->token + TOKEN_BLOCK;
+		semaphore_save(store, semaphore);
+	}
+	return semaphore->token;
+}
+
+static void finish(struct store *store, struct waiter *waiter, int result, struct done_list *done);
+
+/* The set is gone (rm, or ipcrm from outside): every waiter fails. */
+static void semaphore_mark_removed(struct store *store, struct semaphore *semaphore,
+				   const char *who, struct done_list *done)
+{
+	if (semaphore->removed)
+		return;
+	semaphore->removed = true;
+	live_remove(store, semaphore);
+	while (semaphore->head) {
+		struct waiter *waiter = semaphore->head;
+		queue_remove(semaphore, waiter);
+		finish(store, waiter, -EIDRM, done);
+	}
+	journal_event(store, semaphore, "delete", who, 0, NULL, false);
+}
+
+/* ---- running commands --------------------------------------------------- */
+
+static int execute(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		   struct done_list *done);
+
+/* A request ended: a queued one goes to the done list. A failed request whose
+ * earlier commands changed something gets no IN_MODIFY from its write. */
+static void finish(struct store *store, struct waiter *waiter, int result, struct done_list *done)
+{
+	struct semaphore *semaphore = waiter->semaphore;
+
+	if (result < 0 && waiter->changed_something && waiter->announced_by_reply &&
+	    semaphore->node && !semaphore->node->unlinked && store->options.changed) {
+		char path[PATH_MAX];
+		if (node_path(semaphore->node, path, sizeof(path)) == 0)
+			store->options.changed(store->options.changed_context, semaphore->ino,
+					       path, false);
+	}
+	if (done)
+		done_push(done, waiter, result);
+	else
+		waiter->state = WAITER_DONE;
+}
+
+static void grant(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		  enum command_verb verb)
+{
+	waiter->token = next_token(store, semaphore);
+	waiter->changed_something = true;
+	if (verb == VERB_ACQUIRE) {
+		holder_add(semaphore, waiter->owner, waiter->who);
+	} else {
+		waiter->lock_units++;
+		holder_add(semaphore, NULL, waiter->who);
+	}
+	journal_event(store, semaphore, command_verb_name(verb), waiter->who, waiter->token, NULL,
+		      waiter->announced_by_reply);
+}
+
+static void *helper_main(void *argument);
+
+static void helper_kick(struct semaphore *semaphore)
+{
+	pthread_kill(semaphore->helper, HELPER_KICK_SIGNAL);
+}
+
+static int helper_start(struct store *store, struct semaphore *semaphore)
+{
+	pthread_attr_t attributes;
+	sigset_t all, previous;
+	int r;
+
+	pthread_attr_init(&attributes);
+	pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attributes, 64 * 1024);
+	/* Helpers take only the kick signal; SIGTERM and friends stay with the
+	 * FUSE loop, which must see them to stop. */
+	sigfillset(&all);
+	sigdelset(&all, HELPER_KICK_SIGNAL);
+	pthread_sigmask(SIG_SETMASK, &all, &previous);
+	semaphore->references++;
+	semaphore->helper_running = true;
+	store->helpers++;
+	r = pthread_create(&semaphore->helper, &attributes, helper_main, semaphore);
+	pthread_sigmask(SIG_SETMASK, &previous, NULL);
+	pthread_attr_destroy(&attributes);
+	if (r != 0) {
+		semaphore->references--;
+		semaphore->helper_running = false;
+		store->helpers--;
+		return -r;
+	}
+	return 0;
+}
+
+static int take(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		const struct command *command, struct done_list *done)
+{
+	bool acquire = command->verb == VERB_ACQUIRE;
+
+	if (acquire && !waiter->owner)
+		return -EINVAL;
+	/* Only an empty queue may try the kernel directly: no barging. */
+	if (!semaphore->head) {
+		int r = sysv_adjust(semaphore->semid, -1, acquire);
+		if (r == 0) {
+			grant(store, semaphore, waiter, command->verb);
+			return 0;
+		}
+		if (r == -EIDRM || r == -EINVAL) {
+			semaphore_mark_removed(store, semaphore, "sysv", done);
+			return -EIDRM;
+		}
+		if (r != -EAGAIN)
+			return r;
+	}
+	if (command->timeout == 0)
+		return -EAGAIN;
+	if (waiter->interrupted)
+		return -EINTR;
+
+	double seconds = command->timeout;
+	if (store->options.max_wait > 0 && (seconds < 0 || seconds > store->options.max_wait))
+		seconds = store->options.max_wait;
+	waiter->has_deadline = seconds >= 0;
+	if (waiter->has_deadline) {
+		struct timespec now;
+		timespec_now(CLOCK_MONOTONIC, &now);
+		waiter->deadline = timespec_add_seconds(now, seconds);
+	}
+	if (!semaphore->helper_running) {
+		int r = helper_start(store, semaphore);
+		if (r < 0)
+			return r;
+	} else if (waiter->has_deadline &&
+		   timespec_compare(&waiter->deadline, &semaphore->helper_until) < 0) {
+		helper_kick(semaphore);
+	}
+	queue_append(semaphore, waiter);
+	journal_event(store, semaphore, "wait", waiter->who, 0, NULL, false);
+	return STORE_QUEUED;
+}
+
+static int command_lock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			const struct command *command, struct done_list *done)
+{
+	return take(store, semaphore, waiter, command, done);
+}
+
+static int command_unlock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			  const struct command *command, struct done_list *done)
+{
+	int value = sysv_value(semaphore->semid);
+
+	if (value < 0)
+		return value;
+	/* Bounded: a unit beyond the limit is a double unlock. */
+	if ((unsigned)value >= semaphore->limit)
+		return -EOVERFLOW;
+	int r = sysv_adjust(semaphore->semid, 1, false);
+	if (r < 0)
+		return r;
+	holder_drop_plain(semaphore, waiter->who);
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "unlock", waiter->who, 0, NULL, waiter->announced_by_reply);
+	return 0;
+}
+
+static int command_relax(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			 const struct command *command, struct done_list *done)
+{
+	/* Detach the current queue first: a relaxed batch that waits again
+	 * joins the new queue and is not relaxed twice. */
+	struct waiter *relaxed = semaphore->head;
+	size_t count = semaphore->waiting;
+	char extra[32];
+
+	semaphore->head = semaphore->tail = NULL;
+	semaphore->waiting = 0;
+	waiter->changed_something = true;
+	snprintf(extra, sizeof(extra), "woke=%zu", count);
+	journal_event(store, semaphore, "relax", waiter->who, 0, extra, waiter->announced_by_reply);
+	while (relaxed) {
+		struct waiter *next = relaxed->queue_next;
+		note_queued_write(store, relaxed, -1);
+		relaxed->queue_prev = relaxed->queue_next = NULL;
+		relaxed->state = WAITER_RUNNING;
+		relaxed->token = next_token(store, semaphore);
+		relaxed->next++;
+		int r = execute(store, semaphore, relaxed, done);
+		if (r != STORE_QUEUED)
+			finish(store, relaxed, r, done);
+		relaxed = next;
+	}
+	return 0;
+}
+
+static int command_acquire(struct store *store, struct semaphore *semaphore,
+			   struct waiter *waiter, const struct command *command,
+			   struct done_list *done)
+{
+	return take(store, semaphore, waiter, command, done);
+}
+
+static int command_release(struct store *store, struct semaphore *semaphore,
+			   struct waiter *waiter, const struct command *command,
+			   struct done_list *done)
+{
+	struct holder *holder = holder_of_owner(semaphore, waiter->owner);
+
+	if (!holder)
+		return -ENOLCK;
+	int r = sysv_adjust(semaphore->semid, 1, true);
+	if (r < 0)
+		return r;
+	if (--holder->units == 0)
+		holder_unlink(holder);
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "release", waiter->who, 0, NULL,
+		      waiter->announced_by_reply);
+	return 0;
+}
+
+static int command_limit(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			 const struct command *command, struct done_list *done)
+{
+	int difference = command->number - (int)semaphore->limit;
+	char extra[32];
+
+	if (difference < 0) {
+		int value = sysv_value(semaphore->semid);
+		if (value < 0)
+			return value;
+		/* The value moves by the difference; units in use cannot. */
+		if (value < -difference)
+			return -EBUSY;
+	}
+	int r = sysv_adjust(semaphore->semid, difference, false);
+	if (r == -EAGAIN)
+		return -EBUSY;
+	if (r < 0)
+		return r;
+	snprintf(extra, sizeof(extra), "was=%u", semaphore->limit);
+	semaphore->limit = (unsigned)command->number;
+	semaphore_save(store, semaphore);
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "limit", waiter->who, 0, extra, waiter->announced_by_reply);
+	return 0;
+}
+
+static int command_set(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		       const struct command *command, struct done_list *done)
+{
+	if ((unsigned)command->number > semaphore->limit)
+		return -ERANGE;
+	int value = sysv_value(semaphore->semid);
+	if (value < 0)
+		return value;
+	int r = sysv_adjust(semaphore->semid, command->number - value, false);
+	if (r < 0)
+		return r;
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "set", waiter->who, 0, NULL, waiter->announced_by_reply);
+	return 0;
+}
+
+typedef int command_fn(struct store *, struct semaphore *, struct waiter *,
+		       const struct command *, struct done_list *);
+
+static command_fn *const command_table[] = {
+	[VERB_LOCK] = command_lock,	  [VERB_UNLOCK] = command_unlock,
+	[VERB_RELAX] = command_relax,	  [VERB_ACQUIRE] = command_acquire,
+	[VERB_RELEASE] = command_release, [VERB_LIMIT] = command_limit,
+	[VERB_SET] = command_set,
+};
+
+/* Run the waiter's commands from waiter->next: 0, -errno or STORE_QUEUED. */
+static int execute(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		   struct done_list *done)
+{
+	while (waiter->next < waiter->count) {
+		const struct command *command = &waiter->commands[waiter->next];
+		if (semaphore->removed)
+			return -EIDRM;
+		int r = command_table[command->verb](store, semaphore, waiter, command, done);
+		if (r != 0)
+			return r;
+		waiter->next++;
+	}
+	return 0;
+}
+
+int store_submit(struct store *store, struct semaphore *semaphore, struct waiter *waiter)
+{
+	struct done_list done = {0};
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	waiter->semaphore = semaphore;
+	waiter->next = 0;
+	waiter->state = WAITER_RUNNING;
+	/* IN_MODIFY from a write through an alias lands on the alias's inode,
+	 * not the one inotify watches: those changes need a touch. */
+	if (waiter->via_nodeid && waiter->via_nodeid != semaphore->ino)
+		waiter->announced_by_reply = false;
+	if (store->stopping)
+		r = -ECANCELED;
+	else
+		r = execute(store, semaphore, waiter, &done);
+	if (r != STORE_QUEUED)
+		finish(store, waiter, r, NULL);
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+	return r;
+}
+
+bool store_cancel(struct store *store, struct waiter *waiter)
+{
+	bool taken = false;
+
+	pthread_mutex_lock(&store->lock);
+	if (waiter->state == WAITER_QUEUED) {
+		struct semaphore *semaphore = waiter->semaphore;
+		queue_remove(semaphore, waiter);
+		waiter->state = WAITER_DONE;
+		journal_event(store, semaphore, "interrupt", waiter->who, 0, NULL, false);
+		taken = true;
+	} else {
+		waiter->interrupted = true;
+	}
+	pthread_mutex_unlock(&store->lock);
+	return taken;
+}
+
+void store_return_units(struct store *store, struct waiter *waiter)
+{
+	struct semaphore *semaphore = waiter->semaphore;
+
+	pthread_mutex_lock(&store->lock);
+	for (; waiter->lock_units > 0 && !semaphore->removed; waiter->lock_units--) {
+		if (sysv_adjust(semaphore->semid, 1, false) < 0)
+			break;
+		holder_drop_plain(semaphore, waiter->who);
+		journal_event(store, semaphore, "unlock", waiter->who, 0, "reason=reply-lost",
+			      false);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void release_holder(struct store *store, struct holder *holder, const char *who)
+{
+	struct semaphore *semaphore = holder->semaphore;
+
+	if (!semaphore->removed)
+		(void)sysv_adjust(semaphore->semid, (int)holder->units, true);
+	holder_unlink(holder);
+	if (!semaphore->removed)
+		journal_event(store, semaphore, "release", who, 0, "reason=close", false);
+}
+
+void store_release_owner(struct store *store, struct owner *owner, const char *who)
+{
+	pthread_mutex_lock(&store->lock);
+	while (owner->holders)
+		release_holder(store, owner->holders, who);
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* ---- the helper: one per contended semaphore ---------------------------- */
+
+static void expire_waiters(struct store *store, struct semaphore *semaphore,
+			   struct done_list *done)
+{
+	struct timespec now;
+
+	timespec_now(CLOCK_MONOTONIC, &now);
+	for (struct waiter *waiter = semaphore->head, *next; waiter; waiter = next) {
+		next = waiter->queue_next;
+		if (!waiter->has_deadline || timespec_compare(&waiter->deadline, &now) > 0)
+			continue;
+		queue_remove(semaphore, waiter);
+		journal_event(store, semaphore, "timeout", waiter->who, 0, NULL, false);
+		finish(store, waiter, -ETIMEDOUT, done);
+	}
+}
+
+/* The helper won a unit (held with SEM_UNDO): the queue's head gets it. */
+static void hand_unit(struct store *store, struct semaphore *semaphore, struct done_list *done)
+{
+	struct waiter *waiter = semaphore->head;
+
+	if (!waiter) {
+		(void)sysv_adjust(semaphore->semid, 1, true);
+		return;
+	}
+	const struct command *command = &waiter->commands[waiter->next];
+	queue_remove(semaphore, waiter);
+	waiter->state = WAITER_RUNNING;
+	if (command->verb == VERB_LOCK) {
+		int r = sysv_undo_to_plain(semaphore->semid);
+		if (r < 0) {
+			(void)sysv_adjust(semaphore->semid, 1, true);
+			finish(store, waiter, r, done);
+			return;
+		}
+	}
+	grant(store, semaphore, waiter, command->verb);
+	waiter->next++;
+	int r = execute(store, semaphore, waiter, done);
+	if (r != STORE_QUEUED)
+		finish(store, waiter, r, done);
+}
+
+static struct timespec helper_timeout(struct store *store, struct semaphore *semaphore)
+{
+	struct timespec now, until;
+
+	timespec_now(CLOCK_MONOTONIC, &now);
+	until = now;
+	until.tv_nsec += HELPER_NAP_NS;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	for (struct waiter *w = semaphore->head; w; w = w->queue_next)
+		if (w->has_deadline && timespec_compare(&w->deadline, &until) < 0)
+			until = w->deadline;
+	semaphore->helper_until = until;
+	return timespec_difference(&until, &now);
+}
+
+static void *helper_main(void *argument)
+{
+	struct semaphore *semaphore = argument;
+	struct store *store = semaphore->store;
+	struct done_list done = {0};
+
+	pthread_setname_np(pthread_self(), "semfs-helper");
+	pthread_mutex_lock(&store->lock);
+	for (;;) {
+		expire_waiters(store, semaphore, &done);
+		if (!semaphore->head || semaphore->removed || store->stopping) {
+			/* Finish the completions, then look again: a waiter queued
+			 * meanwhile saw helper_running and relies on us. */
+			if (!done.first)
+				break;
+			pthread_mutex_unlock(&store->lock);
+			run_done(&done);
+			pthread_mutex_lock(&store->lock);
+			continue;
+		}
+		struct timespec timeout = helper_timeout(store, semaphore);
+		int semid = semaphore->semid;
+		pthread_mutex_unlock(&store->lock);
+		run_done(&done);
+		int r = sysv_take(semid, &timeout);
+		pthread_mutex_lock(&store->lock);
+		if (r == 0)
+			hand_unit(store, semaphore, &done);
+		else if (r == -EIDRM || r == -EINVAL)
+			semaphore_mark_removed(store, semaphore, "sysv", &done);
+	}
+	semaphore->helper_running = false;
+	store->helpers--;
+	semaphore_unreference(store, semaphore);
+	pthread_cond_broadcast(&store->helpers_gone);
+	pthread_mutex_unlock(&store->lock);
+	return NULL;
+}
+
+static void kick_handler(int signal_number)
+{
+	(void)signal_number; /* only interrupts semtimedop */
+}
+
+/* ---- outside changes ------------------------------------------------------ */
+
+static void monitor_check(struct store *store, struct done_list *done)
+{
+	for (struct semaphore *s = store->live, *next; s; s = next) {
+		next = s->live_next;
+		int value = sysv_value(s->semid);
+		if (value == -EINVAL || value == -EIDRM) {
+			semaphore_mark_removed(store, s, "sysv", done);
+			continue;
+		}
+		if (value < 0 || value == s->last_value)
+			continue;
+		int pid = sysv_last_pid(s->semid);
+		if (pid == store->pid)
+			continue; /* ours, in flight: its own journal line follows */
+		char who[32];
+		snprintf(who, sizeof(who), "sysv:%d", pid);
+		journal_event(store, s, "outside-change", who, 0, NULL, false);
+	}
+}
+
+static void *monitor_main(void *argument)
+{
+	struct store *store = argument;
+	struct done_list done = {0};
+
+	pthread_setname_np(pthread_self(), "semfs-monitor");
+	pthread_mutex_lock(&store->lock);
+	while (!store->stopping) {
+		struct timespec wake;
+		timespec_now(CLOCK_REALTIME, &wake);
+		wake.tv_nsec += MONITOR_PERIOD_NS;
+		if (wake.tv_nsec >= 1000000000L) {
+			wake.tv_sec++;
+			wake.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&store->monitor_wake, &store->lock, &wake);
+		if (store->stopping)
+			break;
+		monitor_check(store, &done);
+		if (done.first) {
+			pthread_mutex_unlock(&store->lock);
+			run_done(&done);
+			pthread_mutex_lock(&store->lock);
+		}
+	}
+	pthread_mutex_unlock(&store->lock);
+	return NULL;
+}
+
+/* ---- creating and restoring ---------------------------------------------- */
+
+static struct semaphore *semaphore_new(struct store *store, key_t key, int semid, unsigned limit)
+{
+	struct semaphore *semaphore = calloc(1, sizeof(*semaphore));
+	if (!semaphore)
+		return NULL;
+	semaphore->store = store;
+	semaphore->key = key;
+	semaphore->semid = semid;
+	semaphore->limit = limit;
+	semaphore->references = 1; /* the node's */
+	journal_init(&semaphore->journal, store->options.journal_max);
+	semaphore->live_next = store->live;
+	if (store->live)
+		store->live->live_prev = semaphore;
+	store->live = semaphore;
+	store->live_count++;
+	return semaphore;
+}
+
+static void node_attach_semaphore(struct node *node, struct semaphore *semaphore)
+{
+	node->semaphore = semaphore;
+	semaphore->node = node;
+	semaphore->ino = node->ino;
+}
+
+static struct node *resolve_parent(struct store *store, const char *path, const char **leaf)
+{
+	char component[STORE_NAME_MAX + 1];
+	struct node *node = store->root;
+	const char *p = path;
+
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		if (!slash) {
+			*leaf = p;
+			return node;
+		}
+		size_t length = (size_t)(slash - p);
+		if (length == 0 || length > STORE_NAME_MAX)
+			return NULL;
+		memcpy(component, p, length);
+		component[length] = '\0';
+		node = node_child(store, node, component);
+		if (!node || node->kind != NODE_DIRECTORY)
+			return NULL;
+		p = slash + 1;
+	}
+}
+
+struct restore {
+	struct store *store;
+	char *error;
+	size_t error_size;
+};
+
+static int restore_entry(void *context, const char *path, bool is_directory,
+			 const struct stat *status)
+{
+	struct restore *restore = context;
+	struct store *store = restore->store;
+	const char *leaf;
+	struct node *parent = resolve_parent(store, path, &leaf);
+
+	if (!parent || !name_valid(leaf) ||
+	    (parent == store->root && strcmp(leaf, STORE_STATUS_NAME) == 0))
+		return 0; /* not one of ours: leave it */
+	if (is_directory) {
+		return node_new(store, parent, leaf, NODE_DIRECTORY, S_IFDIR | (status->st_mode & 07777),
+				status->st_uid, status->st_gid)
+			       ? 0
+			       : -ENOMEM;
+	}
+
+	struct backing_record record;
+	char full[PATH_MAX];
+	int semid, r = backing_read(&store->backing, path, &record);
+	bool fresh = false;
+
+	if (r < 0) {
+		snprintf(restore->error, restore->error_size, "%s/%s: unreadable record: %s",
+			 store->backing.root, path, strerror(-r));
+		return r;
+	}
+	r = sysv_attach(record.key, &semid);
+	if (r == -ENOENT) {
+		/* After a reboot: the same key again if free, else a new one. */
+		r = sysv_create_at(record.key, (int)record.mode, &semid);
+		if (r == -EEXIST) {
+			backing_full_path(&store->backing, path, full, sizeof(full));
+			r = sysv_create(full, (int)record.mode, &record.key, &semid);
+		}
+		if (r == 0)
+			r = sysv_adjust(semid, (int)record.limit, false);
+		fresh = true;
+	} else if (r == -EINVAL) {
+		backing_full_path(&store->backing, path, full, sizeof(full));
+		r = sysv_create(full, (int)record.mode, &record.key, &semid);
+		if (r == 0)
+			r = sysv_adjust(semid, (int)record.limit, false);
+		fresh = true;
+	}
+	if (r < 0) {
+		snprintf(restore->error, restore->error_size, "%s/%s: semaphore key 0x%08x: %s",
+			 store->backing.root, path, (unsigned)record.key, strerror(-r));
+		return r;
+	}
+	struct node *node = node_new(store, parent, leaf, NODE_SEMAPHORE,
+				     S_IFREG | (record.mode & 07777), record.uid, record.gid);
+	struct semaphore *semaphore = node ? semaphore_new(store, record.key, semid, record.limit)
+					   : NULL;
+	if (!semaphore)
+		return -ENOMEM;
+	node_attach_semaphore(node, semaphore);
+	semaphore->token = record.token_reserved;
+	semaphore->token_reserved = record.token_reserved + TOKEN_BLOCK;
+	semaphore_save(store, semaphore);
+	journal_event(store, semaphore, fresh ? "create" : "restore", "semfs", 0, NULL, false);
+	return 0;
+}
+
+int store_open(struct store **out, const struct store_options *options, char *error,
+	       size_t error_size)
+{
+	struct store *store = calloc(1, sizeof(*store));
+	struct sigaction kick = {.sa_handler = kick_handler};
+	int r;
+
+	if (!store) {
+		snprintf(error, error_size, "out of memory");
+		return -ENOMEM;
+	}
+	store->options = *options;
+	snprintf(store->state_dir, sizeof(store->state_dir), "%s", options->state_dir);
+	store->options.state_dir = store->state_dir;
+	store->options.changed = NULL; /* restoring announces nothing */
+	store->pid = getpid();
+	store->next_ino = STORE_ROOT_INO;
+	store->backing.root_fd = -1;
+	pthread_mutex_init(&store->lock, NULL);
+	pthread_cond_init(&store->helpers_gone, NULL);
+	pthread_condattr_t condition_attributes;
+	pthread_condattr_init(&condition_attributes);
+	pthread_cond_init(&store->monitor_wake, &condition_attributes);
+	pthread_condattr_destroy(&condition_attributes);
+	sigemptyset(&kick.sa_mask);
+	sigaction(HELPER_KICK_SIGNAL, &kick, NULL); /* no SA_RESTART */
+
+	r = hash_grow(&store->by_ino, false);
+	if (r == 0)
+		r = hash_grow(&store->by_name, true);
+	if (r < 0) {
+		snprintf(error, error_size, "out of memory");
+		goto fail;
+	}
+	uid_t uid = geteuid();
+	gid_t gid = getegid();
+	store->root = node_new(store, NULL, "", NODE_DIRECTORY, S_IFDIR | 0755, uid, gid);
+	store->status = node_new(store, NULL, STORE_STATUS_NAME, NODE_STATUS, S_IFREG | 0444, uid,
+				 gid);
+	if (!store->root || !store->status) {
+		snprintf(error, error_size, "out of memory");
+		r = -ENOMEM;
+		goto fail;
+	}
+	store->status->parent = store->root; /* listed at the root, never hashed by name */
+	timespec_now(CLOCK_REALTIME, &store->status_mtime);
+
+	r = backing_open(&store->backing, options->state_dir, error, error_size);
+	if (r < 0)
+		goto fail;
+	struct restore restore = {store, error, error_size};
+	r = backing_walk(&store->backing, restore_entry, &restore);
+	if (r < 0)
+		goto fail;
+	store->options.changed = options->changed;
+	*out = store;
+	return 0;
+fail:
+	store_close(store);
+	return r;
+}
+
+int store_start(struct store *store)
+{
+	sigset_t all, previous;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &previous);
+	int r = pthread_create(&store->monitor, NULL, monitor_main, store);
+	pthread_sigmask(SIG_SETMASK, &previous, NULL);
+	if (r != 0)
+		return -r;
+	store->monitor_running = true;
+	return 0;
+}
+
+void store_shutdown(struct store *store)
+{
+	struct done_list done = {0};
+
+	pthread_mutex_lock(&store->lock);
+	store->stopping = true;
+	pthread_cond_broadcast(&store->monitor_wake);
+	for (struct semaphore *s = store->live; s; s = s->live_next) {
+		while (s->head) {
+			struct waiter *waiter = s->head;
+			queue_remove(s, waiter);
+			finish(store, waiter, -ECANCELED, &done);
+		}
+		if (s->helper_running)
+			helper_kick(s);
+	}
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+
+	if (store->monitor_running) {
+		pthread_join(store->monitor, NULL);
+		store->monitor_running = false;
+	}
+	pthread_mutex_lock(&store->lock);
+	while (store->helpers > 0) {
+		for (struct semaphore *s = store->live; s; s = s->live_next)
+			if (s->helper_running)
+				helper_kick(s);
+		struct timespec wake;
+		timespec_now(CLOCK_REALTIME, &wake);
+		wake.tv_sec += 1;
+		pthread_cond_timedwait(&store->helpers_gone, &store->lock, &wake);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void free_subtree(struct store *store, struct node *node)
+{
+	while (node->first_child) {
+		struct node *child = node->first_child;
+		free_subtree(store, child);
+	}
+	if (node->parent && !node->unlinked)
+		node_detach(store, node);
+	node_free(store, node);
+}
+
+void store_close(struct store *store)
+{
+	if (!store)
+		return;
+	if (!store->stopping)
+		store_shutdown(store);
+	/* Aliases, then unlinked nodes the kernel still knew. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < store->by_ino.size; i++) {
+			struct node *node = store->by_ino.buckets[i];
+			while (node) {
+				struct node *next = node->ino_chain;
+				if (pass == 0 && node->alias_of) {
+					node->alias_of->aliases--;
+					hash_remove(&store->by_ino, node, false);
+					free(node->name);
+					free(node);
+				} else if (pass == 1 && node->unlinked) {
+					node_free(store, node);
+				}
+				node = next;
+			}
+		}
+	}
+	if (store->status)
+		node_free(store, store->status);
+	if (store->root)
+		free_subtree(store, store->root);
+	backing_close(&store->backing);
+	free(store->by_ino.buckets);
+	free(store->by_name.buckets);
+	pthread_cond_destroy(&store->monitor_wake);
+	pthread_cond_destroy(&store->helpers_gone);
+	pthread_mutex_destroy(&store->lock);
+	free(store);
+}
+
+/* ---- the tree, for the mount --------------------------------------------- */
+
+static void node_fill_attr(struct store *store, struct node *node, struct store_attr *attr)
+{
+	memset(attr, 0, sizeof(*attr));
+	attr->nodeid = node->ino;
+	attr->ino = node->ino;
+	attr->kind = node->kind;
+	attr->mode = node->mode;
+	attr->uid = node->uid;
+	attr->gid = node->gid;
+	attr->mtime = node->mtime;
+	attr->ctime = node->ctime;
+	attr->nlink = node->unlinked ? 0 : node->kind == NODE_DIRECTORY ? 2 : 1;
+	if (node->kind == NODE_SEMAPHORE && node->semaphore)
+		attr->size = node->semaphore->journal.length;
+	if (node->kind == NODE_STATUS)
+		attr->mtime = attr->ctime = store->status_mtime;
+}
+
+static int parent_directory(struct store *store, uint64_t ino, struct node **parent)
+{
+	struct node *node = node_by_ino(store, ino);
+
+	if (!node || node->unlinked)
+		return -ENOENT;
+	if (node->kind != NODE_DIRECTORY)
+		return -ENOTDIR;
+	*parent = node;
+	return 0;
+}
+
+int store_lookup(struct store *store, uint64_t parent_ino, const char *name, bool canonical,
+		 struct store_attr *attr)
+{
+	struct node *parent, *node;
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	r = parent_directory(store, parent_ino, &parent);
+	if (r == 0) {
+		node = parent == store->root && strcmp(name, STORE_STATUS_NAME) == 0
+			       ? store->status
+			       : node_child(store, parent, name);
+		if (!node) {
+			r = -ENOENT;
+		} else {
+			struct node *chosen = lookup_choice(store, node, canonical);
+			chosen->lookups++;
+			node_fill_attr(store, node, attr);
+			attr->nodeid = chosen->ino;
+		}
+	}
+	pthread_mutex_unlock(&store->lock);
+	if (r == 0 && attr->kind == NODE_STATUS) {
+		char *text;
+		size_t length;
+		if (store_status_text(store, &text, &length) == 0) {
+			attr->size = length;
+			free(text);
+		}
+	}
+	return r;
+}
+
+void store_forget(struct store *store, uint64_t ino, uint64_t count)
+{
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_by_ino(store, ino);
+	if (node) {
+		node->lookups = node->lookups > count ? node->lookups - count : 0;
+		node_release_if_unused(store, node);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+int store_getattr(struct store *store, uint64_t ino, struct store_attr *attr)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_resolve(store, ino);
+	if (node) {
+		node_fill_attr(store, node, attr);
+		attr->nodeid = ino;
+	} else {
+		r = -ENOENT;
+	}
+	pthread_mutex_unlock(&store->lock);
+	if (r == 0 && attr->kind == NODE_STATUS) {
+		char *text;
+		size_t length;
+		if (store_status_text(store, &text, &length) == 0) {
+			attr->size = length;
+			free(text);
+		}
+	}
+	return r;
+}
+
+static int check_new_name(struct store *store, struct node *parent, const char *name)
+{
+	if (!name_valid(name))
+		return -EINVAL;
+	if (parent == store->root && strcmp(name, STORE_STATUS_NAME) == 0)
+		return -EEXIST;
+	if (node_child(store, parent, name))
+		return -EEXIST;
+	return 0;
+}
+
+int store_create(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
+		 uid_t uid, gid_t gid, struct store_attr *attr)
+{
+	struct node *parent, *node = NULL;
+	char path[PATH_MAX], full[PATH_MAX];
+	key_t key;
+	int semid = -1, r;
+
+	pthread_mutex_lock(&store->lock);
+	r = parent_directory(store, parent_ino, &parent);
+	if (r == 0)
+		r = check_new_name(store, parent, name);
+	if (r < 0)
+		goto out;
+	r = node_path(parent, path, sizeof(path));
+	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
+			      (int)sizeof(full))
+		r = -ENAMETOOLONG;
+	if (r < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s", full);
+	r = backing_create(&store->backing, path);
+	if (r == -EEXIST) { /* a leftover no semaphore claims: reuse it */
+		(void)backing_remove(&store->backing, path);
+		r = backing_create(&store->backing, path);
+	}
+	if (r < 0)
+		goto out;
+	backing_full_path(&store->backing, path, full, sizeof(full));
+	r = sysv_create(full, (int)mode, &key, &semid);
+	if (r == 0)
+		r = sysv_adjust(semid, (int)store->options.default_limit, false);
+	if (r == 0 && uid != geteuid())
+		(void)sysv_set_owner(semid, uid, gid, mode);
+	if (r == 0) {
+		node = node_new(store, parent, name, NODE_SEMAPHORE, S_IFREG | (mode & 07777), uid,
+				gid);
+		struct semaphore *semaphore =
+			node ? semaphore_new(store, key, semid, store->options.default_limit) : NULL;
+		if (!semaphore) {
+			r = -ENOMEM;
+		} else {
+			node_attach_semaphore(node, semaphore);
+			semaphore->token_reserved = TOKEN_BLOCK;
+			semaphore_save(store, semaphore);
+			journal_event(store, semaphore, "create", "semfs", 0, NULL, false);
+			node->lookups++;
+			node_fill_attr(store, node, attr);
+			parent->mtime = parent->ctime = node->mtime;
+		}
+	}
+	if (r < 0) {
+		if (node) {
+			node_detach(store, node);
+			node_free(store, node);
+		}
+		if (semid >= 0)
+			(void)sysv_remove(semid);
+		(void)backing_remove(&store->backing, path);
+	}
+out:
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
+		uid_t uid, gid_t gid, struct store_attr *attr)
+{
+	struct node *parent;
+	char path[PATH_MAX], full[PATH_MAX];
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	r = parent_directory(store, parent_ino, &parent);
+	if (r == 0)
+		r = check_new_name(store, parent, name);
+	if (r == 0)
+		r = node_path(parent, path, sizeof(path));
+	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
+			      (int)sizeof(full))
+		r = -ENAMETOOLONG;
+	if (r == 0)
+		r = backing_mkdir(&store->backing, full, mode);
+	if (r == -EEXIST)
+		r = 0; /* a leftover empty directory */
+	if (r == 0)
+		(void)backing_chmod_dir(&store->backing, full, mode, uid, gid);
+	if (r == 0) {
+		struct node *node = node_new(store, parent, name, NODE_DIRECTORY,
+					     S_IFDIR | (mode & 07777), uid, gid);
+		if (!node) {
+			(void)backing_rmdir(&store->backing, full);
+			r = -ENOMEM;
+		} else {
+			node->lookups++;
+			node_fill_attr(store, node, attr);
+			parent->mtime = parent->ctime = node->mtime;
+		}
+	}
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+int store_unlink(struct store *store, uint64_t parent_ino, const char *name)
+{
+	struct node *parent, *node = NULL;
+	struct done_list done = {0};
+	char path[PATH_MAX];
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	r = parent_directory(store, parent_ino, &parent);
+	if (r == 0 && parent == store->root && strcmp(name, STORE_STATUS_NAME) == 0)
+		r = -EPERM;
+	if (r == 0) {
+		node = node_child(store, parent, name);
+		if (!node)
+			r = -ENOENT;
+		else if (node->kind == NODE_DIRECTORY)
+			r = -EISDIR;
+	}
+	if (r == 0)
+		r = node_path(node, path, sizeof(path));
+	if (r == 0) {
+		struct semaphore *semaphore = node->semaphore;
+		semaphore_mark_removed(store, semaphore, "semfs", &done);
+		(void)sysv_remove(semaphore->semid);
+		(void)backing_remove(&store->backing, path);
+		node_detach(store, node);
+		timespec_now(CLOCK_REALTIME, &parent->mtime);
+		parent->ctime = parent->mtime;
+		node_release_if_unused(store, node);
+	}
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+	return r;
+}
+
+int store_rmdir(struct store *store, uint64_t parent_ino, const char *name)
+{
+	struct node *parent, *node = NULL;
+	char path[PATH_MAX];
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	r = parent_directory(store, parent_ino, &parent);
+	if (r == 0) {
+		node = node_child(store, parent, name);
+		if (!node)
+			r = -ENOENT;
+		else if (node->kind != NODE_DIRECTORY)
+			r = -ENOTDIR;
+		else if (node->first_child)
+			r = -ENOTEMPTY;
+	}
+	if (r == 0)
+		r = node_path(node, path, sizeof(path));
+	if (r == 0)
+		r = backing_rmdir(&store->backing, path);
+	if (r == 0) {
+		node_detach(store, node);
+		timespec_now(CLOCK_REALTIME, &parent->mtime);
+		parent->ctime = parent->mtime;
+		node_release_if_unused(store, node);
+	}
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const uid_t *uid,
+		  const gid_t *gid, const struct timespec *mtime, struct store_attr *attr)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_resolve(store, ino);
+	if (!node) {
+		r = -ENOENT;
+		goto out;
+	}
+	if ((mode || uid || gid) && node->kind == NODE_STATUS) {
+		r = -EPERM;
+		goto out;
+	}
+	if (mode)
+		node->mode = (node->mode & S_IFMT) | (*mode & 07777);
+	if (uid)
+		node->uid = *uid;
+	if (gid)
+		node->gid = *gid;
+	if (mode || uid || gid) {
+		timespec_now(CLOCK_REALTIME, &node->ctime);
+		char path[PATH_MAX];
+		if (node->kind == NODE_SEMAPHORE && node->semaphore && !node->unlinked) {
+			(void)sysv_set_owner(node->semaphore->semid, node->uid, node->gid,
+					     node->mode);
+			semaphore_save(store, node->semaphore);
+		} else if (node->kind == NODE_DIRECTORY && node->parent &&
+			   node_path(node, path, sizeof(path)) == 0) {
+			(void)backing_chmod_dir(&store->backing, path, node->mode, node->uid,
+						node->gid);
+		}
+	}
+	if (mtime && node->kind != NODE_STATUS)
+		node->mtime = *mtime;
+	node_fill_attr(store, node, attr);
+out:
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+void store_list_free(struct store_entry *entries, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		free(entries[i].name);
+	free(entries);
+}
+
+static int list_push(struct store_entry **entries, size_t *count, size_t *allocated,
+		     const struct node *node)
+{
+	if (*count == *allocated) {
+		size_t bigger_size = *allocated ? *allocated * 2 : 16;
+		struct store_entry *bigger = realloc(*entries, bigger_size * sizeof(**entries));
+		if (!bigger)
+			return -ENOMEM;
+		*entries = bigger;
+		*allocated = bigger_size;
+	}
+	struct store_entry *entry = &(*entries)[*count];
+	entry->name = strdup(node->name);
+	if (!entry->name)
+		return -ENOMEM;
+	entry->ino = node->ino;
+	entry->kind = node->kind;
+	(*count)++;
+	return 0;
+}
+
+int store_list(struct store *store, uint64_t ino, struct store_entry **out, size_t *out_count)
+{
+	struct node *directory = NULL;
+	struct store_entry *entries = NULL;
+	size_t count = 0, allocated = 0;
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	r = parent_directory(store, ino, &directory);
+	if (r == 0 && directory == store->root)
+		r = list_push(&entries, &count, &allocated, store->status);
+	for (struct node *child = r == 0 ? directory->first_child : NULL; r == 0 && child;
+	     child = child->next_sibling)
+		r = list_push(&entries, &count, &allocated, child);
+	pthread_mutex_unlock(&store->lock);
+	if (r < 0) {
+		store_list_free(entries, count);
+		return r;
+	}
+	*out = entries;
+	*out_count = count;
+	return 0;
+}
+
+/* ---- status and attributes ------------------------------------------------ */
+
+struct text {
+	char *data;
+	size_t length, allocated;
+	bool failed;
+};
+
+static void text_append(struct text *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_append(struct text *text, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (text->failed)
+		return;
+	for (;;) {
+		size_t room = text->allocated - text->length;
+		va_start(ap, fmt);
+		int n = vsnprintf(text->data ? text->data + text->length : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			text->failed = true;
+			return;
+		}
+		if ((size_t)n < room) {
+			text->length += (size_t)n;
+			return;
+		}
+		size_t allocated = text->allocated ? text->allocated * 2 : 256;
+		while (allocated < text->length + (size_t)n + 1)
+			allocated *= 2;
+		char *data = realloc(text->data, allocated);
+		if (!data) {
+			text->failed = true;
+			return;
+		}
+		text->data = data;
+		text->allocated = allocated;
+	}
+}
+
+static void append_holders(struct text *text, struct semaphore *semaphore, const char *separator)
+{
+	bool first = true;
+
+	for (struct holder *h = semaphore->holders; h; h = h->next_in_semaphore) {
+		for (unsigned i = 0; i < h->units; i++) {
+			text_append(text, "%s%s", first ? "" : separator, h->who);
+			first = false;
+		}
+	}
+	if (first && separator[0] == ',')
+		text_append(text, "-");
+}
+
+static void status_of_subtree(struct store *store, struct node *directory, struct text *text)
+{
+	for (struct node *node = directory->first_child; node; node = node->next_sibling) {
+		if (node->kind == NODE_DIRECTORY) {
+			status_of_subtree(store, node, text);
+			continue;
+		}
+		struct semaphore *s = node->semaphore;
+		char path[PATH_MAX];
+		int value = s->removed ? 0 : sysv_value(s->semid);
+		if (node_path(node, path, sizeof(path)) < 0)
+			continue;
+		if (value < 0)
+			value = 0;
+		text_append(text, "%s: %d limit=%u value=%d waiting=%zu holders=", path,
+			    (int)s->limit - value, s->limit, value, s->waiting);
+		append_holders(text, s, ",");
+		text_append(text, " token=%" PRIu64 " key=0x%08x semid=%d\n", s->token,
+			    (unsigned)s->key, s->semid);
+	}
+}
+
+int store_status_text(struct store *store, char **out, size_t *length)
+{
+	struct text text = {0};
+
+	pthread_mutex_lock(&store->lock);
+	text_append(&text, "%s", "");
+	status_of_subtree(store, store->root, &text);
+	pthread_mutex_unlock(&store->lock);
+	if (text.failed) {
+		free(text.data);
+		return -ENOMEM;
+	}
+	*out = text.data;
+	*length = text.length;
+	return 0;
+}
+
+int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **out)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_resolve(store, ino);
+	if (!node)
+		r = -ENOENT;
+	else if (node->kind == NODE_DIRECTORY)
+		r = -EISDIR;
+	else if (node->kind != NODE_SEMAPHORE || !node->semaphore)
+		r = -EINVAL;
+	else {
+		node->semaphore->references++;
+		*out = node->semaphore;
+	}
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+void store_close_semaphore(struct store *store, struct semaphore *semaphore)
+{
+	pthread_mutex_lock(&store->lock);
+	semaphore_unreference(store, semaphore);
+	pthread_mutex_unlock(&store->lock);
+}
+
+size_t store_read_journal(struct store *store, struct semaphore *semaphore, off_t offset,
+			  char *buffer, size_t size)
+{
+	pthread_mutex_lock(&store->lock);
+	size_t n = journal_read(&semaphore->journal, offset, buffer, size);
+	pthread_mutex_unlock(&store->lock);
+	return n;
+}
+
+void store_journal_position(struct store *store, struct semaphore *semaphore, uint64_t *length,
+			    uint64_t *restarts)
+{
+	pthread_mutex_lock(&store->lock);
+	*length = semaphore->journal.length;
+	*restarts = semaphore->journal.restarts;
+	pthread_mutex_unlock(&store->lock);
+}
+
+const char *const store_attribute_names[] = {"value", "limit", "waiting", "key",
+					     "semid", "holders", "token", NULL};
+
+int store_attribute(struct store *store, struct semaphore *semaphore, const char *name,
+		    char **out)
+{
+	struct text text = {0};
+	int r = 0;
+
+	pthread_mutex_lock(&store->lock);
+	text_append(&text, "%s", "");
+	if (strcmp(name, "value") == 0)
+		text_append(&text, "%d", semaphore->removed ? 0 : sysv_value(semaphore->semid));
+	else if (strcmp(name, "limit") == 0)
+		text_append(&text, "%u", semaphore->limit);
+	else if (strcmp(name, "waiting") == 0)
+		text_append(&text, "%zu", semaphore->waiting);
+	else if (strcmp(name, "key") == 0)
+		text_append(&text, "0x%08x", (unsigned)semaphore->key);
+	else if (strcmp(name, "semid") == 0)
+		text_append(&text, "%d", semaphore->semid);
+	else if (strcmp(name, "holders") == 0) {
+		append_holders(&text, semaphore, "\n");
+		if (text.length)
+			text_append(&text, "\n");
+	} else if (strcmp(name, "token") == 0)
+		text_append(&text, "%" PRIu64, semaphore->token);
+	else
+		r = -ENODATA;
+	pthread_mutex_unlock(&store->lock);
+	if (r == 0 && text.failed)
+		r = -ENOMEM;
+	if (r < 0) {
+		free(text.data);
+		return r;
+	}
+	*out = text.data;
+	return (int)text.length;
+}

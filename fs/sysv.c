@@ -1,0 +1,140 @@
+/* sysv.c: thin wrappers over semget/semop/semctl returning -errno. */
+#include "sysv.h"
+
+#include <errno.h>
+#include <sys/ipc.h>
+#include <sys/random.h>
+#include <sys/sem.h>
+
+union semun {
+	int val;
+	struct semid_ds *buf;
+	unsigned short *array;
+};
+
+static int permissions_of(mode_t mode)
+{
+	/* File read/write map onto SysV read/alter. */
+	return (int)(mode & 0666);
+}
+
+int sysv_create_at(key_t key, int permissions, int *semid)
+{
+	int id = semget(key, 1, IPC_CREAT | IPC_EXCL | permissions_of((mode_t)permissions));
+	if (id < 0)
+		return -errno;
+	*semid = id;
+	return 0;
+}
+
+int sysv_create(const char *path, int permissions, key_t *key, int *semid)
+{
+	for (int tag = 1; tag <= 255; tag++) {
+		key_t candidate = ftok(path, tag);
+		if (candidate == -1)
+			return -errno;
+		int r = sysv_create_at(candidate, permissions, semid);
+		if (r == 0) {
+			*key = candidate;
+			return 0;
+		}
+		if (r != -EEXIST)
+			return r;
+	}
+	for (int attempt = 0; attempt < 1000; attempt++) {
+		key_t candidate;
+		if (getrandom(&candidate, sizeof(candidate), 0) != sizeof(candidate))
+			return -EIO;
+		if (candidate == IPC_PRIVATE)
+			continue;
+		int r = sysv_create_at(candidate, permissions, semid);
+		if (r == 0) {
+			*key = candidate;
+			return 0;
+		}
+		if (r != -EEXIST)
+			return r;
+	}
+	return -ENOSPC;
+}
+
+int sysv_attach(key_t key, int *semid)
+{
+	struct semid_ds info;
+	union semun argument = {.buf = &info};
+	int id = semget(key, 0, 0);
+
+	if (id < 0)
+		return -errno;
+	if (semctl(id, 0, IPC_STAT, argument) < 0)
+		return -errno;
+	if (info.sem_nsems != 1)
+		return -EINVAL;
+	*semid = id;
+	return 0;
+}
+
+int sysv_value(int semid)
+{
+	int r = semctl(semid, 0, GETVAL);
+	return r < 0 ? -errno : r;
+}
+
+int sysv_last_pid(int semid)
+{
+	int r = semctl(semid, 0, GETPID);
+	return r < 0 ? -errno : r;
+}
+
+int sysv_waiting(int semid)
+{
+	int r = semctl(semid, 0, GETNCNT);
+	return r < 0 ? -errno : r;
+}
+
+int sysv_adjust(int semid, int delta, bool with_undo)
+{
+	struct sembuf op = {
+		.sem_num = 0,
+		.sem_op = (short)delta,
+		.sem_flg = (short)(IPC_NOWAIT | (with_undo ? SEM_UNDO : 0)),
+	};
+	if (delta == 0)
+		return 0;
+	return semop(semid, &op, 1) < 0 ? -errno : 0;
+}
+
+int sysv_take(int semid, const struct timespec *timeout)
+{
+	struct sembuf op = {.sem_num = 0, .sem_op = -1, .sem_flg = SEM_UNDO};
+	return semtimedop(semid, &op, 1, timeout) < 0 ? -errno : 0;
+}
+
+int sysv_undo_to_plain(int semid)
+{
+	/* +1 with undo cancels the undo record, -1 plain takes it back: one
+	 * atomic semop, so no other process can slip in between. */
+	struct sembuf ops[2] = {
+		{.sem_num = 0, .sem_op = 1, .sem_flg = SEM_UNDO | IPC_NOWAIT},
+		{.sem_num = 0, .sem_op = -1, .sem_flg = IPC_NOWAIT},
+	};
+	return semop(semid, ops, 2) < 0 ? -errno : 0;
+}
+
+int sysv_set_owner(int semid, uid_t uid, gid_t gid, mode_t mode)
+{
+	struct semid_ds info;
+	union semun argument = {.buf = &info};
+
+	if (semctl(semid, 0, IPC_STAT, argument) < 0)
+		return -errno;
+	info.sem_perm.uid = uid;
+	info.sem_perm.gid = gid;
+	info.sem_perm.mode = (unsigned short)permissions_of(mode);
+	return semctl(semid, 0, IPC_SET, argument) < 0 ? -errno : 0;
+}
+
+int sysv_remove(int semid)
+{
+	return semctl(semid, 0, IPC_RMID) < 0 ? -errno : 0;
+}

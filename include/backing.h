@@ -1,0 +1,49 @@
+/* backing.h: the state directory on disk. Its tree/ mirrors the mounted tree:
+ * a directory per directory, a small text file per semaphore recording what
+ * the kernel does not keep (key, limit, owner, mode, fencing-token high-water
+ * mark). The file's inode also seeds the semaphore's ftok key. */
+#ifndef SEMFS_BACKING_H
+#define SEMFS_BACKING_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+struct backing {
+	char root[PATH_MAX]; /* STATE_DIR/tree */
+	int root_fd;
+};
+
+struct backing_record {
+	key_t key;
+	unsigned limit;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	uint64_t token_reserved; /* tokens below this may have been handed out */
+};
+
+/* Create STATE_DIR/tree as needed and open it. -errno, message in `error`. */
+int backing_open(struct backing *backing, const char *state_dir, char *error, size_t error_size);
+void backing_close(struct backing *backing);
+
+/* Paths are relative to the tree, "dir/name", never empty. */
+int backing_create(struct backing *backing, const char *path); /* O_EXCL */
+int backing_write(struct backing *backing, const char *path, const struct backing_record *record);
+int backing_read(struct backing *backing, const char *path, struct backing_record *record);
+int backing_remove(struct backing *backing, const char *path);
+int backing_mkdir(struct backing *backing, const char *path, mode_t mode);
+int backing_rmdir(struct backing *backing, const char *path);
+int backing_chmod_dir(struct backing *backing, const char *path, mode_t mode, uid_t uid, gid_t gid);
+/* Full path for ftok(). */
+void backing_full_path(const struct backing *backing, const char *path, char *out, size_t size);
+
+/* Visit every entry, parents before children. The callback returns 0 to go
+ * on; a negative value stops the walk and is returned. */
+typedef int backing_visit_fn(void *context, const char *path, bool is_directory,
+			     const struct stat *status);
+int backing_walk(struct backing *backing, backing_visit_fn *visit, void *context);
+
+#endif

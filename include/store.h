@@ -1,0 +1,174 @@
+/* store.h: the semaphore store. Owns the tree of names, one System V semaphore
+ * per semaphore file, each semaphore's journal, holders and FIFO queue of
+ * waiters. Front-ends (the mount, the network) parse a request into commands,
+ * submit it here and get exactly one completion, now or later.
+ *
+ * Threads and locks: one store lock guards everything here, including the
+ * store-private fields of every queued waiter. It is never held while a
+ * waiter's complete() runs, so front-ends may call back into the store (and
+ * into libfuse) from there. Store threads: one helper per *contended*
+ * semaphore (sleeps in semtimedop for the head of the queue) and one monitor
+ * (notices changes made by other SysV users). */
+#ifndef SEMFS_STORE_H
+#define SEMFS_STORE_H
+
+#include "command.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define STORE_ROOT_INO 1
+#define STORE_STATUS_INO 2
+#define STORE_STATUS_NAME "semaphore.status"
+#define STORE_NAME_MAX 255
+#define STORE_WHO_MAX 64
+#define STORE_QUEUED 1 /* store_submit: complete() will be called later */
+
+struct store;
+struct semaphore;
+struct holder;
+
+enum store_node_kind { NODE_DIRECTORY, NODE_SEMAPHORE, NODE_STATUS };
+
+struct store_attr {
+	uint64_t nodeid; /* the kernel's handle: the node, or an alias of it */
+	uint64_t ino;    /* st_ino: always the node's own */
+	enum store_node_kind kind;
+	mode_t mode; /* with file type bits */
+	uid_t uid;
+	gid_t gid;
+	uint64_t size;
+	unsigned nlink;
+	struct timespec mtime, ctime;
+};
+
+struct store_entry {
+	char *name;
+	uint64_t ino;
+	enum store_node_kind kind;
+};
+
+/* Whoever units taken with `acquire` belong to: an open file of the mount, a
+ * network connection. Closing it returns them (store_release_owner). */
+struct owner {
+	struct holder *holders; /* store lock */
+};
+
+struct waiter;
+/* Called exactly once per queued request, without the store lock, from any
+ * store or front-end thread. `error` is 0 or a positive errno. */
+typedef void waiter_complete_fn(struct waiter *waiter, int error);
+
+enum waiter_state { WAITER_IDLE, WAITER_RUNNING, WAITER_QUEUED, WAITER_DONE };
+
+struct waiter {
+	/* Set by the front-end before store_submit(). */
+	const struct command *commands;
+	size_t count;
+	struct owner *owner; /* acquire/release need one */
+	char who[STORE_WHO_MAX]; /* "pid:N", "tcp:ADDR:PORT" */
+	waiter_complete_fn *complete;
+	/* The front-end's successful reply itself tells watchers (a write through
+	 * the VFS raises IN_MODIFY), so the store need not. */
+	bool announced_by_reply;
+	uint64_t via_nodeid; /* the mount's nodeid the request came through, or 0 */
+
+	/* Store-private, under the store lock. */
+	struct semaphore *semaphore;
+	enum waiter_state state;
+	size_t next; /* next command to run */
+	bool interrupted;
+	bool changed_something;
+	bool has_deadline;
+	struct timespec deadline; /* CLOCK_MONOTONIC */
+	struct waiter *queue_prev, *queue_next;
+	int result; /* for the completion list */
+	unsigned lock_units; /* plain units this request took */
+	uint64_t token;      /* fencing token of its last grant */
+};
+
+/* A semaphore changed: called with the store lock held, so it may only queue
+ * work. `path` is relative to the mount root. */
+typedef void store_changed_fn(void *context, uint64_t ino, const char *path,
+			      bool announced_by_reply);
+
+struct store_options {
+	const char *state_dir;
+	unsigned default_limit;
+	size_t journal_max;
+	double max_wait; /* seconds, 0 for none: every wait ends (ETIMEDOUT) before */
+	store_changed_fn *changed;
+	void *changed_context;
+};
+
+/* Open the state directory and bring back every semaphore it records. */
+int store_open(struct store **out, const struct store_options *options, char *error,
+	       size_t error_size);
+int store_start(struct store *store);    /* start the monitor thread */
+void store_shutdown(struct store *store); /* end all waits (ECANCELED), stop threads */
+void store_close(struct store *store);
+
+/* The tree, for the mount. Functions return 0 or -errno. lookup and create
+ * count one kernel reference, forget drops them. Nodeids are the node's ino
+ * or an alias of it (see store_lookup).
+ *
+ * Aliases: the kernel holds a file's inode lock through a whole write, and an
+ * O_TRUNC open (`echo x > f`) needs it exclusively. So while a write waits on
+ * a semaphore's inode, lookups hand out another nodeid (an alias) for the
+ * same semaphore, and `echo unlock > f` gets through. `canonical` asks for
+ * the node's own nodeid regardless (the notifier's touches, so that inotify
+ * watches, made while nothing waited, see them). */
+int store_lookup(struct store *store, uint64_t parent, const char *name, bool canonical,
+		 struct store_attr *attr);
+void store_forget(struct store *store, uint64_t ino, uint64_t count);
+int store_getattr(struct store *store, uint64_t ino, struct store_attr *attr);
+int store_create(struct store *store, uint64_t parent, const char *name, mode_t mode, uid_t uid,
+		 gid_t gid, struct store_attr *attr);
+int store_mkdir(struct store *store, uint64_t parent, const char *name, mode_t mode, uid_t uid,
+		gid_t gid, struct store_attr *attr);
+int store_unlink(struct store *store, uint64_t parent, const char *name);
+int store_rmdir(struct store *store, uint64_t parent, const char *name);
+/* NULL fields are left alone. */
+int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const uid_t *uid,
+		  const gid_t *gid, const struct timespec *mtime, struct store_attr *attr);
+int store_list(struct store *store, uint64_t ino, struct store_entry **entries, size_t *count);
+void store_list_free(struct store_entry *entries, size_t count);
+/* semaphore.status: one line per semaphore, "NAME: IN_USE key=value...". */
+int store_status_text(struct store *store, char **text, size_t *length);
+
+/* Semaphores. open takes a reference that close drops. */
+int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **semaphore);
+void store_close_semaphore(struct store *store, struct semaphore *semaphore);
+
+/* Run a request's commands in order. Returns 0 (all done), -errno (failed at
+ * the first error; earlier commands stay done) or STORE_QUEUED: it waits, and
+ * complete() will be called exactly once, possibly before this returns. */
+int store_submit(struct store *store, struct semaphore *semaphore, struct waiter *waiter);
+
+/* The caller gave up (a signal). true: the waiter was queued, is now removed,
+ * took nothing, and is the caller's again (complete() will not be called).
+ * false: it is running or done; the interrupt is remembered. */
+bool store_cancel(struct store *store, struct waiter *waiter);
+
+/* A successful request could not be answered (its caller is gone): give back
+ * the plain units it took, so they go to the next waiter. */
+void store_return_units(struct store *store, struct waiter *waiter);
+
+/* Return every unit an owner holds (last close, disconnect). */
+void store_release_owner(struct store *store, struct owner *owner, const char *who);
+
+size_t store_read_journal(struct store *store, struct semaphore *semaphore, off_t offset,
+			  char *buffer, size_t size);
+/* Journal size and restart count, for poll(): new lines exist when either moved. */
+void store_journal_position(struct store *store, struct semaphore *semaphore, uint64_t *length,
+			    uint64_t *restarts);
+
+/* Extended attributes: "value", "limit", "waiting", "key", "semid", "holders",
+ * "token". Returns the length and a malloc'd text, or -ENODATA. */
+extern const char *const store_attribute_names[];
+int store_attribute(struct store *store, struct semaphore *semaphore, const char *name,
+		    char **text);
+
+#endif
