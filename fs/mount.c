@@ -33,6 +33,7 @@ enum open_kind { OPEN_SEMAPHORE, OPEN_STATUS };
 
 struct open_file {
 	enum open_kind kind;
+	uint64_t nodeid;
 	struct semaphore *semaphore;
 	struct owner owner; /* acquire units of this open file */
 	char *status_text;
@@ -68,6 +69,7 @@ struct mount {
 	bool notifier_running;
 	pthread_t notifier;
 	volatile pid_t notifier_tid; /* its lookups get canonical nodeids */
+	bool handles_work;           /* open_by_handle_at is allowed */
 
 	pthread_mutex_t session_lock;
 	bool session_closed;
@@ -331,7 +333,7 @@ static void open_file_free(struct mount *mount, struct open_file *file)
 
 	if (file->semaphore) {
 		store_release_owner(mount->store, &file->owner, "close");
-		store_close_semaphore(mount->store, file->semaphore);
+		store_close_semaphore(mount->store, file->semaphore, file->nodeid);
 	}
 	free(file->status_text);
 	free(file);
@@ -356,6 +358,7 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 					      &file->status_length);
 	} else {
 		file->kind = OPEN_SEMAPHORE;
+		file->nodeid = ino;
 		r = store_open_semaphore(mount->store, ino, &file->semaphore);
 	}
 	if (r < 0) {
@@ -569,7 +572,7 @@ static void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		return;
 	}
 	int length = store_attribute(mount->store, semaphore, field, &text);
-	store_close_semaphore(mount->store, semaphore);
+	store_close_semaphore(mount->store, semaphore, ino);
 	if (length < 0)
 		fuse_reply_err(req, -length);
 	else
@@ -585,7 +588,7 @@ static void mount_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	size_t length = 0;
 
 	if (store_open_semaphore(mount->store, ino, &semaphore) == 0) {
-		store_close_semaphore(mount->store, semaphore);
+		store_close_semaphore(mount->store, semaphore, ino);
 		for (size_t i = 0; store_attribute_names[i]; i++)
 			length += (size_t)snprintf(names + length, sizeof(names) - length, "%s%s",
 						   XATTR_PREFIX, store_attribute_names[i]) +
@@ -623,7 +626,7 @@ static void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 		struct waiter waiter = {.commands = &command, .count = 1};
 		who_of(req, waiter.who, sizeof(waiter.who));
 		r = store_submit(mount->store, semaphore, &waiter); /* limit never waits */
-		store_close_semaphore(mount->store, semaphore);
+		store_close_semaphore(mount->store, semaphore, ino);
 	}
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
@@ -727,12 +730,53 @@ static void wake_pollers(struct mount *mount)
 	} while (count == 64);
 }
 
+/* Raise IN_ATTRIB on every inode of the semaphore a watch may hold: set its
+ * times through the mount, by file handle so that each alias is reached. */
+static void touch(struct mount *mount, const struct change *change)
+{
+	uint64_t nodeids[64];
+	size_t count = store_watchable_nodeids(mount->store, change->ino, nodeids, 64);
+	struct {
+		struct file_handle handle;
+		uint32_t words[3];
+	} fuse_handle;
+
+	/* Opened per touch: a standing fd would keep `fusermount3 -u` out. */
+	int root_fd = count ? open(mount->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	for (size_t i = 0; i < count && root_fd >= 0 && mount->handles_work; i++) {
+		/* The kernel's FUSE handle: FILEID_INO64_GEN, nodeid, generation. */
+		fuse_handle.handle.handle_bytes = sizeof(fuse_handle.words);
+		fuse_handle.handle.handle_type = 0x81;
+		fuse_handle.words[0] = (uint32_t)(nodeids[i] >> 32);
+		fuse_handle.words[1] = (uint32_t)nodeids[i];
+		fuse_handle.words[2] = 1; /* entry.generation */
+		int fd = open_by_handle_at(root_fd, &fuse_handle.handle,
+					   O_PATH | O_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EPERM) /* needs CAP_DAC_READ_SEARCH */
+				mount->handles_work = false;
+			continue;
+		}
+		(void)utimensat(fd, "", NULL, AT_EMPTY_PATH);
+		close(fd);
+	}
+	if (root_fd >= 0)
+		close(root_fd);
+	if (!mount->handles_work && change->touch) {
+		/* Unprivileged: by path, reaching the node's own inode only. */
+		char path[PATH_MAX * 2];
+		snprintf(path, sizeof(path), "%s/%s", mount->mountpoint, change->path);
+		(void)utimensat(AT_FDCWD, path, NULL, 0);
+	}
+}
+
 static void *notifier_main(void *argument)
 {
 	struct mount *mount = argument;
 
 	pthread_setname_np(pthread_self(), "semfs-notify");
 	mount->notifier_tid = gettid();
+	mount->handles_work = true;
 	pthread_mutex_lock(&mount->notify_lock);
 	while (!mount->notifier_stop) {
 		if (!mount->changes) {
@@ -745,13 +789,8 @@ static void *notifier_main(void *argument)
 		while (changes) {
 			struct change *next = changes->next;
 			wake_pollers(mount);
-			if (changes->touch && !mount->notifier_stop) {
-				/* Through the mount, so the kernel raises IN_ATTRIB. */
-				char path[PATH_MAX * 2];
-				snprintf(path, sizeof(path), "%s/%s", mount->mountpoint,
-					 changes->path);
-				(void)utimensat(AT_FDCWD, path, NULL, 0);
-			}
+			if (!mount->notifier_stop)
+				touch(mount, changes);
 			free(changes);
 			changes = next;
 		}

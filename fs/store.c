@@ -51,8 +51,9 @@ struct node {
 	struct node *ino_chain, *name_chain; /* hash buckets */
 	struct semaphore *semaphore;         /* NODE_SEMAPHORE: holds one reference */
 	struct node *alias_of;               /* an alias: the node it stands for */
-	unsigned aliases;                    /* live aliases of this node */
-	struct node *spare;                  /* the alias lookups hand out now */
+	struct node *first_alias;            /* live aliases of this node */
+	struct node *alias_prev, *alias_next;
+	unsigned opens;                      /* open files on this nodeid */
 	unsigned queued_writes;              /* waits holding this nodeid's inode lock */
 };
 
@@ -382,19 +383,22 @@ static void node_free(struct store *store, struct node *node)
 static void node_release_if_unused(struct store *store, struct node *node)
 {
 	if (node->alias_of) {
-		if (node->lookups > 0)
+		if (node->lookups > 0 || node->opens > 0)
 			return;
 		struct node *target = node->alias_of;
-		if (target->spare == node)
-			target->spare = NULL;
-		target->aliases--;
+		if (node->alias_prev)
+			node->alias_prev->alias_next = node->alias_next;
+		else
+			target->first_alias = node->alias_next;
+		if (node->alias_next)
+			node->alias_next->alias_prev = node->alias_prev;
 		hash_remove(&store->by_ino, node, false);
 		free(node->name);
 		free(node);
 		node_release_if_unused(store, target);
 		return;
 	}
-	if (node->unlinked && node->lookups == 0 && node->aliases == 0)
+	if (node->unlinked && node->lookups == 0 && !node->first_alias)
 		node_free(store, node);
 }
 
@@ -405,21 +409,22 @@ static struct node *alias_new(struct store *store, struct node *target)
 	if (!alias)
 		return NULL;
 	alias->alias_of = target;
-	target->aliases++;
+	alias->alias_next = target->first_alias;
+	if (target->first_alias)
+		target->first_alias->alias_prev = alias;
+	target->first_alias = alias;
 	return alias;
 }
 
 /* Which nodeid a lookup of `node` gets: see store.h on aliases. */
 static struct node *lookup_choice(struct store *store, struct node *node, bool canonical)
 {
-	if (canonical || node->kind != NODE_SEMAPHORE || node->queued_writes == 0)
+	if (canonical || node->kind != NODE_SEMAPHORE)
 		return node;
-	if (!node->spare || node->spare->queued_writes > 0) {
-		node->spare = alias_new(store, node);
-		if (!node->spare)
-			return node; /* no memory: share the busy inode */
-	}
-	return node->spare;
+	/* A fresh one every time: two path walks that shared an inode could
+	 * meet a waiting write's lock between their lookup and their write. */
+	struct node *alias = alias_new(store, node);
+	return alias ? alias : node; /* no memory: share, and risk the wait */
 }
 
 /* A queued write holds its inode's lock: count it on the nodeid it came by. */
@@ -1417,7 +1422,7 @@ void store_close(struct store *store)
 			while (node) {
 				struct node *next = node->ino_chain;
 				if (pass == 0 && node->alias_of) {
-					node->alias_of->aliases--;
+					node->alias_of->first_alias = NULL;
 					hash_remove(&store->by_ino, node, false);
 					free(node->name);
 					free(node);
@@ -1924,17 +1929,38 @@ int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **o
 		r = -EINVAL;
 	else {
 		node->semaphore->references++;
+		node_by_ino(store, ino)->opens++;
 		*out = node->semaphore;
 	}
 	pthread_mutex_unlock(&store->lock);
 	return r;
 }
 
-void store_close_semaphore(struct store *store, struct semaphore *semaphore)
+void store_close_semaphore(struct store *store, struct semaphore *semaphore, uint64_t nodeid)
 {
 	pthread_mutex_lock(&store->lock);
+	struct node *node = node_by_ino(store, nodeid);
+	if (node && node->opens > 0) {
+		node->opens--;
+		node_release_if_unused(store, node);
+	}
 	semaphore_unreference(store, semaphore);
 	pthread_mutex_unlock(&store->lock);
+}
+
+size_t store_watchable_nodeids(struct store *store, uint64_t ino, uint64_t *out, size_t max)
+{
+	size_t count = 0;
+
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_by_ino(store, ino);
+	if (node && node->lookups > 0 && count < max)
+		out[count++] = node->ino;
+	for (struct node *a = node ? node->first_alias : NULL; a && count < max; a = a->alias_next)
+		if (a->lookups > 0 && a->opens == 0 && a->queued_writes == 0)
+			out[count++] = a->ino;
+	pthread_mutex_unlock(&store->lock);
+	return count;
 }
 
 size_t store_read_journal(struct store *store, struct semaphore *semaphore, off_t offset,

@@ -115,11 +115,10 @@ void store_close(struct store *store);
  * or an alias of it (see store_lookup).
  *
  * Aliases: the kernel holds a file's inode lock through a whole write, and an
- * O_TRUNC open (`echo x > f`) needs it exclusively. So while a write waits on
- * a semaphore's inode, lookups hand out another nodeid (an alias) for the
- * same semaphore, and `echo unlock > f` gets through. `canonical` asks for
- * the node's own nodeid regardless (the notifier's touches, so that inotify
- * watches, made while nothing waited, see them). */
+ * O_TRUNC open (`echo x > f`) needs it exclusively. So every lookup of a
+ * semaphore hands out a fresh nodeid (an alias) for it: no two path walks
+ * share an inode, and `echo unlock > f` gets past any waiting `echo lock`.
+ * `canonical` asks for the node's own nodeid (the notifier's path touches). */
 int store_lookup(struct store *store, uint64_t parent, const char *name, bool canonical,
 		 struct store_attr *attr);
 void store_forget(struct store *store, uint64_t ino, uint64_t count);
@@ -138,9 +137,14 @@ void store_list_free(struct store_entry *entries, size_t count);
 /* semaphore.status: one line per semaphore, "NAME: IN_USE key=value...". */
 int store_status_text(struct store *store, char **text, size_t *length);
 
-/* Semaphores. open takes a reference that close drops. */
-int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **semaphore);
-void store_close_semaphore(struct store *store, struct semaphore *semaphore);
+/* Semaphores. open takes a reference that close (with the same nodeid) drops. */
+int store_open_semaphore(struct store *store, uint64_t nodeid, struct semaphore **semaphore);
+void store_close_semaphore(struct store *store, struct semaphore *semaphore, uint64_t nodeid);
+
+/* The nodeids of `ino` an inotify watch may hold: the node's own and every
+ * alias the kernel knows that no open file or waiting write uses. A change
+ * touches each of them, since a write raises IN_MODIFY only on its own. */
+size_t store_watchable_nodeids(struct store *store, uint64_t ino, uint64_t *out, size_t max);
 
 /* Run a request's commands in order. Returns 0 (all done), -errno (failed at
  * the first error; earlier commands stay done) or STORE_QUEUED: it waits, and

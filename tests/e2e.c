@@ -1,0 +1,305 @@
+/* e2e.c: the end-to-end harness (see e2e.h). */
+#include "e2e.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/sem.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+struct e2e e2e;
+
+double e2e_now(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+static bool is_mounted(void)
+{
+	char line[1024], needle[400];
+	FILE *mounts = fopen("/proc/self/mounts", "re");
+	bool found = false;
+
+	snprintf(needle, sizeof(needle), " %s fuse.semfs ", e2e.mnt);
+	while (mounts && fgets(line, sizeof(line), mounts))
+		if (strstr(line, needle))
+			found = true;
+	if (mounts)
+		fclose(mounts);
+	return found;
+}
+
+static void daemon_launch(void)
+{
+	const char *binary = getenv("SEMFS_BIN");
+	cr_assert_not_null(binary, "SEMFS_BIN is not set (run through meson test)");
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		/* If the test process dies, the daemon follows (and unmounts). */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		int log = open(e2e.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (log >= 0) {
+			dup2(log, 2);
+			close(log);
+		}
+		/* Other users (the permission test) need allow_other; root may set it. */
+		if (geteuid() == 0)
+			execl(binary, "semfs", "-f", "-o", "allow_other", "-c", e2e.config, e2e.mnt,
+			      (char *)NULL);
+		else
+			execl(binary, "semfs", "-f", "-c", e2e.config, e2e.mnt, (char *)NULL);
+		_exit(127);
+	}
+	e2e.daemon = pid;
+	char path[320];
+	snprintf(path, sizeof(path), "%s/daemon.pid", e2e.dir);
+	FILE *file = fopen(path, "we");
+	if (file) {
+		fprintf(file, "%d\n", pid);
+		fclose(file);
+	}
+	for (int i = 0; i < 500 && !is_mounted(); i++) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			e2e.daemon = 0;
+			cr_assert_fail("semfs exited at start-up (status %d), see %s", status, e2e.log);
+		}
+		usleep(10000);
+	}
+	cr_assert(is_mounted(), "semfs did not mount within 5 s");
+}
+
+void e2e_start(const char *extra)
+{
+	memset(&e2e, 0, sizeof(e2e));
+	snprintf(e2e.dir, sizeof(e2e.dir), "/tmp/semfs-test.XXXXXX");
+	cr_assert_not_null(mkdtemp(e2e.dir));
+	chmod(e2e.dir, 0755); /* the permission test runs as nobody */
+	snprintf(e2e.mnt, sizeof(e2e.mnt), "%s/mnt", e2e.dir);
+	snprintf(e2e.state, sizeof(e2e.state), "%s/state", e2e.dir);
+	snprintf(e2e.config, sizeof(e2e.config), "%s/semfs.ini", e2e.dir);
+	snprintf(e2e.log, sizeof(e2e.log), "%s/semfs.log", e2e.dir);
+	cr_assert_eq(mkdir(e2e.mnt, 0755), 0);
+	FILE *config = fopen(e2e.config, "we");
+	cr_assert_not_null(config);
+	fprintf(config, "[semfs]\nstate_dir = %s\n%s\n", e2e.state, extra ? extra : "");
+	fclose(config);
+	daemon_launch();
+}
+
+void e2e_restart(void)
+{
+	e2e_stop();
+	daemon_launch();
+}
+
+void e2e_kill_children(void)
+{
+	for (int i = 0; i < e2e.child_count; i++) {
+		if (e2e.children[i] > 0) {
+			kill(e2e.children[i], SIGKILL);
+			waitpid(e2e.children[i], NULL, 0);
+			e2e.children[i] = 0;
+		}
+	}
+	e2e.child_count = 0;
+}
+
+void e2e_stop(void)
+{
+	if (e2e.daemon > 0) {
+		kill(e2e.daemon, SIGTERM);
+		int status;
+		for (int i = 0; i < 500; i++) {
+			if (waitpid(e2e.daemon, &status, WNOHANG) == e2e.daemon) {
+				e2e.daemon = 0;
+				break;
+			}
+			usleep(10000);
+		}
+		if (e2e.daemon > 0) {
+			kill(e2e.daemon, SIGKILL);
+			waitpid(e2e.daemon, &status, 0);
+			e2e.daemon = 0;
+		}
+	}
+	if (is_mounted()) {
+		char command[400];
+		snprintf(command, sizeof(command), "fusermount3 -u -z %s 2>/dev/null", e2e.mnt);
+		if (system(command) != 0)
+			umount2(e2e.mnt, MNT_DETACH);
+	}
+}
+
+/* Remove the SysV set recorded in every backing file under `path`. */
+static void remove_sets(const char *path)
+{
+	DIR *directory = opendir(path);
+	struct dirent *entry;
+
+	if (!directory)
+		return;
+	while ((entry = readdir(directory))) {
+		char child[1024];
+		if (entry->d_name[0] == '.' &&
+		    (entry->d_name[1] == '\0' || strcmp(entry->d_name, "..") == 0))
+			continue;
+		snprintf(child, sizeof(child), "%s/%s", path, entry->d_name);
+		struct stat status;
+		if (lstat(child, &status) < 0)
+			continue;
+		if (S_ISDIR(status.st_mode)) {
+			remove_sets(child);
+			continue;
+		}
+		FILE *file = fopen(child, "re");
+		unsigned key;
+		if (file && fscanf(file, "key=%x", &key) == 1) {
+			int semid = semget((key_t)key, 0, 0);
+			if (semid >= 0)
+				semctl(semid, 0, IPC_RMID);
+		}
+		if (file)
+			fclose(file);
+	}
+	closedir(directory);
+}
+
+void e2e_teardown(void)
+{
+	char command[400], tree[320];
+
+	e2e_kill_children();
+	e2e_stop();
+	snprintf(tree, sizeof(tree), "%s/tree", e2e.state);
+	remove_sets(tree);
+	if (e2e.dir[0]) {
+		snprintf(command, sizeof(command), "rm -rf %s", e2e.dir);
+		if (system(command) != 0)
+			fprintf(stderr, "could not remove %s\n", e2e.dir);
+	}
+}
+
+const char *e2e_path(const char *name)
+{
+	static char paths[8][600];
+	static int next;
+	char *path = paths[next++ % 8];
+	snprintf(path, sizeof(paths[0]), "%s/%s", e2e.mnt, name);
+	return path;
+}
+
+int e2e_write(const char *name, const char *text)
+{
+	int fd = open(e2e_path(name), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return errno;
+	ssize_t n = write(fd, text, strlen(text));
+	int error = n < 0 ? errno : (size_t)n == strlen(text) ? 0 : EIO;
+	close(fd);
+	return error;
+}
+
+pid_t e2e_spawn_write(const char *name, const char *text)
+{
+	cr_assert_lt(e2e.child_count, E2E_CHILDREN_MAX);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		_exit(e2e_write(name, text));
+	}
+	e2e.children[e2e.child_count++] = pid;
+	return pid;
+}
+
+static void forget_child(pid_t pid)
+{
+	for (int i = 0; i < e2e.child_count; i++)
+		if (e2e.children[i] == pid)
+			e2e.children[i] = 0;
+}
+
+int e2e_wait_exit(pid_t pid, int milliseconds)
+{
+	int status;
+	for (int waited = 0;; waited += 5) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid) {
+			forget_child(pid);
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
+		if (r < 0 || waited >= milliseconds)
+			return -1;
+		usleep(5000);
+	}
+}
+
+long e2e_xattr(const char *name, const char *attribute)
+{
+	char value[64], full[64];
+	snprintf(full, sizeof(full), "user.semfs.%s", attribute);
+	ssize_t n = getxattr(e2e_path(name), full, value, sizeof(value) - 1);
+	if (n < 0)
+		return -1;
+	value[n] = '\0';
+	return strtol(value, NULL, 0);
+}
+
+bool e2e_wait_xattr(const char *name, const char *attribute, long value, int milliseconds)
+{
+	for (int waited = 0; waited <= milliseconds; waited += 10) {
+		if (e2e_xattr(name, attribute) == value)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+char *e2e_read(const char *name)
+{
+	int fd = open(e2e_path(name), O_RDONLY | O_CLOEXEC);
+	size_t length = 0, allocated = 4096;
+	char *text = malloc(allocated);
+	cr_assert_geq(fd, 0, "open %s: %s", name, strerror(errno));
+	for (;;) {
+		if (allocated - length < 2048)
+			text = realloc(text, allocated *= 2);
+		ssize_t n = read(fd, text + length, allocated - length - 1);
+		cr_assert_geq(n, 0);
+		if (n == 0)
+			break;
+		length += (size_t)n;
+	}
+	close(fd);
+	text[length] = '\0';
+	return text;
+}
+
+int e2e_thread_count(pid_t pid)
+{
+	char path[64], line[256];
+	int threads = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *file = fopen(path, "re");
+	while (file && fgets(line, sizeof(line), file))
+		if (sscanf(line, "Threads: %d", &threads) == 1)
+			break;
+	if (file)
+		fclose(file);
+	return threads;
+}

@@ -1,0 +1,45 @@
+/* e2e.h: end-to-end harness. Each test gets its own temporary directory with
+ * a mount point, a state directory and a config, runs the real semfs daemon
+ * on it, and always cleans up: unmount, its children killed by PID, its SysV
+ * sets removed, the directory deleted. */
+#ifndef SEMFS_TEST_E2E_H
+#define SEMFS_TEST_E2E_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define E2E_CHILDREN_MAX 4096
+
+struct e2e {
+	char dir[256], mnt[300], state[300], config[300], log[300];
+	pid_t daemon;
+	pid_t children[E2E_CHILDREN_MAX];
+	int child_count;
+};
+
+extern struct e2e e2e;
+
+/* Write the config (the [semfs] section plus `extra` lines) and mount. */
+void e2e_start(const char *extra);
+void e2e_stop(void); /* SIGTERM the daemon, wait, make sure it is unmounted */
+void e2e_restart(void);
+void e2e_teardown(void);
+
+const char *e2e_path(const char *name); /* MOUNT/name, in a rotating buffer */
+
+/* Open (O_CREAT|O_TRUNC, as `echo > f`), write, close: 0 or the errno. */
+int e2e_write(const char *name, const char *text);
+/* The same in a child process; its exit status is the errno. */
+pid_t e2e_spawn_write(const char *name, const char *text);
+/* A child's exit status; -1 if it is still running after `milliseconds`. */
+int e2e_wait_exit(pid_t pid, int milliseconds);
+void e2e_kill_children(void);
+
+long e2e_xattr(const char *name, const char *attribute); /* -1 on error */
+char *e2e_read(const char *name);                        /* malloc'd, NUL-ended */
+/* Poll until the xattr equals `value`; false after `milliseconds`. */
+bool e2e_wait_xattr(const char *name, const char *attribute, long value, int milliseconds);
+double e2e_now(void);
+int e2e_thread_count(pid_t pid);
+
+#endif

@@ -1,0 +1,101 @@
+/* test_config.c: defaults, values, warnings with file:line, and errors. */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char warnings[4096];
+
+static void collect(const char *message)
+{
+	strncat(warnings, message, sizeof(warnings) - strlen(warnings) - 2);
+	strcat(warnings, "\n");
+}
+
+static char *write_file(const char *text)
+{
+	static char path[64];
+	snprintf(path, sizeof(path), "/tmp/semfs-config-XXXXXX");
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return path;
+}
+
+Test(config, defaults)
+{
+	struct config c;
+	config_defaults(&c);
+	cr_assert_eq(c.default_limit, 1);
+	cr_assert_gt(c.journal_max, 0);
+	cr_assert_neq(c.state_dir[0], '\0');
+}
+
+Test(config, values_are_read)
+{
+	struct config c;
+	char error[512];
+	char *path = write_file("[semfs]\nstate_dir = /tmp/x y\ndefault_limit = 3\n"
+				"journal_max = 8K\n");
+	config_defaults(&c);
+	warnings[0] = '\0';
+	cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), 0, "%s", error);
+	unlink(path);
+	cr_assert_str_eq(c.state_dir, "/tmp/x y");
+	cr_assert_eq(c.default_limit, 3);
+	cr_assert_eq(c.journal_max, 8192);
+	cr_assert_str_empty(warnings);
+}
+
+Test(config, unknown_keys_and_malformed_lines_warn_with_file_and_line)
+{
+	struct config c;
+	char error[512];
+	char *path = write_file("[semfs]\ncolour = blue\nthis line is junk\n[other]\nx = 1\n"
+				"default_limit = 2\n");
+	config_defaults(&c);
+	warnings[0] = '\0';
+	cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), 0, "%s", error);
+	char expect[128];
+	snprintf(expect, sizeof(expect), "%s:2: unknown key 'colour'", path);
+	cr_assert(strstr(warnings, expect), "%s", warnings);
+	snprintf(expect, sizeof(expect), "%s:3: malformed line", path);
+	cr_assert(strstr(warnings, expect), "%s", warnings);
+	snprintf(expect, sizeof(expect), "%s:5: unknown section [other]", path);
+	cr_assert(strstr(warnings, expect), "%s", warnings);
+	unlink(path);
+}
+
+Test(config, bad_values_are_errors)
+{
+	static const char *const bad[] = {
+		"[semfs]\ndefault_limit = -1\n", "[semfs]\ndefault_limit = 40000\n",
+		"[semfs]\ndefault_limit = two\n", "[semfs]\njournal_max = 10\n",
+		"[semfs]\njournal_max = 1G\n",	  "[semfs]\nstate_dir =\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config c;
+		char error[512];
+		char *path = write_file(bad[i]);
+		config_defaults(&c);
+		cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), -1, "accepted %s",
+			     bad[i]);
+		char where[80];
+		snprintf(where, sizeof(where), "%s:2:", path);
+		cr_assert(strstr(error, where), "error '%s' does not name the line", error);
+		unlink(path);
+	}
+}
+
+Test(config, missing_file)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_eq(config_load(&c, "/nonexistent/semfs.ini", collect, error, sizeof(error)), -1);
+	cr_assert(strstr(error, "No such file"), "%s", error);
+}

@@ -1,0 +1,543 @@
+/* test_mount.c: end-to-end, through a real FUSE mount and the real daemon,
+ * with ordinary file operations and processes. */
+#include "e2e.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/sem.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+static void start_default(void)
+{
+	e2e_start(NULL);
+}
+
+TestSuite(mount, .init = start_default, .fini = e2e_teardown, .timeout = 120);
+/* Tests that start the daemon with a config of their own. */
+TestSuite(mount_configured, .fini = e2e_teardown, .timeout = 120);
+
+static void create(const char *name)
+{
+	int fd = open(e2e_path(name), O_WRONLY | O_CREAT, 0644);
+	cr_assert_geq(fd, 0, "create %s: %s", name, strerror(errno));
+	close(fd);
+}
+
+Test(mount, create_list_and_delete)
+{
+	struct stat status;
+	create("db");
+	cr_assert_eq(mkdir(e2e_path("group"), 0755), 0);
+	create("group/one");
+	cr_assert_eq(stat(e2e_path("db"), &status), 0);
+	cr_assert(S_ISREG(status.st_mode));
+	cr_assert_gt(status.st_size, 0, "a new semaphore's journal has its create line");
+
+	DIR *root = opendir(e2e.mnt);
+	bool seen_db = false, seen_status = false, seen_group = false;
+	for (struct dirent *entry; (entry = readdir(root));) {
+		seen_db |= strcmp(entry->d_name, "db") == 0;
+		seen_status |= strcmp(entry->d_name, "semaphore.status") == 0;
+		seen_group |= strcmp(entry->d_name, "group") == 0;
+	}
+	closedir(root);
+	cr_assert(seen_db && seen_status && seen_group);
+
+	/* A real SysV set at the recorded key. */
+	long key = e2e_xattr("db", "key");
+	long semid = e2e_xattr("db", "semid");
+	cr_assert_eq(semget((key_t)key, 0, 0), semid);
+
+	cr_assert_eq(rmdir(e2e_path("group")), -1);
+	cr_assert_eq(errno, ENOTEMPTY);
+	cr_assert_eq(unlink(e2e_path("group/one")), 0);
+	cr_assert_eq(rmdir(e2e_path("group")), 0);
+	cr_assert_eq(unlink(e2e_path("db")), 0);
+	cr_assert_eq(semget((key_t)key, 0, 0), -1, "rm must remove the SysV set");
+	cr_assert_eq(unlink(e2e_path("semaphore.status")), -1);
+	cr_assert_eq(mkdir(e2e_path("semaphore.status"), 0755), -1);
+	cr_assert_eq(errno, EEXIST);
+}
+
+Test(mount, echo_creates_then_locks)
+{
+	cr_assert_eq(e2e_write("new", "lock\n"), 0);
+	cr_assert_eq(e2e_xattr("new", "value"), 0);
+	cr_assert_eq(e2e_xattr("new", "limit"), 1);
+}
+
+Test(mount, lock_unlock_and_their_errors)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 0);
+	cr_assert_eq(e2e_write("db", "lock 0\n"), EAGAIN);
+	cr_assert_eq(e2e_write("db", "unlock\n"), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 1);
+	cr_assert_eq(e2e_write("db", "unlock\n"), EOVERFLOW, "bounded: no double unlock");
+	cr_assert_eq(e2e_write("db", "release\n"), ENOLCK);
+	cr_assert_eq(e2e_xattr("db", "value"), 1);
+}
+
+Test(mount, bad_commands_change_nothing)
+{
+	create("db");
+	struct stat before, after;
+	cr_assert_eq(stat(e2e_path("db"), &before), 0);
+	const char *bad[] = {"bogus\n", "lock x\n", "lock\nbogus\n", "limit\n", "unlock 3\n",
+			     "lock -1\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(e2e_write("db", bad[i]), EINVAL, "accepted %s", bad[i]);
+	cr_assert_eq(stat(e2e_path("db"), &after), 0);
+	cr_assert_eq(after.st_size, before.st_size, "a refused write changed the journal");
+	cr_assert_eq(e2e_xattr("db", "value"), 1);
+}
+
+Test(mount, several_lines_in_order_fail_at_first_error)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "limit 3\nlock\nlock\nunlock\n"), 0);
+	cr_assert_eq(e2e_xattr("db", "limit"), 3);
+	cr_assert_eq(e2e_xattr("db", "value"), 2);
+	cr_assert_eq(e2e_write("db", "lock\nlock\nlock 0\n"), EAGAIN);
+	cr_assert_eq(e2e_xattr("db", "value"), 0, "earlier commands stay done");
+}
+
+Test(mount, limit_and_set)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "limit 5\n"), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 5);
+	cr_assert_eq(e2e_write("db", "set 2\n"), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 2);
+	cr_assert_eq(e2e_write("db", "set 6\n"), ERANGE);
+	cr_assert_eq(e2e_write("db", "limit 2\n"), EBUSY, "3 in use cannot fit a limit of 2");
+	cr_assert_eq(setxattr(e2e_path("db"), "user.semfs.limit", "4", 1, 0), 0);
+	cr_assert_eq(e2e_xattr("db", "limit"), 4);
+	cr_assert_eq(e2e_xattr("db", "value"), 1);
+	cr_assert_eq(setxattr(e2e_path("db"), "user.semfs.limit", "x", 1, 0), -1);
+	cr_assert_eq(errno, EINVAL);
+	cr_assert_eq(setxattr(e2e_path("db"), "user.semfs.value", "1", 1, 0), -1);
+	cr_assert_eq(errno, EPERM);
+}
+
+Test(mount, journal_lines_and_status)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	char *journal = e2e_read("db");
+	cr_assert(strstr(journal, " create by=semfs value=1 limit=1 waiting=0\n"), "%s", journal);
+	cr_assert(strstr(journal, " lock by=pid:"), "%s", journal);
+	cr_assert(strstr(journal, "value=0 limit=1 waiting=0 token=1\n"), "%s", journal);
+	free(journal);
+	char *status = e2e_read("semaphore.status");
+	cr_assert(strstr(status, "db: 1 limit=1 value=0 waiting=0 holders=pid:"), "%s", status);
+	free(status);
+	char holders[256];
+	ssize_t n = getxattr(e2e_path("db"), "user.semfs.holders", holders, sizeof(holders) - 1);
+	cr_assert_gt(n, 0);
+	holders[n] = '\0';
+	cr_assert_eq(strncmp(holders, "pid:", 4), 0, "%s", holders);
+}
+
+Test(mount, acquire_returns_on_close_and_on_sigkill)
+{
+	create("db");
+	int fd = open(e2e_path("db"), O_WRONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "acquire\n", 8), 8);
+	cr_assert_eq(e2e_xattr("db", "value"), 0);
+	cr_assert_eq(write(fd, "release\n", 8), 8);
+	cr_assert_eq(write(fd, "release\n", 8), -1);
+	cr_assert_eq(errno, ENOLCK);
+	cr_assert_eq(write(fd, "acquire\n", 8), 8);
+	close(fd);
+	cr_assert(e2e_wait_xattr("db", "value", 1, 2000), "last close returns the unit");
+
+	/* A holder killed with SIGKILL. */
+	pid_t holder = fork();
+	cr_assert_geq(holder, 0);
+	if (holder == 0) {
+		int child_fd = open(e2e_path("db"), O_WRONLY);
+		if (child_fd < 0 || write(child_fd, "acquire\n", 8) != 8)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	e2e.children[e2e.child_count++] = holder;
+	cr_assert(e2e_wait_xattr("db", "value", 0, 2000));
+	kill(holder, SIGKILL);
+	cr_assert_eq(e2e_wait_exit(holder, 2000), 128 + SIGKILL);
+	cr_assert(e2e_wait_xattr("db", "value", 1, 2000), "death of the holder returns the unit");
+}
+
+Test(mount, blocked_lock_does_not_block_unlock)
+{
+	/* The kernel holds the inode lock through a write: a waiter must not
+	 * keep `echo unlock > f` (O_TRUNC) or `>>` (O_APPEND) out. */
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	pid_t waiter = e2e_spawn_write("db", "lock\n");
+	cr_assert(e2e_wait_xattr("db", "waiting", 1, 2000));
+	pid_t unlocker = e2e_spawn_write("db", "unlock\n");
+	cr_assert_eq(e2e_wait_exit(unlocker, 3000), 0, "unlock stuck behind a waiter");
+	cr_assert_eq(e2e_wait_exit(waiter, 3000), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 0);
+	int fd = open(e2e_path("db"), O_WRONLY | O_APPEND);
+	cr_assert_geq(fd, 0);
+	waiter = e2e_spawn_write("db", "lock\n");
+	cr_assert(e2e_wait_xattr("db", "waiting", 1, 2000));
+	cr_assert_eq(write(fd, "unlock\n", 7), 7);
+	close(fd);
+	cr_assert_eq(e2e_wait_exit(waiter, 3000), 0);
+}
+
+Test(mount, fifo_order_of_three_waiters)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	pid_t waiters[3];
+	for (int i = 0; i < 3; i++) {
+		waiters[i] = e2e_spawn_write("db", "lock\n");
+		cr_assert(e2e_wait_xattr("db", "waiting", i + 1, 2000));
+	}
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(e2e_write("db", "unlock\n"), 0);
+		cr_assert_eq(e2e_wait_exit(waiters[i], 2000), 0, "waiter %d not served first", i);
+		for (int j = i + 1; j < 3; j++)
+			cr_assert_eq(e2e_wait_exit(waiters[j], 0), -1, "waiter %d jumped the queue", j);
+	}
+}
+
+Test(mount, timeout_precision)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	double start = e2e_now();
+	cr_assert_eq(e2e_write("db", "lock 0.5\n"), ETIMEDOUT);
+	double elapsed = e2e_now() - start;
+	cr_assert_geq(elapsed, 0.5, "returned after %.3f s", elapsed);
+	cr_assert_lt(elapsed, 1.0, "returned after %.3f s", elapsed);
+	cr_assert_eq(e2e_xattr("db", "waiting"), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 0);
+}
+
+static void on_signal(int signal_number)
+{
+	(void)signal_number;
+}
+
+Test(mount, signal_ends_the_wait_with_eintr_and_takes_nothing)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	pid_t waiter = fork();
+	cr_assert_geq(waiter, 0);
+	if (waiter == 0) {
+		struct sigaction action = {.sa_handler = on_signal}; /* no SA_RESTART */
+		sigaction(SIGUSR1, &action, NULL);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		_exit(e2e_write("db", "lock\n"));
+	}
+	e2e.children[e2e.child_count++] = waiter;
+	cr_assert(e2e_wait_xattr("db", "waiting", 1, 2000));
+	double start = e2e_now();
+	kill(waiter, SIGUSR1);
+	cr_assert_eq(e2e_wait_exit(waiter, 2000), EINTR);
+	cr_assert_lt(e2e_now() - start, 1.0, "EINTR must come at once");
+	cr_assert_eq(e2e_xattr("db", "waiting"), 0);
+	cr_assert_eq(e2e_write("db", "unlock\n"), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 1, "the interrupted waiter took a unit");
+	char *journal = e2e_read("db");
+	cr_assert(strstr(journal, " interrupt by=pid:"), "%s", journal);
+	free(journal);
+}
+
+Test(mount, sigkill_of_50_waiters_leaves_the_value_intact)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	pid_t waiters[50];
+	for (int i = 0; i < 50; i++)
+		waiters[i] = e2e_spawn_write("db", "lock\n");
+	cr_assert(e2e_wait_xattr("db", "waiting", 50, 5000));
+	for (int i = 0; i < 50; i++)
+		kill(waiters[i], SIGKILL);
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(e2e_wait_exit(waiters[i], 3000), 128 + SIGKILL);
+	cr_assert(e2e_wait_xattr("db", "waiting", 0, 2000));
+	cr_assert_eq(e2e_write("db", "unlock\n"), 0);
+	usleep(300000);
+	cr_assert_eq(e2e_xattr("db", "value"), 1, "a killed waiter kept a unit");
+}
+
+static void relax_many(int count, bool check_threads)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	pid_t *waiters = calloc((size_t)count, sizeof(pid_t));
+	for (int i = 0; i < count; i++)
+		waiters[i] = e2e_spawn_write("db", "lock\n");
+	cr_assert(e2e_wait_xattr("db", "waiting", count, 60000), "only %ld of %d queued",
+		  e2e_xattr("db", "waiting"), count);
+	if (check_threads) {
+		int threads = e2e_thread_count(e2e.daemon);
+		cr_assert_gt(threads, 0);
+		cr_assert_lt(threads, 64, "%d threads for %d waiters", threads, count);
+	}
+	cr_assert_eq(e2e_write("db", "relax\n"), 0);
+	for (int i = 0; i < count; i++)
+		cr_assert_eq(e2e_wait_exit(waiters[i], 20000), 0, "waiter %d not completed", i);
+	cr_assert_eq(e2e_xattr("db", "waiting"), 0);
+	cr_assert_eq(e2e_xattr("db", "value"), 0, "relax must not change the value");
+	free(waiters);
+}
+
+Test(mount, relax_wakes_200_waiters)
+{
+	relax_many(200, false);
+}
+
+Test(mount, two_thousand_waiters_few_threads, .timeout = 300)
+{
+	relax_many(2000, true);
+}
+
+Test(mount, delete_fails_waiters_with_eidrm)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	pid_t waiter = e2e_spawn_write("db", "lock\n");
+	cr_assert(e2e_wait_xattr("db", "waiting", 1, 2000));
+	cr_assert_eq(unlink(e2e_path("db")), 0);
+	cr_assert_eq(e2e_wait_exit(waiter, 2000), EIDRM);
+}
+
+Test(mount, restart_keeps_values_and_limits)
+{
+	create("a");
+	cr_assert_eq(mkdir(e2e_path("dir"), 0750), 0);
+	create("dir/b");
+	cr_assert_eq(e2e_write("a", "limit 3\nlock\n"), 0);
+	cr_assert_eq(e2e_write("dir/b", "lock\n"), 0);
+	long key = e2e_xattr("a", "key");
+	long token = e2e_xattr("a", "token");
+	e2e_restart();
+	cr_assert_eq(e2e_xattr("a", "limit"), 3);
+	cr_assert_eq(e2e_xattr("a", "value"), 2);
+	cr_assert_eq(e2e_xattr("a", "key"), key);
+	cr_assert_eq(e2e_xattr("dir/b", "value"), 0);
+	cr_assert_eq(e2e_write("a", "lock\n"), 0);
+	cr_assert_gt(e2e_xattr("a", "token"), token, "fencing tokens only grow");
+}
+
+Test(mount, acquire_units_return_when_the_daemon_is_killed)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "limit 2\nlock\n"), 0);
+	int fd = open(e2e_path("db"), O_WRONLY);
+	cr_assert_eq(write(fd, "acquire\n", 8), 8);
+	cr_assert_eq(e2e_xattr("db", "value"), 0);
+	kill(e2e.daemon, SIGKILL);
+	waitpid(e2e.daemon, NULL, 0);
+	e2e.daemon = 0;
+	close(fd);
+	e2e_restart();
+	cr_assert_eq(e2e_xattr("db", "value"), 1, "SEM_UNDO returns acquire, lock stays taken");
+}
+
+Test(mount, outside_semop_is_reflected)
+{
+	create("db");
+	int semid = semget((key_t)e2e_xattr("db", "key"), 0, 0);
+	cr_assert_geq(semid, 0);
+	struct sembuf take = {.sem_num = 0, .sem_op = -1, .sem_flg = IPC_NOWAIT};
+	cr_assert_eq(semop(semid, &take, 1), 0);
+	cr_assert(e2e_wait_xattr("db", "value", 0, 1000));
+	double start = e2e_now();
+	char *journal = NULL;
+	do {
+		free(journal);
+		usleep(50000);
+		journal = e2e_read("db");
+	} while (!strstr(journal, " outside-change by=sysv:") && e2e_now() - start < 1.0);
+	cr_assert(strstr(journal, " outside-change by=sysv:"), "%s", journal);
+	free(journal);
+	char *status = e2e_read("semaphore.status");
+	cr_assert(strstr(status, "db: 1 limit=1 value=0"), "%s", status);
+	free(status);
+}
+
+Test(mount, inotify_sees_a_timeout)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	int watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	cr_assert_geq(inotify_add_watch(watch, e2e_path("db"), IN_MODIFY | IN_ATTRIB), 0);
+	pid_t waiter = e2e_spawn_write("db", "lock 0.5\n");
+	cr_assert(e2e_wait_xattr("db", "waiting", 1, 2000));
+	usleep(200000);
+	char buffer[4096];
+	while (read(watch, buffer, sizeof(buffer)) > 0) /* events up to now */
+		;
+	cr_assert_eq(e2e_wait_exit(waiter, 2000), ETIMEDOUT);
+	struct pollfd pfd = {.fd = watch, .events = POLLIN};
+	cr_assert_eq(poll(&pfd, 1, 1000), 1, "no inotify event for the timeout");
+	close(watch);
+}
+
+Test(mount, tail_follows_a_timeout)
+{
+	create("db");
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	int pipe_fds[2];
+	cr_assert_eq(pipe(pipe_fds), 0);
+	pid_t tail = fork();
+	cr_assert_geq(tail, 0);
+	if (tail == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(pipe_fds[1], 1);
+		execlp("tail", "tail", "-n", "0", "-f", e2e_path("db"), (char *)NULL);
+		_exit(127);
+	}
+	e2e.children[e2e.child_count++] = tail;
+	close(pipe_fds[1]);
+	usleep(300000);
+	cr_assert_eq(e2e_write("db", "lock 0.2\n"), ETIMEDOUT);
+	char output[4096] = "";
+	size_t length = 0;
+	double start = e2e_now();
+	fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
+	while (!strstr(output, " timeout by=") && e2e_now() - start < 4.0) {
+		ssize_t n = read(pipe_fds[0], output + length, sizeof(output) - length - 1);
+		if (n > 0)
+			output[length += (size_t)n] = '\0';
+		usleep(50000);
+	}
+	close(pipe_fds[0]);
+	cr_assert(strstr(output, " timeout by="), "tail -f printed: %s", output);
+}
+
+Test(mount, poll_wakes_when_the_journal_grows)
+{
+	create("db");
+	int fd = open(e2e_path("db"), O_RDONLY);
+	char buffer[4096];
+	while (read(fd, buffer, sizeof(buffer)) > 0)
+		;
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	cr_assert_eq(poll(&pfd, 1, 0), 0, "nothing new yet");
+	pid_t locker = e2e_spawn_write("db", "lock\n");
+	cr_assert_eq(poll(&pfd, 1, 2000), 1);
+	cr_assert(pfd.revents & POLLIN);
+	cr_assert_eq(e2e_wait_exit(locker, 2000), 0);
+	close(fd);
+}
+
+Test(mount_configured, journal_starts_over_past_its_cap)
+{
+	e2e_start("journal_max = 1024");
+	create("db");
+	struct stat status;
+	for (int i = 0; i < 40; i++) {
+		cr_assert_eq(e2e_write("db", "lock\nunlock\n"), 0);
+		cr_assert_eq(stat(e2e_path("db"), &status), 0);
+		cr_assert_leq(status.st_size, 1024);
+	}
+	char *journal = e2e_read("db");
+	const char *last = strrchr(journal, '\n');
+	cr_assert_not_null(last);
+	cr_assert_lt(strlen(journal), 1024);
+	cr_assert(strstr(journal, " unlock by=pid:"), "%s", journal);
+	free(journal);
+}
+
+Test(mount, permissions_are_enforced)
+{
+	create("db");
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(100);
+		_exit(e2e_write("db", "lock\n"));
+	}
+	cr_assert_eq(e2e_wait_exit(child, 2000), EACCES, "nobody wrote to a 0644 root file");
+	cr_assert_eq(chmod(e2e_path("db"), 0666), 0);
+	child = fork();
+	if (child == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(100);
+		_exit(e2e_write("db", "lock\n"));
+	}
+	cr_assert_eq(e2e_wait_exit(child, 2000), 0);
+	struct stat status;
+	cr_assert_eq(stat(e2e_path("db"), &status), 0);
+	cr_assert_eq(status.st_mode & 0777, 0666);
+}
+
+Test(mount, five_thousand_semaphores_all_distinct_and_usable, .timeout = 300)
+{
+	enum { COUNT = 5000 };
+	cr_assert_eq(mkdir(e2e_path("many"), 0755), 0);
+	long *keys = calloc(COUNT, sizeof(long));
+	char name[64];
+	for (int i = 0; i < COUNT; i++) {
+		snprintf(name, sizeof(name), "many/s%d", i);
+		create(name);
+		keys[i] = e2e_xattr(name, "key");
+		cr_assert_neq(keys[i], -1);
+	}
+	for (int i = 0; i < COUNT; i++) {
+		snprintf(name, sizeof(name), "many/s%d", i);
+		cr_assert_eq(e2e_write(name, "lock 0\n"), 0, "%s not usable", name);
+		cr_assert_eq(e2e_xattr(name, "value"), 0);
+	}
+	/* All distinct: sort and compare neighbours. */
+	for (int i = 1; i < COUNT; i++) {
+		long key = keys[i];
+		int j = i - 1;
+		while (j >= 0 && keys[j] > key) {
+			keys[j + 1] = keys[j];
+			j--;
+		}
+		keys[j + 1] = key;
+	}
+	for (int i = 1; i < COUNT; i++)
+		cr_assert_neq(keys[i], keys[i - 1], "two semaphores share key 0x%lx", keys[i]);
+	free(keys);
+}
+
+Test(mount_configured, bad_config_is_a_startup_error)
+{
+	e2e_start(NULL); /* for the directory; the daemon under test is another */
+	char config[400], command[1200];
+	snprintf(config, sizeof(config), "%s/bad.ini", e2e.dir);
+	FILE *file = fopen(config, "we");
+	fprintf(file, "[semfs]\ndefault_limit = lots\ncolour = red\n");
+	fclose(file);
+	snprintf(command, sizeof(command), "%s --check -c %s 2>%s/err.txt", getenv("SEMFS_BIN"),
+		 config, e2e.dir);
+	int status = system(command);
+	cr_assert_neq(status, 0);
+	snprintf(config, sizeof(config), "%s/err.txt", e2e.dir);
+	file = fopen(config, "re");
+	char text[1024] = "";
+	size_t n = fread(text, 1, sizeof(text) - 1, file);
+	text[n] = '\0';
+	fclose(file);
+	cr_assert(strstr(text, "bad.ini:2: default_limit = lots"), "%s", text);
+	cr_assert(strstr(text, "bad.ini:3: unknown key 'colour'"), "%s", text);
+}

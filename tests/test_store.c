@@ -1,0 +1,269 @@
+/* test_store.c: the store's queue logic against real SysV semaphores, with a
+ * fake completion in place of a front-end. Each test has its own state
+ * directory and removes its semaphores (and so their SysV sets). */
+#include "store.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct store *store;
+static char state_dir[64];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
+static int completed[16], errors[16], completed_count;
+
+struct test_waiter {
+	struct waiter waiter;
+	struct command command;
+	int id;
+};
+
+static void fake_complete(struct waiter *waiter, int error)
+{
+	struct test_waiter *t = (struct test_waiter *)waiter;
+	pthread_mutex_lock(&lock);
+	completed[completed_count] = t->id;
+	errors[completed_count] = error;
+	completed_count++;
+	pthread_cond_broadcast(&changed);
+	pthread_mutex_unlock(&lock);
+}
+
+static bool wait_completed(int count, int milliseconds)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += milliseconds / 1000;
+	until.tv_nsec += (milliseconds % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&lock);
+	while (completed_count < count)
+		if (pthread_cond_timedwait(&changed, &lock, &until) != 0)
+			break;
+	bool ok = completed_count >= count;
+	pthread_mutex_unlock(&lock);
+	return ok;
+}
+
+static void setup(void)
+{
+	char error[256];
+	snprintf(state_dir, sizeof(state_dir), "/tmp/semfs-test.store-XXXXXX");
+	cr_assert_not_null(mkdtemp(state_dir));
+	struct store_options options = {
+		.state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	completed_count = 0;
+}
+
+static void teardown(void)
+{
+	char command[128];
+	store_shutdown(store);
+	/* Remove every semaphore through the store: it removes the SysV sets. */
+	struct store_entry *entries;
+	size_t count;
+	if (store_list(store, STORE_ROOT_INO, &entries, &count) == 0) {
+		for (size_t i = 0; i < count; i++)
+			if (entries[i].kind == NODE_SEMAPHORE)
+				store_unlink(store, STORE_ROOT_INO, entries[i].name);
+		store_list_free(entries, count);
+	}
+	store_close(store);
+	snprintf(command, sizeof(command), "rm -rf %s", state_dir);
+	cr_assert_eq(system(command), 0);
+}
+
+TestSuite(store, .init = setup, .fini = teardown, .timeout = 30);
+
+static uint64_t s_ino;
+
+static struct semaphore *make(const char *name)
+{
+	struct store_attr attr;
+	struct semaphore *semaphore;
+	cr_assert_eq(store_create(store, STORE_ROOT_INO, name, 0644, getuid(), getgid(), &attr), 0);
+	cr_assert_eq(store_open_semaphore(store, attr.ino, &semaphore), 0);
+	s_ino = attr.ino;
+	return semaphore;
+}
+
+static int submit(struct semaphore *s, struct test_waiter *t, int id, enum command_verb verb,
+		  double timeout, struct owner *owner)
+{
+	memset(t, 0, sizeof(*t));
+	t->id = id;
+	t->command = (struct command){.verb = verb, .timeout = timeout};
+	t->waiter.commands = &t->command;
+	t->waiter.count = 1;
+	t->waiter.owner = owner;
+	t->waiter.complete = fake_complete;
+	snprintf(t->waiter.who, sizeof(t->waiter.who), "test:%d", id);
+	return store_submit(store, s, &t->waiter);
+}
+
+static int value_of(struct semaphore *s)
+{
+	char *text;
+	cr_assert_geq(store_attribute(store, s, "value", &text), 0);
+	int value = atoi(text);
+	free(text);
+	return value;
+}
+
+Test(store, uncontended_lock_is_immediate_and_contended_waits)
+{
+	struct semaphore *s = make("a");
+	struct test_waiter w[3];
+	cr_assert_eq(submit(s, &w[0], 0, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	cr_assert_eq(value_of(s), 0);
+	cr_assert_eq(submit(s, &w[1], 1, VERB_LOCK, 0, NULL), -EAGAIN);
+	cr_assert_eq(submit(s, &w[1], 1, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+	cr_assert_eq(submit(s, &w[2], 2, VERB_UNLOCK, 0, NULL), 0);
+	cr_assert(wait_completed(1, 2000));
+	cr_assert_eq(completed[0], 1);
+	cr_assert_eq(errors[0], 0);
+	cr_assert_eq(value_of(s), 0, "the unit went to the waiter");
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, fifo_order)
+{
+	struct semaphore *s = make("fifo");
+	struct test_waiter holder, unlocker, w[3];
+	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(submit(s, &unlocker, 10, VERB_UNLOCK, 0, NULL), 0);
+		cr_assert(wait_completed(i + 1, 2000));
+		cr_assert_eq(completed[i], i, "waiter %d served out of order", completed[i]);
+	}
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, timeout_takes_nothing)
+{
+	struct semaphore *s = make("t");
+	struct test_waiter holder, w;
+	struct timespec start, end;
+	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, 0.2, NULL), STORE_QUEUED);
+	cr_assert(wait_completed(1, 3000));
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	double elapsed = (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9;
+	cr_assert_eq(errors[0], ETIMEDOUT);
+	cr_assert_geq(elapsed, 0.2);
+	cr_assert_lt(elapsed, 1.0);
+	cr_assert_eq(value_of(s), 0);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, cancel_leaves_no_unit)
+{
+	struct semaphore *s = make("c");
+	struct test_waiter holder, w, unlocker;
+	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+	cr_assert(store_cancel(store, &w.waiter));
+	cr_assert_not(store_cancel(store, &w.waiter), "cancelled twice");
+	cr_assert_eq(submit(s, &unlocker, 2, VERB_UNLOCK, 0, NULL), 0);
+	usleep(300000); /* the helper would have handed it on by now */
+	cr_assert_eq(value_of(s), 1, "a cancelled waiter kept a unit");
+	cr_assert_eq(completed_count, 0, "a cancelled waiter was completed");
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, interrupt_before_queueing_fails_with_eintr)
+{
+	struct semaphore *s = make("i");
+	struct test_waiter holder, w;
+	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	memset(&w, 0, sizeof(w));
+	cr_assert_not(store_cancel(store, &w.waiter)); /* as libfuse does at registration */
+	w.command = (struct command){.verb = VERB_LOCK, .timeout = COMMAND_NO_TIMEOUT};
+	w.waiter.commands = &w.command;
+	w.waiter.count = 1;
+	w.waiter.complete = fake_complete;
+	cr_assert_eq(store_submit(store, s, &w.waiter), -EINTR);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, relax_completes_every_waiter_value_unchanged)
+{
+	struct semaphore *s = make("r");
+	struct test_waiter holder, relaxer, w[5];
+	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+	cr_assert_eq(submit(s, &relaxer, 10, VERB_RELAX, 0, NULL), 0);
+	cr_assert(wait_completed(5, 2000));
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(errors[i], 0);
+	cr_assert_eq(value_of(s), 0);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, acquire_belongs_to_owner_and_returns_on_release)
+{
+	struct semaphore *s = make("o");
+	struct owner owner = {0};
+	struct test_waiter w;
+	cr_assert_eq(submit(s, &w, 1, VERB_RELEASE, 0, &owner), -ENOLCK);
+	cr_assert_eq(submit(s, &w, 1, VERB_ACQUIRE, COMMAND_NO_TIMEOUT, &owner), 0);
+	cr_assert_eq(value_of(s), 0);
+	char *holders;
+	cr_assert_gt(store_attribute(store, s, "holders", &holders), 0);
+	cr_assert(strstr(holders, "test:1"), "%s", holders);
+	free(holders);
+	store_release_owner(store, &owner, "test");
+	cr_assert_eq(value_of(s), 1);
+	cr_assert_null(owner.holders);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, unlink_fails_waiters_with_eidrm)
+{
+	struct semaphore *s = make("d");
+	struct test_waiter holder, w;
+	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+	cr_assert_eq(store_unlink(store, STORE_ROOT_INO, "d"), 0);
+	cr_assert(wait_completed(1, 2000));
+	cr_assert_eq(errors[0], EIDRM);
+	cr_assert_eq(submit(s, &w, 2, VERB_UNLOCK, 0, NULL), -EIDRM);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, limit_and_set_are_bounded)
+{
+	struct semaphore *s = make("l");
+	struct test_waiter w;
+	memset(&w, 0, sizeof(w));
+	struct command c = {.verb = VERB_LIMIT, .number = 3};
+	w.waiter.commands = &c;
+	w.waiter.count = 1;
+	cr_assert_eq(store_submit(store, s, &w.waiter), 0);
+	cr_assert_eq(value_of(s), 3);
+	c = (struct command){.verb = VERB_SET, .number = 4};
+	cr_assert_eq(store_submit(store, s, &w.waiter), -ERANGE);
+	c = (struct command){.verb = VERB_SET, .number = 1};
+	cr_assert_eq(store_submit(store, s, &w.waiter), 0);
+	cr_assert_eq(value_of(s), 1);
+	c = (struct command){.verb = VERB_LIMIT, .number = 1};
+	cr_assert_eq(store_submit(store, s, &w.waiter), -EBUSY, "2 units in use, limit 1");
+	c = (struct command){.verb = VERB_UNLOCK};
+	cr_assert_eq(store_submit(store, s, &w.waiter), 0);
+	cr_assert_eq(store_submit(store, s, &w.waiter), 0);
+	cr_assert_eq(store_submit(store, s, &w.waiter), -EOVERFLOW);
+	store_close_semaphore(store, s, s_ino);
+}
