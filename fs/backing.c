@@ -76,10 +76,11 @@ int backing_create(struct backing *backing, const char *path)
 int backing_write(struct backing *backing, const char *path, const struct backing_record *record)
 {
 	char text[256];
-	int length = snprintf(text, sizeof(text),
-			      "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n",
-			      (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
-			      (unsigned)record->uid, (unsigned)record->gid, record->token_reserved);
+	int length =
+	    snprintf(text, sizeof(text),
+		     "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n",
+		     (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
+		     (unsigned)record->uid, (unsigned)record->gid, record->token_reserved);
 	/* Rewritten in place: the inode, which seeded the key, stays. */
 	int fd = openat(backing->root_fd, path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)

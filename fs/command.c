@@ -16,13 +16,13 @@ static const struct command_row {
 	enum command_argument argument;
 	bool argument_required;
 } command_rows[] = {
-	{"lock", VERB_LOCK, ARGUMENT_TIMEOUT, false},
-	{"unlock", VERB_UNLOCK, ARGUMENT_NONE, false},
-	{"relax", VERB_RELAX, ARGUMENT_NONE, false},
-	{"acquire", VERB_ACQUIRE, ARGUMENT_TIMEOUT, false},
-	{"release", VERB_RELEASE, ARGUMENT_NONE, false},
-	{"limit", VERB_LIMIT, ARGUMENT_NUMBER, true},
-	{"set", VERB_SET, ARGUMENT_NUMBER, true},
+    {"lock", VERB_LOCK, ARGUMENT_TIMEOUT, false},
+    {"unlock", VERB_UNLOCK, ARGUMENT_NONE, false},
+    {"relax", VERB_RELAX, ARGUMENT_NONE, false},
+    {"acquire", VERB_ACQUIRE, ARGUMENT_TIMEOUT, false},
+    {"release", VERB_RELEASE, ARGUMENT_NONE, false},
+    {"limit", VERB_LIMIT, ARGUMENT_NUMBER, true},
+    {"set", VERB_SET, ARGUMENT_NUMBER, true},
 };
 
 const char *command_verb_name(enum command_verb verb)
@@ -143,8 +143,8 @@ int command_parse(const char *line, size_t length, struct command *out, char *er
 	}
 	if (has_argument && row->argument == ARGUMENT_TIMEOUT &&
 	    !parse_timeout(word, word_length, &command.timeout)) {
-		snprintf(error, error_size, "%s: bad timeout '%.*s' (seconds, e.g. 2.5)",
-			 row->name, (int)(word_length > 32 ? 32 : word_length), word);
+		snprintf(error, error_size, "%s: bad timeout '%.*s' (seconds, e.g. 2.5)", row->name,
+			 (int)(word_length > 32 ? 32 : word_length), word);
 		return -EINVAL;
 	}
 	if (has_argument && row->argument == ARGUMENT_NUMBER &&

@@ -19,11 +19,10 @@ static const struct config_row {
 	size_t offset;
 	unsigned long long min, max;
 } config_rows[] = {
-	{"semfs", "state_dir", TYPE_PATH, offsetof(struct config, state_dir), 0, 0},
-	{"semfs", "default_limit", TYPE_UNSIGNED, offsetof(struct config, default_limit), 0,
-	 32767},
-	{"semfs", "journal_max", TYPE_BYTES, offsetof(struct config, journal_max),
-	 CONFIG_JOURNAL_MIN, CONFIG_JOURNAL_MAX},
+    {"semfs", "state_dir", TYPE_PATH, offsetof(struct config, state_dir), 0, 0},
+    {"semfs", "default_limit", TYPE_UNSIGNED, offsetof(struct config, default_limit), 0, 32767},
+    {"semfs", "journal_max", TYPE_BYTES, offsetof(struct config, journal_max), CONFIG_JOURNAL_MIN,
+     CONFIG_JOURNAL_MAX},
 };
 
 void config_defaults(struct config *config)
@@ -88,8 +87,7 @@ static char *config_read_line(char *buffer, int size, void *stream)
 
 	const char *p = line + strspn(line, " \t\r\n");
 	if (*p && *p != ';' && *p != '#') {
-		if (*p == '[' ? !strchr(p, ']') : !strpbrk(p, "=:"))
-		{
+		if (*p == '[' ? !strchr(p, ']') : !strpbrk(p, "=:")) {
 			char text[128];
 			snprintf(text, sizeof(text), "malformed line ignored: %.60s", p);
 			text[strcspn(text, "\r\n")] = '\0';
@@ -189,13 +187,13 @@ int config_load(struct config *config, const char *path, config_warning_fn *warn
 		size_t error_size)
 {
 	struct config_parse parse = {
-		.config = config,
-		.path = path,
-		.line = 0,
-		.line_complete = true,
-		.warn = warn,
-		.error = error,
-		.error_size = error_size,
+	    .config = config,
+	    .path = path,
+	    .line = 0,
+	    .line_complete = true,
+	    .warn = warn,
+	    .error = error,
+	    .error_size = error_size,
 	};
 
 	parse.file = fopen(path, "re");

@@ -17,11 +17,11 @@ struct semfs_options {
 };
 
 static const struct fuse_opt semfs_option_table[] = {
-	{"-c %s", offsetof(struct semfs_options, config), 0},
-	{"--config=%s", offsetof(struct semfs_options, config), 0},
-	{"config=%s", offsetof(struct semfs_options, config), 0},
-	{"--check", offsetof(struct semfs_options, check_only), 1},
-	FUSE_OPT_END,
+    {"-c %s", offsetof(struct semfs_options, config), 0},
+    {"--config=%s", offsetof(struct semfs_options, config), 0},
+    {"config=%s", offsetof(struct semfs_options, config), 0},
+    {"--check", offsetof(struct semfs_options, check_only), 1},
+    FUSE_OPT_END,
 };
 
 static void usage(const char *program)
@@ -124,12 +124,12 @@ int main(int argc, char *argv[])
 	if (!mount)
 		fatalx("out of memory");
 	struct store_options store_options = {
-		.state_dir = config.state_dir,
-		.default_limit = config.default_limit,
-		.journal_max = config.journal_max,
-		.max_wait = wait_cap(),
-		.changed = mount_changed,
-		.changed_context = mount,
+	    .state_dir = config.state_dir,
+	    .default_limit = config.default_limit,
+	    .journal_max = config.journal_max,
+	    .max_wait = wait_cap(),
+	    .changed = mount_changed,
+	    .changed_context = mount,
 	};
 	if (store_open(&store, &store_options, error, sizeof(error)) < 0) {
 		log_warnx("state directory %s: %s", config.state_dir, error);
@@ -152,7 +152,9 @@ int main(int argc, char *argv[])
 		goto out_store;
 	}
 	log_info("mounted on %s, state in %s", command_line.mountpoint, config.state_dir);
-	status = mount_run(mount) == 0 ? 0 : 1;
+	/* The loop returns 0 after an unmount, the signal's number after
+	 * SIGTERM/SIGINT/SIGHUP (both clean), a negative errno on failure. */
+	status = mount_run(mount) < 0 ? 1 : 0;
 	log_info("unmounted %s", command_line.mountpoint);
 
 out_store:

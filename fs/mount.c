@@ -25,9 +25,12 @@
 #include <unistd.h>
 
 #define ENTRY_TIMEOUT 1.0 /* directories: names change only through us */
-#define ATTR_TIMEOUT 0.0  /* size and mtime move with every change */
-#define WRITE_MAX 65536
-#define XATTR_PREFIX "user.semfs."
+#define ATTR_TIMEOUT  0.0 /* size and mtime move with every change */
+#define WRITE_MAX     65536
+#define XATTR_PREFIX  "user.semfs."
+/* The notifier's pace: changes within this coalesce into one touch, so a hot
+ * semaphore costs the loop at most ~100 touch batches a second. */
+#define NOTIFY_INTERVAL_NS 10000000L
 
 enum open_kind { OPEN_SEMAPHORE, OPEN_STATUS };
 
@@ -42,7 +45,7 @@ struct open_file {
 	uint64_t read_end, read_restarts;
 	struct fuse_pollhandle *poll_handle;
 	struct open_file *poll_next, *poll_prev; /* on mount->pollers while armed */
-	struct open_file *all_next, *all_prev;   /* on mount->open_files */
+	struct open_file *all_next, *all_prev;	 /* on mount->open_files */
 };
 
 struct change {
@@ -69,7 +72,7 @@ struct mount {
 	bool notifier_running;
 	pthread_t notifier;
 	volatile pid_t notifier_tid; /* its lookups get canonical nodeids */
-	bool handles_work;           /* open_by_handle_at is allowed */
+	bool handles_work;	     /* open_by_handle_at is allowed */
 
 	pthread_mutex_t session_lock;
 	bool session_closed;
@@ -188,12 +191,10 @@ static void mount_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int t
 		clock_gettime(CLOCK_REALTIME, &mtime);
 	/* FUSE_SET_ATTR_SIZE: the journal cannot be truncated; `echo > f` opens
 	 * with O_TRUNC and must still work, so a size change is ignored. */
-	int r = store_setattr(mount_of(req)->store, ino, to_set & FUSE_SET_ATTR_MODE ? &mode : NULL,
-			      to_set & FUSE_SET_ATTR_UID ? &uid : NULL,
-			      to_set & FUSE_SET_ATTR_GID ? &gid : NULL,
-			      to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW) ? &mtime
-										     : NULL,
-			      &attr);
+	int r = store_setattr(
+	    mount_of(req)->store, ino, to_set & FUSE_SET_ATTR_MODE ? &mode : NULL,
+	    to_set & FUSE_SET_ATTR_UID ? &uid : NULL, to_set & FUSE_SET_ATTR_GID ? &gid : NULL,
+	    to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW) ? &mtime : NULL, &attr);
 	reply_attr(req, r, &attr);
 }
 
@@ -277,7 +278,8 @@ static void mount_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 			st.st_ino = entry->ino;
 			st.st_mode = entry->kind == NODE_DIRECTORY ? S_IFDIR : S_IFREG;
 		}
-		size_t needed = fuse_add_direntry(req, buffer + used, size - used, name, &st, i + 1);
+		size_t needed =
+		    fuse_add_direntry(req, buffer + used, size - used, name, &st, i + 1);
 		if (needed > size - used)
 			break;
 		used += needed;
@@ -303,8 +305,8 @@ static void mount_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 static int reply_open_parallel(fuse_req_t req, struct open_file *file)
 {
 	struct fuse_open_out out = {
-		.fh = (uintptr_t)file,
-		.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES,
+	    .fh = (uintptr_t)file,
+	    .open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES,
 	};
 	struct iovec iov = {.iov_base = &out, .iov_len = sizeof(out)};
 	return fuse_reply_iov(req, &iov, 1);
@@ -395,9 +397,8 @@ static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 	struct open_file *file = (struct open_file *)(uintptr_t)fi->fh;
 
 	if (file->kind == OPEN_STATUS) {
-		size_t available = (size_t)offset < file->status_length
-					   ? file->status_length - (size_t)offset
-					   : 0;
+		size_t available =
+		    (size_t)offset < file->status_length ? file->status_length - (size_t)offset : 0;
 		fuse_reply_buf(req, file->status_text + (available ? offset : 0),
 			       size < available ? size : available);
 		return;
@@ -468,15 +469,15 @@ static void mount_write(fuse_req_t req, fuse_ino_t ino, const char *buffer, size
 		fuse_reply_err(req, E2BIG);
 		return;
 	}
-	int count = command_parse_batch(buffer, size, commands, COMMAND_BATCH_MAX, error,
-					sizeof(error));
+	int count =
+	    command_parse_batch(buffer, size, commands, COMMAND_BATCH_MAX, error, sizeof(error));
 	if (count < 0) {
 		log_debug("write to inode %llu refused: %s", (unsigned long long)ino, error);
 		fuse_reply_err(req, -count);
 		return;
 	}
 	struct write_request *request =
-		calloc(1, sizeof(*request) + (size_t)count * sizeof(struct command));
+	    calloc(1, sizeof(*request) + (size_t)count * sizeof(struct command));
 	if (!request) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -545,9 +546,8 @@ static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static const char *attribute_name(const char *name)
 {
-	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0
-		       ? name + strlen(XATTR_PREFIX)
-		       : NULL;
+	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? name + strlen(XATTR_PREFIX)
+								      : NULL;
 }
 
 static void reply_xattr_text(fuse_req_t req, size_t size, const char *text, size_t length)
@@ -615,9 +615,10 @@ static void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 		return;
 	}
 	/* The same parser as a written `limit N`: one grammar, one set of errors. */
-	if (size > 16 || command_parse(line, (size_t)snprintf(line, sizeof(line), "limit %.*s",
-							      (int)size, value),
-				       &command, error, sizeof(error)) < 0) {
+	if (size > 16 ||
+	    command_parse(line,
+			  (size_t)snprintf(line, sizeof(line), "limit %.*s", (int)size, value),
+			  &command, error, sizeof(error)) < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
@@ -643,29 +644,29 @@ static void mount_init(void *userdata, struct fuse_conn_info *connection)
 }
 
 static const struct fuse_lowlevel_ops mount_operations = {
-	.init = mount_init,
-	.lookup = mount_lookup,
-	.forget = mount_forget,
-	.forget_multi = mount_forget_multi,
-	.getattr = mount_getattr,
-	.setattr = mount_setattr,
-	.mknod = mount_mknod,
-	.mkdir = mount_mkdir,
-	.unlink = mount_unlink,
-	.rmdir = mount_rmdir,
-	.open = mount_open,
-	.read = mount_read,
-	.write = mount_write,
-	.flush = mount_flush,
-	.release = mount_release,
-	.opendir = mount_opendir,
-	.readdir = mount_readdir,
-	.releasedir = mount_releasedir,
-	.setxattr = mount_setxattr,
-	.getxattr = mount_getxattr,
-	.listxattr = mount_listxattr,
-	.removexattr = mount_removexattr,
-	.poll = mount_poll,
+    .init = mount_init,
+    .lookup = mount_lookup,
+    .forget = mount_forget,
+    .forget_multi = mount_forget_multi,
+    .getattr = mount_getattr,
+    .setattr = mount_setattr,
+    .mknod = mount_mknod,
+    .mkdir = mount_mkdir,
+    .unlink = mount_unlink,
+    .rmdir = mount_rmdir,
+    .open = mount_open,
+    .read = mount_read,
+    .write = mount_write,
+    .flush = mount_flush,
+    .release = mount_release,
+    .opendir = mount_opendir,
+    .readdir = mount_readdir,
+    .releasedir = mount_releasedir,
+    .setxattr = mount_setxattr,
+    .getxattr = mount_getxattr,
+    .listxattr = mount_listxattr,
+    .removexattr = mount_removexattr,
+    .poll = mount_poll,
 };
 
 /* ---- the notifier: poll wake-ups and inotify touches ------------------------ */
@@ -750,8 +751,7 @@ static void touch(struct mount *mount, const struct change *change)
 		fuse_handle.words[0] = (uint32_t)(nodeids[i] >> 32);
 		fuse_handle.words[1] = (uint32_t)nodeids[i];
 		fuse_handle.words[2] = 1; /* entry.generation */
-		int fd = open_by_handle_at(root_fd, &fuse_handle.handle,
-					   O_PATH | O_CLOEXEC);
+		int fd = open_by_handle_at(root_fd, &fuse_handle.handle, O_PATH | O_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EPERM) /* needs CAP_DAC_READ_SEARCH */
 				mount->handles_work = false;
@@ -795,6 +795,17 @@ static void *notifier_main(void *argument)
 			changes = next;
 		}
 		pthread_mutex_lock(&mount->notify_lock);
+		struct timespec pause;
+		clock_gettime(CLOCK_REALTIME, &pause);
+		pause.tv_nsec += NOTIFY_INTERVAL_NS;
+		if (pause.tv_nsec >= 1000000000L) {
+			pause.tv_sec++;
+			pause.tv_nsec -= 1000000000L;
+		}
+		while (!mount->notifier_stop &&
+		       pthread_cond_timedwait(&mount->notify_wake, &mount->notify_lock, &pause) ==
+			   0)
+			;
 	}
 	pthread_mutex_unlock(&mount->notify_lock);
 	return NULL;

@@ -31,9 +31,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HELPER_NAP_NS 200000000L   /* a helper re-checks its queue at least this often */
-#define MONITOR_PERIOD_NS 250000000L /* outside changes show within this */
-#define TOKEN_BLOCK 1024            /* fencing tokens reserved on disk at a time */
+#define HELPER_NAP_NS	   200000000L /* a helper re-checks its queue at least this often */
+#define MONITOR_PERIOD_NS  250000000L /* outside changes show within this */
+#define TOKEN_BLOCK	   1024	      /* fencing tokens reserved on disk at a time */
 #define HELPER_KICK_SIGNAL SIGUSR2
 
 struct node {
@@ -49,12 +49,12 @@ struct node {
 	bool unlinked;
 	struct node *first_child, *last_child, *next_sibling, *prev_sibling;
 	struct node *ino_chain, *name_chain; /* hash buckets */
-	struct semaphore *semaphore;         /* NODE_SEMAPHORE: holds one reference */
-	struct node *alias_of;               /* an alias: the node it stands for */
-	struct node *first_alias;            /* live aliases of this node */
+	struct semaphore *semaphore;	     /* NODE_SEMAPHORE: holds one reference */
+	struct node *alias_of;		     /* an alias: the node it stands for */
+	struct node *first_alias;	     /* live aliases of this node */
 	struct node *alias_prev, *alias_next;
-	unsigned opens;                      /* open files on this nodeid */
-	unsigned queued_writes;              /* waits holding this nodeid's inode lock */
+	unsigned opens;		/* open files on this nodeid */
+	unsigned queued_writes; /* waits holding this nodeid's inode lock */
 };
 
 struct holder {
@@ -74,15 +74,15 @@ struct semaphore {
 	unsigned limit;
 	uint64_t token, token_reserved;
 	int last_value; /* as of our last journal line: to notice outside changes */
-	bool removed;   /* the SysV set is gone: everything fails with EIDRM */
+	bool removed;	/* the SysV set is gone: everything fails with EIDRM */
 	struct journal journal;
 	struct waiter *head, *tail;
 	size_t waiting;
 	struct holder *holders;
 	bool helper_running;
 	pthread_t helper;
-	struct timespec helper_until; /* when the helper wakes by itself */
-	unsigned references;          /* node + open files + helper */
+	struct timespec helper_until;		 /* when the helper wakes by itself */
+	unsigned references;			 /* node + open files + helper */
 	struct semaphore *live_prev, *live_next; /* monitor's list */
 };
 
@@ -292,8 +292,8 @@ static int node_path(const struct node *node, char *out, size_t size)
 	}
 	out[0] = '\0';
 	while (depth-- > 0) {
-		int n = snprintf(out + used, size - used, "%s%s", used ? "/" : "",
-				 chain[depth]->name);
+		int n =
+		    snprintf(out + used, size - used, "%s%s", used ? "/" : "", chain[depth]->name);
 		if (n < 0 || (size_t)n >= size - used)
 			return -ENAMETOOLONG;
 		used += (size_t)n;
@@ -404,8 +404,8 @@ static void node_release_if_unused(struct store *store, struct node *node)
 
 static struct node *alias_new(struct store *store, struct node *target)
 {
-	struct node *alias = node_new(store, NULL, "", NODE_SEMAPHORE, target->mode, target->uid,
-				      target->gid);
+	struct node *alias =
+	    node_new(store, NULL, "", NODE_SEMAPHORE, target->mode, target->uid, target->gid);
 	if (!alias)
 		return NULL;
 	alias->alias_of = target;
@@ -452,10 +452,10 @@ static void journal_event(struct store *store, struct semaphore *semaphore, cons
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &utc);
 	if (token)
 		snprintf(token_text, sizeof(token_text), " token=%" PRIu64, token);
-	int length = snprintf(line, sizeof(line),
-			      "%s.%06ldZ %s by=%s value=%d limit=%u waiting=%zu%s%s%s\n", stamp,
-			      now.tv_nsec / 1000, event, who, value, semaphore->limit,
-			      semaphore->waiting, token_text, extra ? " " : "", extra ? extra : "");
+	int length =
+	    snprintf(line, sizeof(line), "%s.%06ldZ %s by=%s value=%d limit=%u waiting=%zu%s%s%s\n",
+		     stamp, now.tv_nsec / 1000, event, who, value, semaphore->limit,
+		     semaphore->waiting, token_text, extra ? " " : "", extra ? extra : "");
 	if (length >= (int)sizeof(line)) {
 		length = sizeof(line) - 1;
 		line[length - 1] = '\n';
@@ -609,12 +609,12 @@ static void record_of(struct semaphore *semaphore, struct backing_record *record
 {
 	struct node *node = semaphore->node;
 	*record = (struct backing_record){
-		.key = semaphore->key,
-		.limit = semaphore->limit,
-		.mode = node ? node->mode : 0600,
-		.uid = node ? node->uid : 0,
-		.gid = node ? node->gid : 0,
-		.token_reserved = semaphore->token_reserved,
+	    .key = semaphore->key,
+	    .limit = semaphore->limit,
+	    .mode = node ? node->mode : 0600,
+	    .uid = node ? node->uid : 0,
+	    .gid = node ? node->gid : 0,
+	    .token_reserved = semaphore->token_reserved,
 	};
 }
 
@@ -672,8 +672,8 @@ static void finish(struct store *store, struct waiter *waiter, int result, struc
 	    semaphore->node && !semaphore->node->unlinked && store->options.changed) {
 		char path[PATH_MAX];
 		if (node_path(semaphore->node, path, sizeof(path)) == 0)
-			store->options.changed(store->options.changed_context, semaphore->ino,
-					       path, false);
+			store->options.changed(store->options.changed_context, semaphore->ino, path,
+					       false);
 	}
 	if (done)
 		done_push(done, waiter, result);
@@ -834,16 +834,14 @@ static int command_relax(struct store *store, struct semaphore *semaphore, struc
 	return 0;
 }
 
-static int command_acquire(struct store *store, struct semaphore *semaphore,
-			   struct waiter *waiter, const struct command *command,
-			   struct done_list *done)
+static int command_acquire(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			   const struct command *command, struct done_list *done)
 {
 	return take(store, semaphore, waiter, command, done);
 }
 
-static int command_release(struct store *store, struct semaphore *semaphore,
-			   struct waiter *waiter, const struct command *command,
-			   struct done_list *done)
+static int command_release(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			   const struct command *command, struct done_list *done)
 {
 	struct holder *holder = holder_of_owner(semaphore, waiter->owner);
 
@@ -903,14 +901,14 @@ static int command_set(struct store *store, struct semaphore *semaphore, struct 
 	return 0;
 }
 
-typedef int command_fn(struct store *, struct semaphore *, struct waiter *,
-		       const struct command *, struct done_list *);
+typedef int command_fn(struct store *, struct semaphore *, struct waiter *, const struct command *,
+		       struct done_list *);
 
 static command_fn *const command_table[] = {
-	[VERB_LOCK] = command_lock,	  [VERB_UNLOCK] = command_unlock,
-	[VERB_RELAX] = command_relax,	  [VERB_ACQUIRE] = command_acquire,
-	[VERB_RELEASE] = command_release, [VERB_LIMIT] = command_limit,
-	[VERB_SET] = command_set,
+    [VERB_LOCK] = command_lock,	      [VERB_UNLOCK] = command_unlock,
+    [VERB_RELAX] = command_relax,     [VERB_ACQUIRE] = command_acquire,
+    [VERB_RELEASE] = command_release, [VERB_LIMIT] = command_limit,
+    [VERB_SET] = command_set,
 };
 
 /* Run the waiter's commands from waiter->next: 0, -errno or STORE_QUEUED. */
@@ -1007,8 +1005,7 @@ void store_release_owner(struct store *store, struct owner *owner, const char *w
 
 /* ---- the helper: one per contended semaphore ---------------------------- */
 
-static void expire_waiters(struct store *store, struct semaphore *semaphore,
-			   struct done_list *done)
+static void expire_waiters(struct store *store, struct semaphore *semaphore, struct done_list *done)
 {
 	struct timespec now;
 
@@ -1233,10 +1230,10 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	    (parent == store->root && strcmp(leaf, STORE_STATUS_NAME) == 0))
 		return 0; /* not one of ours: leave it */
 	if (is_directory) {
-		return node_new(store, parent, leaf, NODE_DIRECTORY, S_IFDIR | (status->st_mode & 07777),
-				status->st_uid, status->st_gid)
-			       ? 0
-			       : -ENOMEM;
+		return node_new(store, parent, leaf, NODE_DIRECTORY,
+				S_IFDIR | (status->st_mode & 07777), status->st_uid, status->st_gid)
+			   ? 0
+			   : -ENOMEM;
 	}
 
 	struct backing_record record;
@@ -1274,8 +1271,8 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	}
 	struct node *node = node_new(store, parent, leaf, NODE_SEMAPHORE,
 				     S_IFREG | (record.mode & 07777), record.uid, record.gid);
-	struct semaphore *semaphore = node ? semaphore_new(store, record.key, semid, record.limit)
-					   : NULL;
+	struct semaphore *semaphore =
+	    node ? semaphore_new(store, record.key, semid, record.limit) : NULL;
 	if (!semaphore)
 		return -ENOMEM;
 	node_attach_semaphore(node, semaphore);
@@ -1323,8 +1320,8 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	uid_t uid = geteuid();
 	gid_t gid = getegid();
 	store->root = node_new(store, NULL, "", NODE_DIRECTORY, S_IFDIR | 0755, uid, gid);
-	store->status = node_new(store, NULL, STORE_STATUS_NAME, NODE_STATUS, S_IFREG | 0444, uid,
-				 gid);
+	store->status =
+	    node_new(store, NULL, STORE_STATUS_NAME, NODE_STATUS, S_IFREG | 0444, uid, gid);
 	if (!store->root || !store->status) {
 		snprintf(error, error_size, "out of memory");
 		r = -ENOMEM;
@@ -1488,8 +1485,8 @@ int store_lookup(struct store *store, uint64_t parent_ino, const char *name, boo
 	r = parent_directory(store, parent_ino, &parent);
 	if (r == 0) {
 		node = parent == store->root && strcmp(name, STORE_STATUS_NAME) == 0
-			       ? store->status
-			       : node_child(store, parent, name);
+			   ? store->status
+			   : node_child(store, parent, name);
 		if (!node) {
 			r = -ENOENT;
 		} else {
@@ -1557,8 +1554,8 @@ static int check_new_name(struct store *store, struct node *parent, const char *
 	return 0;
 }
 
-int store_create(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
-		 uid_t uid, gid_t gid, struct store_attr *attr)
+int store_create(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
+		 gid_t gid, struct store_attr *attr)
 {
 	struct node *parent, *node = NULL;
 	char path[PATH_MAX], full[PATH_MAX];
@@ -1573,7 +1570,7 @@ int store_create(struct store *store, uint64_t parent_ino, const char *name, mod
 		goto out;
 	r = node_path(parent, path, sizeof(path));
 	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
-			      (int)sizeof(full))
+			  (int)sizeof(full))
 		r = -ENAMETOOLONG;
 	if (r < 0)
 		goto out;
@@ -1595,7 +1592,7 @@ int store_create(struct store *store, uint64_t parent_ino, const char *name, mod
 		node = node_new(store, parent, name, NODE_SEMAPHORE, S_IFREG | (mode & 07777), uid,
 				gid);
 		struct semaphore *semaphore =
-			node ? semaphore_new(store, key, semid, store->options.default_limit) : NULL;
+		    node ? semaphore_new(store, key, semid, store->options.default_limit) : NULL;
 		if (!semaphore) {
 			r = -ENOMEM;
 		} else {
@@ -1622,8 +1619,8 @@ out:
 	return r;
 }
 
-int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
-		uid_t uid, gid_t gid, struct store_attr *attr)
+int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
+		gid_t gid, struct store_attr *attr)
 {
 	struct node *parent;
 	char path[PATH_MAX], full[PATH_MAX];
@@ -1636,7 +1633,7 @@ int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode
 	if (r == 0)
 		r = node_path(parent, path, sizeof(path));
 	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
-			      (int)sizeof(full))
+			  (int)sizeof(full))
 		r = -ENAMETOOLONG;
 	if (r == 0)
 		r = backing_mkdir(&store->backing, full, mode);
@@ -1828,7 +1825,8 @@ struct text {
 	bool failed;
 };
 
-static void text_append(struct text *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_append(struct text *text, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void text_append(struct text *text, const char *fmt, ...)
 {
@@ -1981,11 +1979,10 @@ void store_journal_position(struct store *store, struct semaphore *semaphore, ui
 	pthread_mutex_unlock(&store->lock);
 }
 
-const char *const store_attribute_names[] = {"value", "limit", "waiting", "key",
-					     "semid", "holders", "token", NULL};
+const char *const store_attribute_names[] = {"value", "limit",	 "waiting", "key",
+					     "semid", "holders", "token",   NULL};
 
-int store_attribute(struct store *store, struct semaphore *semaphore, const char *name,
-		    char **out)
+int store_attribute(struct store *store, struct semaphore *semaphore, const char *name, char **out)
 {
 	struct text text = {0};
 	int r = 0;

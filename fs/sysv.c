@@ -95,9 +95,9 @@ int sysv_waiting(int semid)
 int sysv_adjust(int semid, int delta, bool with_undo)
 {
 	struct sembuf op = {
-		.sem_num = 0,
-		.sem_op = (short)delta,
-		.sem_flg = (short)(IPC_NOWAIT | (with_undo ? SEM_UNDO : 0)),
+	    .sem_num = 0,
+	    .sem_op = (short)delta,
+	    .sem_flg = (short)(IPC_NOWAIT | (with_undo ? SEM_UNDO : 0)),
 	};
 	if (delta == 0)
 		return 0;
@@ -115,8 +115,8 @@ int sysv_undo_to_plain(int semid)
 	/* +1 with undo cancels the undo record, -1 plain takes it back: one
 	 * atomic semop, so no other process can slip in between. */
 	struct sembuf ops[2] = {
-		{.sem_num = 0, .sem_op = 1, .sem_flg = SEM_UNDO | IPC_NOWAIT},
-		{.sem_num = 0, .sem_op = -1, .sem_flg = IPC_NOWAIT},
+	    {.sem_num = 0, .sem_op = 1, .sem_flg = SEM_UNDO | IPC_NOWAIT},
+	    {.sem_num = 0, .sem_op = -1, .sem_flg = IPC_NOWAIT},
 	};
 	return semop(semid, ops, 2) < 0 ? -errno : 0;
 }

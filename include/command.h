@@ -15,16 +15,16 @@ enum command_verb {
 	VERB_SET,     /* set the value */
 };
 
-#define COMMAND_NO_TIMEOUT (-1.0)
-#define COMMAND_TIMEOUT_MAX 1e9 /* seconds: ~31 years, "forever" in practice */
-#define COMMAND_NUMBER_MAX 32767 /* SEMVMX: the kernel's largest semaphore value */
-#define COMMAND_LINE_MAX 4096
-#define COMMAND_BATCH_MAX 256 /* commands in one write */
+#define COMMAND_NO_TIMEOUT  (-1.0)
+#define COMMAND_TIMEOUT_MAX 1e9	  /* seconds: ~31 years, "forever" in practice */
+#define COMMAND_NUMBER_MAX  32767 /* SEMVMX: the kernel's largest semaphore value */
+#define COMMAND_LINE_MAX    4096
+#define COMMAND_BATCH_MAX   256 /* commands in one write */
 
 struct command {
 	enum command_verb verb;
 	double timeout; /* lock/acquire: seconds, or COMMAND_NO_TIMEOUT */
-	int number;     /* limit/set */
+	int number;	/* limit/set */
 };
 
 /* Parse one line (no newline). Returns 0, or -EINVAL with a message. */

@@ -7,8 +7,8 @@
 
 struct config {
 	char state_dir[PATH_MAX]; /* backing files: one per semaphore */
-	unsigned default_limit;   /* limit of a semaphore created without one */
-	size_t journal_max;       /* bytes of journal before it starts over */
+	unsigned default_limit;	  /* limit of a semaphore created without one */
+	size_t journal_max;	  /* bytes of journal before it starts over */
 };
 
 #define CONFIG_JOURNAL_MIN 256

@@ -10,9 +10,9 @@
 
 struct journal {
 	char *data;
-	size_t length;    /* bytes readable now: the file size */
-	size_t allocated; /* bytes of data */
-	size_t max;       /* the cap: journal_max */
+	size_t length;	   /* bytes readable now: the file size */
+	size_t allocated;  /* bytes of data */
+	size_t max;	   /* the cap: journal_max */
 	uint64_t restarts; /* times it started over */
 };
 

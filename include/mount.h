@@ -25,7 +25,8 @@ int mount_attach(struct mount *mount, struct store *store, struct fuse_args *arg
 		 const char *mountpoint, char *error, size_t error_size);
 
 /* Start the notifier thread (after daemonizing), run the loop until unmount or
- * a signal, then unmount. Returns the loop's result. */
+ * a signal, then unmount. Returns fuse_session_loop's result: 0 after an
+ * unmount, a signal number after a signal, -errno on failure. */
 int mount_run(struct mount *mount);
 
 /* After store_shutdown(): close the session, stop the notifier, let go of

@@ -19,12 +19,12 @@
 #include <sys/types.h>
 #include <time.h>
 
-#define STORE_ROOT_INO 1
-#define STORE_STATUS_INO 2
+#define STORE_ROOT_INO	  1
+#define STORE_STATUS_INO  2
 #define STORE_STATUS_NAME "semaphore.status"
-#define STORE_NAME_MAX 255
-#define STORE_WHO_MAX 64
-#define STORE_QUEUED 1 /* store_submit: complete() will be called later */
+#define STORE_NAME_MAX	  255
+#define STORE_WHO_MAX	  64
+#define STORE_QUEUED	  1 /* store_submit: complete() will be called later */
 
 struct store;
 struct semaphore;
@@ -34,7 +34,7 @@ enum store_node_kind { NODE_DIRECTORY, NODE_SEMAPHORE, NODE_STATUS };
 
 struct store_attr {
 	uint64_t nodeid; /* the kernel's handle: the node, or an alias of it */
-	uint64_t ino;    /* st_ino: always the node's own */
+	uint64_t ino;	 /* st_ino: always the node's own */
 	enum store_node_kind kind;
 	mode_t mode; /* with file type bits */
 	uid_t uid;
@@ -67,7 +67,7 @@ struct waiter {
 	/* Set by the front-end before store_submit(). */
 	const struct command *commands;
 	size_t count;
-	struct owner *owner; /* acquire/release need one */
+	struct owner *owner;	 /* acquire/release need one */
 	char who[STORE_WHO_MAX]; /* "pid:N", "tcp:ADDR:PORT" */
 	waiter_complete_fn *complete;
 	/* The front-end's successful reply itself tells watchers (a write through
@@ -84,9 +84,9 @@ struct waiter {
 	bool has_deadline;
 	struct timespec deadline; /* CLOCK_MONOTONIC */
 	struct waiter *queue_prev, *queue_next;
-	int result; /* for the completion list */
+	int result;	     /* for the completion list */
 	unsigned lock_units; /* plain units this request took */
-	uint64_t token;      /* fencing token of its last grant */
+	uint64_t token;	     /* fencing token of its last grant */
 };
 
 /* A semaphore changed: called with the store lock held, so it may only queue
@@ -106,7 +106,7 @@ struct store_options {
 /* Open the state directory and bring back every semaphore it records. */
 int store_open(struct store **out, const struct store_options *options, char *error,
 	       size_t error_size);
-int store_start(struct store *store);    /* start the monitor thread */
+int store_start(struct store *store);	  /* start the monitor thread */
 void store_shutdown(struct store *store); /* end all waits (ECANCELED), stop threads */
 void store_close(struct store *store);
 

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# test.sh: install what is missing, build, and run every test (unit and
-# end-to-end: real FUSE mounts, real daemons). Needs root or /dev/fuse access.
+# test.sh [--sanitize] [MESON-TEST-ARGS...]: install what is missing, build,
+# and run every test (unit and end-to-end: real FUSE mounts, real daemons).
+# --sanitize builds in build-asan with AddressSanitizer + UBSan and fails on
+# any report, the daemon's included. Needs root (or /dev/fuse access).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 source "$top/scripts/deps.sh"
 build=${SEMFS_BUILD_DIR:-$top/build}
-[ -d "$build" ] || meson setup "$build" "$top" >/dev/null
+options=()
+if [ "${1:-}" = "--sanitize" ]; then
+	shift
+	build=$top/build-asan
+	options=(-Db_sanitize=address,undefined -Db_lundef=false)
+fi
+[ -d "$build" ] || meson setup "$build" "$top" "${options[@]}" >/dev/null
 ninja -C "$build"
 status=0
 meson test -C "$build" --print-errorlogs --num-processes 1 "$@" || status=$?

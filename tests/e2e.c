@@ -76,7 +76,8 @@ static void daemon_launch(void)
 		int status;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			e2e.daemon = 0;
-			cr_assert_fail("semfs exited at start-up (status %d), see %s", status, e2e.log);
+			cr_assert_fail("semfs exited at start-up (status %d), see %s", status,
+				       e2e.log);
 		}
 		usleep(10000);
 	}
@@ -119,23 +120,40 @@ void e2e_kill_children(void)
 	e2e.child_count = 0;
 }
 
+/* The daemon's log, for a failure message. */
+static const char *daemon_log(void)
+{
+	static char text[4096];
+	FILE *file = fopen(e2e.log, "re");
+	size_t n = file ? fread(text, 1, sizeof(text) - 1, file) : 0;
+	text[n] = '\0';
+	if (file)
+		fclose(file);
+	return text;
+}
+
 void e2e_stop(void)
 {
 	if (e2e.daemon > 0) {
 		kill(e2e.daemon, SIGTERM);
-		int status;
-		for (int i = 0; i < 500; i++) {
+		int status = 0;
+		bool exited = false;
+		for (int i = 0; i < 1000; i++) {
 			if (waitpid(e2e.daemon, &status, WNOHANG) == e2e.daemon) {
-				e2e.daemon = 0;
+				exited = true;
 				break;
 			}
 			usleep(10000);
 		}
-		if (e2e.daemon > 0) {
+		if (!exited) {
 			kill(e2e.daemon, SIGKILL);
 			waitpid(e2e.daemon, &status, 0);
-			e2e.daemon = 0;
 		}
+		e2e.daemon = 0;
+		/* A clean unmount exits 0; a sanitizer report or a hang does not. */
+		cr_expect(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "semfs did not stop cleanly on SIGTERM (status 0x%x):\n%s", status,
+			  daemon_log());
 	}
 	if (is_mounted()) {
 		char command[400];

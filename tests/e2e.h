@@ -36,7 +36,7 @@ int e2e_wait_exit(pid_t pid, int milliseconds);
 void e2e_kill_children(void);
 
 long e2e_xattr(const char *name, const char *attribute); /* -1 on error */
-char *e2e_read(const char *name);                        /* malloc'd, NUL-ended */
+char *e2e_read(const char *name);			 /* malloc'd, NUL-ended */
 /* Poll until the xattr equals `value`; false after `milliseconds`. */
 bool e2e_wait_xattr(const char *name, const char *attribute, long value, int milliseconds);
 double e2e_now(void);

@@ -54,10 +54,11 @@ Test(command, numbers)
 Test(command, malformed)
 {
 	static const char *const bad[] = {
-		"", "   ", "bogus", "LOCK", "lock x", "lock -1", "lock 1e3", "lock inf", "lock nan",
-		"lock 0x10", "lock 1.2.3", "lock .", "lock 1 2", "unlock 1", "relax now",
-		"release x", "limit", "limit -1", "limit 32768", "limit 1.5", "set", "set a",
-		"lock 1000000001", "lockx", "unlock\x01",
+	    "",		  "   ",      "bogus",		 "LOCK",	"lock x",
+	    "lock -1",	  "lock 1e3", "lock inf",	 "lock nan",	"lock 0x10",
+	    "lock 1.2.3", "lock .",   "lock 1 2",	 "unlock 1",	"relax now",
+	    "release x",  "limit",    "limit -1",	 "limit 32768", "limit 1.5",
+	    "set",	  "set a",    "lock 1000000001", "lockx",	"unlock\x01",
 	};
 	struct command c = {.verb = VERB_SET, .number = 77};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -73,17 +73,17 @@ Test(config, unknown_keys_and_malformed_lines_warn_with_file_and_line)
 Test(config, bad_values_are_errors)
 {
 	static const char *const bad[] = {
-		"[semfs]\ndefault_limit = -1\n", "[semfs]\ndefault_limit = 40000\n",
-		"[semfs]\ndefault_limit = two\n", "[semfs]\njournal_max = 10\n",
-		"[semfs]\njournal_max = 1G\n",	  "[semfs]\nstate_dir =\n",
+	    "[semfs]\ndefault_limit = -1\n",  "[semfs]\ndefault_limit = 40000\n",
+	    "[semfs]\ndefault_limit = two\n", "[semfs]\njournal_max = 10\n",
+	    "[semfs]\njournal_max = 1G\n",    "[semfs]\nstate_dir =\n",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct config c;
 		char error[512];
 		char *path = write_file(bad[i]);
 		config_defaults(&c);
-		cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), -1, "accepted %s",
-			     bad[i]);
+		cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), -1,
+			     "accepted %s", bad[i]);
 		char where[80];
 		snprintf(where, sizeof(where), "%s:2:", path);
 		cr_assert(strstr(error, where), "error '%s' does not name the line", error);

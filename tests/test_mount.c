@@ -96,8 +96,8 @@ Test(mount, bad_commands_change_nothing)
 	create("db");
 	struct stat before, after;
 	cr_assert_eq(stat(e2e_path("db"), &before), 0);
-	const char *bad[] = {"bogus\n", "lock x\n", "lock\nbogus\n", "limit\n", "unlock 3\n",
-			     "lock -1\n"};
+	const char *bad[] = {"bogus\n", "lock x\n",   "lock\nbogus\n",
+			     "limit\n", "unlock 3\n", "lock -1\n"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(e2e_write("db", bad[i]), EINVAL, "accepted %s", bad[i]);
 	cr_assert_eq(stat(e2e_path("db"), &after), 0);
@@ -217,7 +217,8 @@ Test(mount, fifo_order_of_three_waiters)
 		cr_assert_eq(e2e_write("db", "unlock\n"), 0);
 		cr_assert_eq(e2e_wait_exit(waiters[i], 2000), 0, "waiter %d not served first", i);
 		for (int j = i + 1; j < 3; j++)
-			cr_assert_eq(e2e_wait_exit(waiters[j], 0), -1, "waiter %d jumped the queue", j);
+			cr_assert_eq(e2e_wait_exit(waiters[j], 0), -1, "waiter %d jumped the queue",
+				     j);
 	}
 }
 

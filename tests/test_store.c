@@ -59,7 +59,7 @@ static void setup(void)
 	snprintf(state_dir, sizeof(state_dir), "/tmp/semfs-test.store-XXXXXX");
 	cr_assert_not_null(mkdtemp(state_dir));
 	struct store_options options = {
-		.state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
+	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
 	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
 	completed_count = 0;
 }
@@ -141,7 +141,8 @@ Test(store, fifo_order)
 	struct test_waiter holder, unlocker, w[3];
 	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
 	for (int i = 0; i < 3; i++)
-		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL),
+			     STORE_QUEUED);
 	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(submit(s, &unlocker, 10, VERB_UNLOCK, 0, NULL), 0);
 		cr_assert(wait_completed(i + 1, 2000));
@@ -204,7 +205,8 @@ Test(store, relax_completes_every_waiter_value_unchanged)
 	struct test_waiter holder, relaxer, w[5];
 	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
 	for (int i = 0; i < 5; i++)
-		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL),
+			     STORE_QUEUED);
 	cr_assert_eq(submit(s, &relaxer, 10, VERB_RELAX, 0, NULL), 0);
 	cr_assert(wait_completed(5, 2000));
 	for (int i = 0; i < 5; i++)
