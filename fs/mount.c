@@ -7,6 +7,7 @@
  * guards calls into the session from the notifier against its destruction. */
 #include "mount.h"
 
+#include "clock.h"
 #include "command.h"
 #include "log.h"
 
@@ -30,7 +31,7 @@
 #define XATTR_PREFIX  "user.semfs."
 /* The notifier's pace: changes within this coalesce into one touch, so a hot
  * semaphore costs the loop at most ~100 touch batches a second. */
-#define NOTIFY_INTERVAL_NS 10000000L
+#define NOTIFY_INTERVAL 0.01 /* seconds */
 
 enum open_kind { OPEN_SEMAPHORE, OPEN_STATUS };
 
@@ -64,6 +65,7 @@ struct mount {
 	pthread_mutex_t poll_lock;
 	struct open_file *pollers;
 	struct open_file *open_files;
+	struct directory_listing *listings; /* freed at the end if no releasedir came */
 
 	pthread_mutex_t notify_lock;
 	pthread_cond_t notify_wake;
@@ -89,6 +91,7 @@ struct write_request {
 struct directory_listing {
 	struct store_entry *entries;
 	size_t count;
+	struct directory_listing *next, *prev; /* on mount->listings (poll_lock) */
 };
 
 static struct mount *mount_of(fuse_req_t req)
@@ -235,6 +238,20 @@ static void mount_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -store_rmdir(mount_of(req)->store, parent, name));
 }
 
+static void listing_free(struct mount *mount, struct directory_listing *listing)
+{
+	pthread_mutex_lock(&mount->poll_lock);
+	if (listing->prev)
+		listing->prev->next = listing->next;
+	else
+		mount->listings = listing->next;
+	if (listing->next)
+		listing->next->prev = listing->prev;
+	pthread_mutex_unlock(&mount->poll_lock);
+	store_list_free(listing->entries, listing->count);
+	free(listing);
+}
+
 static void mount_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct directory_listing *listing = calloc(1, sizeof(*listing));
@@ -246,11 +263,16 @@ static void mount_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		fuse_reply_err(req, -r);
 		return;
 	}
+	struct mount *mount = mount_of(req);
+	pthread_mutex_lock(&mount->poll_lock);
+	listing->next = mount->listings;
+	if (mount->listings)
+		mount->listings->prev = listing;
+	mount->listings = listing;
+	pthread_mutex_unlock(&mount->poll_lock);
 	fi->fh = (uintptr_t)listing;
-	if (fuse_reply_open(req, fi) < 0) {
-		store_list_free(listing->entries, listing->count);
-		free(listing);
-	}
+	if (fuse_reply_open(req, fi) < 0)
+		listing_free(mount, listing);
 }
 
 static void mount_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
@@ -290,10 +312,7 @@ static void mount_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 
 static void mount_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct directory_listing *listing = (struct directory_listing *)(uintptr_t)fi->fh;
-
-	store_list_free(listing->entries, listing->count);
-	free(listing);
+	listing_free(mount_of(req), (struct directory_listing *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -795,13 +814,7 @@ static void *notifier_main(void *argument)
 			changes = next;
 		}
 		pthread_mutex_lock(&mount->notify_lock);
-		struct timespec pause;
-		clock_gettime(CLOCK_REALTIME, &pause);
-		pause.tv_nsec += NOTIFY_INTERVAL_NS;
-		if (pause.tv_nsec >= 1000000000L) {
-			pause.tv_sec++;
-			pause.tv_nsec -= 1000000000L;
-		}
+		struct timespec pause = clock_after(CLOCK_REALTIME, NOTIFY_INTERVAL);
 		while (!mount->notifier_stop &&
 		       pthread_cond_timedwait(&mount->notify_wake, &mount->notify_lock, &pause) ==
 			   0)
@@ -902,6 +915,8 @@ void mount_destroy(struct mount *mount)
 	}
 	while (mount->open_files)
 		open_file_free(mount, mount->open_files);
+	while (mount->listings)
+		listing_free(mount, mount->listings);
 	pthread_cond_destroy(&mount->notify_wake);
 	pthread_mutex_destroy(&mount->session_lock);
 	pthread_mutex_destroy(&mount->notify_lock);

@@ -17,6 +17,7 @@
 #include "store.h"
 
 #include "backing.h"
+#include "clock.h"
 #include "journal.h"
 #include "sysv.h"
 
@@ -31,9 +32,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HELPER_NAP_NS	   200000000L /* a helper re-checks its queue at least this often */
-#define MONITOR_PERIOD_NS  250000000L /* outside changes show within this */
-#define TOKEN_BLOCK	   1024	      /* fencing tokens reserved on disk at a time */
+#define HELPER_NAP	   0.2	/* seconds: a helper re-checks its queue at least this often */
+#define MONITOR_PERIOD	   0.25 /* seconds: outside changes show within this */
+#define TOKEN_BLOCK	   1024 /* fencing tokens reserved on disk at a time */
 #define HELPER_KICK_SIGNAL SIGUSR2
 
 struct node {
@@ -120,42 +121,6 @@ struct done_list {
 static void timespec_now(clockid_t clock, struct timespec *now)
 {
 	clock_gettime(clock, now);
-}
-
-static int timespec_compare(const struct timespec *a, const struct timespec *b)
-{
-	if (a->tv_sec != b->tv_sec)
-		return a->tv_sec < b->tv_sec ? -1 : 1;
-	if (a->tv_nsec != b->tv_nsec)
-		return a->tv_nsec < b->tv_nsec ? -1 : 1;
-	return 0;
-}
-
-static struct timespec timespec_add_seconds(struct timespec t, double seconds)
-{
-	time_t whole = (time_t)seconds;
-	long nanoseconds = (long)((seconds - (double)whole) * 1e9);
-
-	t.tv_sec += whole;
-	t.tv_nsec += nanoseconds;
-	if (t.tv_nsec >= 1000000000L) {
-		t.tv_sec++;
-		t.tv_nsec -= 1000000000L;
-	}
-	return t;
-}
-
-static struct timespec timespec_difference(const struct timespec *later,
-					   const struct timespec *earlier)
-{
-	struct timespec d = {later->tv_sec - earlier->tv_sec, later->tv_nsec - earlier->tv_nsec};
-	if (d.tv_nsec < 0) {
-		d.tv_sec--;
-		d.tv_nsec += 1000000000L;
-	}
-	if (d.tv_sec < 0)
-		d.tv_sec = d.tv_nsec = 0;
-	return d;
 }
 
 static void done_push(struct done_list *done, struct waiter *waiter, int result)
@@ -703,6 +668,14 @@ static void helper_kick(struct semaphore *semaphore)
 	pthread_kill(semaphore->helper, HELPER_KICK_SIGNAL);
 }
 
+/* An idle helper would catch the next unit in semtimedop and hand it back a
+ * moment later; send it away as soon as its queue is empty. */
+static void helper_release_if_idle(struct semaphore *semaphore)
+{
+	if (semaphore->helper_running && !semaphore->head)
+		helper_kick(semaphore);
+}
+
 static int helper_start(struct store *store, struct semaphore *semaphore)
 {
 	pthread_attr_t attributes;
@@ -763,16 +736,14 @@ static int take(struct store *store, struct semaphore *semaphore, struct waiter 
 		seconds = store->options.max_wait;
 	waiter->has_deadline = seconds >= 0;
 	if (waiter->has_deadline) {
-		struct timespec now;
-		timespec_now(CLOCK_MONOTONIC, &now);
-		waiter->deadline = timespec_add_seconds(now, seconds);
+		waiter->deadline = clock_after(CLOCK_MONOTONIC, seconds);
 	}
 	if (!semaphore->helper_running) {
 		int r = helper_start(store, semaphore);
 		if (r < 0)
 			return r;
 	} else if (waiter->has_deadline &&
-		   timespec_compare(&waiter->deadline, &semaphore->helper_until) < 0) {
+		   clock_compare(&waiter->deadline, &semaphore->helper_until) < 0) {
 		helper_kick(semaphore);
 	}
 	queue_append(semaphore, waiter);
@@ -819,6 +790,7 @@ static int command_relax(struct store *store, struct semaphore *semaphore, struc
 	waiter->changed_something = true;
 	snprintf(extra, sizeof(extra), "woke=%zu", count);
 	journal_event(store, semaphore, "relax", waiter->who, 0, extra, waiter->announced_by_reply);
+	helper_release_if_idle(semaphore);
 	while (relaxed) {
 		struct waiter *next = relaxed->queue_next;
 		note_queued_write(store, relaxed, -1);
@@ -961,6 +933,7 @@ bool store_cancel(struct store *store, struct waiter *waiter)
 		queue_remove(semaphore, waiter);
 		waiter->state = WAITER_DONE;
 		journal_event(store, semaphore, "interrupt", waiter->who, 0, NULL, false);
+		helper_release_if_idle(semaphore);
 		taken = true;
 	} else {
 		waiter->interrupted = true;
@@ -1012,7 +985,7 @@ static void expire_waiters(struct store *store, struct semaphore *semaphore, str
 	timespec_now(CLOCK_MONOTONIC, &now);
 	for (struct waiter *waiter = semaphore->head, *next; waiter; waiter = next) {
 		next = waiter->queue_next;
-		if (!waiter->has_deadline || timespec_compare(&waiter->deadline, &now) > 0)
+		if (!waiter->has_deadline || clock_compare(&waiter->deadline, &now) > 0)
 			continue;
 		queue_remove(semaphore, waiter);
 		journal_event(store, semaphore, "timeout", waiter->who, 0, NULL, false);
@@ -1052,17 +1025,12 @@ static struct timespec helper_timeout(struct store *store, struct semaphore *sem
 	struct timespec now, until;
 
 	timespec_now(CLOCK_MONOTONIC, &now);
-	until = now;
-	until.tv_nsec += HELPER_NAP_NS;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	until = clock_add(now, HELPER_NAP);
 	for (struct waiter *w = semaphore->head; w; w = w->queue_next)
-		if (w->has_deadline && timespec_compare(&w->deadline, &until) < 0)
+		if (w->has_deadline && clock_compare(&w->deadline, &until) < 0)
 			until = w->deadline;
 	semaphore->helper_until = until;
-	return timespec_difference(&until, &now);
+	return clock_difference(&until, &now);
 }
 
 static void *helper_main(void *argument)
@@ -1139,13 +1107,7 @@ static void *monitor_main(void *argument)
 	pthread_setname_np(pthread_self(), "semfs-monitor");
 	pthread_mutex_lock(&store->lock);
 	while (!store->stopping) {
-		struct timespec wake;
-		timespec_now(CLOCK_REALTIME, &wake);
-		wake.tv_nsec += MONITOR_PERIOD_NS;
-		if (wake.tv_nsec >= 1000000000L) {
-			wake.tv_sec++;
-			wake.tv_nsec -= 1000000000L;
-		}
+		struct timespec wake = clock_after(CLOCK_REALTIME, MONITOR_PERIOD);
 		pthread_cond_timedwait(&store->monitor_wake, &store->lock, &wake);
 		if (store->stopping)
 			break;

@@ -1,0 +1,14 @@
+/* clock.h: timespec arithmetic for deadlines and timeouts. */
+#ifndef SEMFS_CLOCK_H
+#define SEMFS_CLOCK_H
+
+#include <time.h>
+
+/* `seconds` (>= 0) after now on `clock`. */
+struct timespec clock_after(clockid_t clock, double seconds);
+struct timespec clock_add(struct timespec t, double seconds);
+int clock_compare(const struct timespec *a, const struct timespec *b);
+/* later - earlier, never negative. */
+struct timespec clock_difference(const struct timespec *later, const struct timespec *earlier);
+
+#endif
