@@ -400,8 +400,6 @@ static void note_queued_write(struct store *store, struct waiter *waiter, int de
 		via->queued_writes = (unsigned)((int)via->queued_writes + delta);
 }
 
-static void node_fill_attr(struct store *store, struct node *node, struct store_attr *attr);
-
 /* ---- journal ------------------------------------------------------------- */
 
 static void journal_event(struct store *store, struct semaphore *semaphore, const char *event,

@@ -232,16 +232,23 @@ int e2e_write(const char *name, const char *text)
 	return error;
 }
 
-pid_t e2e_spawn_write(const char *name, const char *text)
+pid_t e2e_fork(void)
 {
 	cr_assert_lt(e2e.child_count, E2E_CHILDREN_MAX);
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
-	if (pid == 0) {
+	if (pid == 0)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+	else
+		e2e.children[e2e.child_count++] = pid;
+	return pid;
+}
+
+pid_t e2e_spawn_write(const char *name, const char *text)
+{
+	pid_t pid = e2e_fork();
+	if (pid == 0)
 		_exit(e2e_write(name, text));
-	}
-	e2e.children[e2e.child_count++] = pid;
 	return pid;
 }
 

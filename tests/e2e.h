@@ -29,7 +29,10 @@ const char *e2e_path(const char *name); /* MOUNT/name, in a rotating buffer */
 
 /* Open (O_CREAT|O_TRUNC, as `echo > f`), write, close: 0 or the errno. */
 int e2e_write(const char *name, const char *text);
-/* The same in a child process; its exit status is the errno. */
+/* fork(): the child dies with the test process, the parent records it so
+ * that teardown kills it by PID even when the test fails. */
+pid_t e2e_fork(void);
+/* e2e_write in a child process; its exit status is the errno. */
 pid_t e2e_spawn_write(const char *name, const char *text);
 /* A child's exit status; -1 if it is still running after `milliseconds`. */
 int e2e_wait_exit(pid_t pid, int milliseconds);

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -167,8 +166,7 @@ Test(mount, acquire_returns_on_close_and_on_sigkill)
 	cr_assert(e2e_wait_xattr("db", "value", 1, 2000), "last close returns the unit");
 
 	/* A holder killed with SIGKILL. */
-	pid_t holder = fork();
-	cr_assert_geq(holder, 0);
+	pid_t holder = e2e_fork();
 	if (holder == 0) {
 		int child_fd = open(e2e_path("db"), O_WRONLY);
 		if (child_fd < 0 || write(child_fd, "acquire\n", 8) != 8)
@@ -176,7 +174,6 @@ Test(mount, acquire_returns_on_close_and_on_sigkill)
 		pause();
 		_exit(0);
 	}
-	e2e.children[e2e.child_count++] = holder;
 	cr_assert(e2e_wait_xattr("db", "value", 0, 2000));
 	kill(holder, SIGKILL);
 	cr_assert_eq(e2e_wait_exit(holder, 2000), 128 + SIGKILL);
@@ -244,15 +241,12 @@ Test(mount, signal_ends_the_wait_with_eintr_and_takes_nothing)
 {
 	create("db");
 	cr_assert_eq(e2e_write("db", "lock\n"), 0);
-	pid_t waiter = fork();
-	cr_assert_geq(waiter, 0);
+	pid_t waiter = e2e_fork();
 	if (waiter == 0) {
 		struct sigaction action = {.sa_handler = on_signal}; /* no SA_RESTART */
 		sigaction(SIGUSR1, &action, NULL);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		_exit(e2e_write("db", "lock\n"));
 	}
-	e2e.children[e2e.child_count++] = waiter;
 	cr_assert(e2e_wait_xattr("db", "waiting", 1, 2000));
 	double start = e2e_now();
 	kill(waiter, SIGUSR1);
@@ -404,15 +398,12 @@ Test(mount, tail_follows_a_timeout)
 	cr_assert_eq(e2e_write("db", "lock\n"), 0);
 	int pipe_fds[2];
 	cr_assert_eq(pipe(pipe_fds), 0);
-	pid_t tail = fork();
-	cr_assert_geq(tail, 0);
+	pid_t tail = e2e_fork();
 	if (tail == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(pipe_fds[1], 1);
 		execlp("tail", "tail", "-n", "0", "-f", e2e_path("db"), (char *)NULL);
 		_exit(127);
 	}
-	e2e.children[e2e.child_count++] = tail;
 	close(pipe_fds[1]);
 	usleep(300000);
 	cr_assert_eq(e2e_write("db", "lock 0.2\n"), ETIMEDOUT);
@@ -467,8 +458,7 @@ Test(mount_configured, journal_starts_over_past_its_cap)
 Test(mount, permissions_are_enforced)
 {
 	create("db");
-	pid_t child = fork();
-	cr_assert_geq(child, 0);
+	pid_t child = e2e_fork();
 	if (child == 0) {
 		if (setgid(65534) < 0 || setuid(65534) < 0)
 			_exit(100);
@@ -476,7 +466,7 @@ Test(mount, permissions_are_enforced)
 	}
 	cr_assert_eq(e2e_wait_exit(child, 2000), EACCES, "nobody wrote to a 0644 root file");
 	cr_assert_eq(chmod(e2e_path("db"), 0666), 0);
-	child = fork();
+	child = e2e_fork();
 	if (child == 0) {
 		if (setgid(65534) < 0 || setuid(65534) < 0)
 			_exit(100);
