@@ -78,9 +78,10 @@ int backing_write(struct backing *backing, const char *path, const struct backin
 	char text[256];
 	int length =
 	    snprintf(text, sizeof(text),
-		     "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n",
+		     "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n%s",
 		     (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
-		     (unsigned)record->uid, (unsigned)record->gid, record->token_reserved);
+		     (unsigned)record->uid, (unsigned)record->gid, record->token_reserved,
+		     record->undefined ? "undefined=1\n" : "");
 	/* Rewritten in place: the inode, which seeded the key, stays. */
 	int fd = openat(backing->root_fd, path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -106,6 +107,7 @@ int backing_read(struct backing *backing, const char *path, struct backing_recor
 	text[length] = '\0';
 
 	unsigned found = 0;
+	record->undefined = false;
 	for (char *line = text, *next; line && *line; line = next) {
 		next = strchr(line, '\n');
 		if (next)
@@ -131,6 +133,8 @@ int backing_read(struct backing *backing, const char *path, struct backing_recor
 			record->gid = (gid_t)number, found |= 16;
 		else if (strcmp(line, "token") == 0)
 			record->token_reserved = number, found |= 32;
+		else if (strcmp(line, "undefined") == 0)
+			record->undefined = number != 0;
 	}
 	return found == 63 ? 0 : -EBADMSG;
 }

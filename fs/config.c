@@ -2,6 +2,8 @@
  * malformed lines are warnings naming file and line, bad values are errors. */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <strings.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdbool.h>
@@ -10,7 +12,19 @@
 #include <string.h>
 #include <unistd.h>
 
-enum config_type { TYPE_PATH, TYPE_UNSIGNED, TYPE_BYTES };
+enum config_type {
+	TYPE_PATH,
+	TYPE_UNSIGNED,
+	TYPE_BYTES,
+	TYPE_BOOL,
+	TYPE_IPV4,    /* dotted quad */
+	TYPE_HOST,    /* any host name or address */
+	TYPE_ALLOW,   /* allow-list */
+	TYPE_IGNORED, /* ACE's keys semfs has no use for */
+};
+
+#define NET "service_network_semaphore"
+#define DEFINED_PREFIX "semaphore_"
 
 static const struct config_row {
 	const char *section;
@@ -23,6 +37,21 @@ static const struct config_row {
     {"semfs", "default_limit", TYPE_UNSIGNED, offsetof(struct config, default_limit), 0, 32767},
     {"semfs", "journal_max", TYPE_BYTES, offsetof(struct config, journal_max), CONFIG_JOURNAL_MIN,
      CONFIG_JOURNAL_MAX},
+    {"semfs", "max_connections", TYPE_UNSIGNED, offsetof(struct config, max_connections), 1,
+     1000000},
+    {"semfs", "idle_timeout", TYPE_UNSIGNED, offsetof(struct config, idle_timeout), 0, 86400 * 365},
+    {"semfs", "request_timeout", TYPE_UNSIGNED, offsetof(struct config, request_timeout), 1,
+     3600},
+    {NET, "enabled", TYPE_BOOL, offsetof(struct config, net_enabled), 0, 0},
+    {NET, "bind_address", TYPE_IPV4, offsetof(struct config, bind_address), 0, 0},
+    {NET, "bind_port", TYPE_UNSIGNED, offsetof(struct config, bind_port), 0, 65535},
+    {NET, "remote_address", TYPE_HOST, offsetof(struct config, remote_address), 0, 0},
+    {NET, "remote_port", TYPE_UNSIGNED, offsetof(struct config, remote_port), 1, 65535},
+    {NET, "allowed_ipv4", TYPE_ALLOW, offsetof(struct config, allowed), 0, 0},
+    {NET, "stats_dir", TYPE_PATH, offsetof(struct config, stats_dir), 0, 0},
+    {NET, "module", TYPE_IGNORED, 0, 0, 0},
+    {NET, "class", TYPE_IGNORED, 0, 0, 0},
+    {NET, "description", TYPE_IGNORED, 0, 0, 0},
 };
 
 void config_defaults(struct config *config)
@@ -39,6 +68,23 @@ void config_defaults(struct config *config)
 			 (unsigned)geteuid());
 	config->default_limit = 1;
 	config->journal_max = 64 * 1024;
+	config->max_connections = 10000;
+	config->idle_timeout = 300;
+	config->request_timeout = 10;
+	config->net_enabled = true;
+	snprintf(config->bind_address, sizeof(config->bind_address), "127.0.0.1");
+	config->bind_port = CONFIG_PORT;
+	snprintf(config->remote_address, sizeof(config->remote_address), "127.0.0.1");
+	config->remote_port = CONFIG_PORT;
+	config->allowed.ranges[0] = (struct allow_range){0x7f000000u, 0xff000000u};
+	config->allowed.count = 1;
+}
+
+void config_free(struct config *config)
+{
+	free(config->defined);
+	config->defined = NULL;
+	config->defined_count = 0;
 }
 
 struct config_parse {
@@ -123,11 +169,66 @@ static bool parse_unsigned(const char *text, unsigned long long *out, bool allow
 	return true;
 }
 
+static bool parse_bool(const char *text, bool *out)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1"};
+	static const char *const no[] = {"no", "false", "off", "0"};
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(text, yes[i]) == 0)
+			return *out = true, true;
+		if (strcasecmp(text, no[i]) == 0)
+			return *out = false, true;
+	}
+	return false;
+}
+
+/* ACE's `semaphore_NAME = LIMIT`: a later line for the same name wins. */
+static void define_semaphore(struct config_parse *parse, const char *key, const char *value)
+{
+	struct config *config = parse->config;
+	const char *name = key + strlen(DEFINED_PREFIX);
+	unsigned long long limit;
+	char reason[160];
+
+	if (name_check(name, strlen(name), reason, sizeof(reason)) < 0) {
+		char text[256];
+		snprintf(text, sizeof(text), "bad semaphore name: %s", reason);
+		config_fail(parse, key, value, text);
+		return;
+	}
+	if (!parse_unsigned(value, &limit, false) || limit > 32767) {
+		config_fail(parse, key, value, "expected a limit 0..32767");
+		return;
+	}
+	for (size_t i = 0; i < config->defined_count; i++) {
+		if (strcmp(config->defined[i].name, name) == 0) {
+			config->defined[i].limit = (unsigned)limit;
+			return;
+		}
+	}
+	struct config_semaphore *bigger =
+	    realloc(config->defined, (config->defined_count + 1) * sizeof(*bigger));
+	if (!bigger) {
+		config_fail(parse, key, value, "out of memory");
+		return;
+	}
+	config->defined = bigger;
+	snprintf(bigger[config->defined_count].name, sizeof(bigger->name), "%s", name);
+	bigger[config->defined_count].limit = (unsigned)limit;
+	config->defined_count++;
+}
+
 static int config_handle(void *user, const char *section, const char *name, const char *value)
 {
 	struct config_parse *parse = user;
 	const struct config_row *row = NULL;
 	bool known_section = false;
+
+	if (strcmp(section, NET) == 0 && strncmp(name, DEFINED_PREFIX, strlen(DEFINED_PREFIX)) == 0) {
+		define_semaphore(parse, name, value);
+		return 1;
+	}
 
 	for (size_t i = 0; i < sizeof(config_rows) / sizeof(config_rows[0]); i++) {
 		if (strcmp(config_rows[i].section, section) != 0)
@@ -153,9 +254,32 @@ static int config_handle(void *user, const char *section, const char *name, cons
 
 	char *field = (char *)parse->config + row->offset;
 	unsigned long long number;
-	char reason[128];
+	char reason[300];
+	struct in_addr address;
 
 	switch (row->type) {
+	case TYPE_IGNORED:
+		break;
+	case TYPE_BOOL:
+		if (!parse_bool(value, (bool *)field))
+			config_fail(parse, name, value, "expected yes or no");
+		break;
+	case TYPE_IPV4:
+		if (inet_pton(AF_INET, value, &address) != 1)
+			config_fail(parse, name, value, "expected an IPv4 address such as 127.0.0.1");
+		else
+			snprintf(field, CONFIG_HOST_MAX, "%s", value);
+		break;
+	case TYPE_HOST:
+		if (value[0] == '\0' || strlen(value) >= CONFIG_HOST_MAX)
+			config_fail(parse, name, value, "expected a host name or address");
+		else
+			snprintf(field, CONFIG_HOST_MAX, "%s", value);
+		break;
+	case TYPE_ALLOW:
+		if (allow_parse((struct allow_list *)field, value, reason, sizeof(reason)) < 0)
+			config_fail(parse, name, value, reason);
+		break;
 	case TYPE_PATH:
 		if (value[0] == '\0')
 			config_fail(parse, name, value, "empty path");
@@ -207,5 +331,17 @@ int config_load(struct config *config, const char *path, config_warning_fn *warn
 		snprintf(error, error_size, "%s: out of memory", path);
 		return -1;
 	}
-	return parse.failed ? -1 : 0;
+	if (parse.failed)
+		return -1;
+	/* ACE's stats_dir is relative to its data directory; ours to state_dir. */
+	if (config->stats_dir[0] && config->stats_dir[0] != '/') {
+		char relative[PATH_MAX];
+		snprintf(relative, sizeof(relative), "%s", config->stats_dir);
+		if (snprintf(config->stats_dir, sizeof(config->stats_dir), "%s/%s",
+			     config->state_dir, relative) >= (int)sizeof(config->stats_dir)) {
+			snprintf(error, error_size, "%s: stats_dir: path too long", path);
+			return -1;
+		}
+	}
+	return 0;
 }

@@ -1,8 +1,11 @@
-/* main.c: the semfs daemon: options, configuration, then the store and the
- * mount, in that order, torn down in reverse. */
+/* main.c: the semfs daemon: options, configuration, then the store, the
+ * mount, the network server and the stats writer, in that order, torn down
+ * in reverse. */
 #include "config.h"
 #include "log.h"
 #include "mount.h"
+#include "server.h"
+#include "stats.h"
 #include "store.h"
 
 #include <fuse_lowlevel.h>
@@ -45,6 +48,24 @@ static void usage(const char *program)
 	fuse_lowlevel_help();
 }
 
+/* Who hears of a change to a semaphore. */
+struct observers {
+	struct mount *mount;
+	struct server *server;
+	struct stats *stats;
+};
+
+static void changed(void *context, uint64_t ino, const char *path, bool announced_by_reply)
+{
+	struct observers *observers = context;
+
+	mount_changed(observers->mount, ino, path, announced_by_reply);
+	if (observers->server)
+		server_changed(observers->server);
+	if (observers->stats)
+		stats_changed(observers->stats);
+}
+
 static void config_warning(const char *message)
 {
 	log_warnx("%s", message);
@@ -81,6 +102,9 @@ int main(int argc, char *argv[])
 	struct config config;
 	struct store *store = NULL;
 	struct mount *mount = NULL;
+	struct server *server = NULL;
+	struct stats *stats = NULL;
+	static struct observers observers; /* read by store threads until exit */
 	char error[512];
 	int status = 1;
 
@@ -106,17 +130,17 @@ int main(int argc, char *argv[])
 	if (options.config &&
 	    config_load(&config, options.config, config_warning, error, sizeof(error)) < 0) {
 		log_warnx("%s", error);
-		goto out_args;
+		goto out_config;
 	}
 	if (options.check_only) {
 		printf("configuration OK\n");
 		status = 0;
-		goto out_args;
+		goto out_config;
 	}
 	if (!command_line.mountpoint) {
 		fprintf(stderr, "usage: semfs [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n");
 		status = 2;
-		goto out_args;
+		goto out_config;
 	}
 
 	log_init("semfs", !command_line.foreground, command_line.debug);
@@ -128,9 +152,10 @@ int main(int argc, char *argv[])
 	    .default_limit = config.default_limit,
 	    .journal_max = config.journal_max,
 	    .max_wait = wait_cap(),
-	    .changed = mount_changed,
-	    .changed_context = mount,
+	    .changed = changed,
+	    .changed_context = &observers,
 	};
+	observers.mount = mount;
 	if (store_open(&store, &store_options, error, sizeof(error)) < 0) {
 		log_warnx("state directory %s: %s", config.state_dir, error);
 		goto out_mount;
@@ -139,29 +164,72 @@ int main(int argc, char *argv[])
 		log_info("the kernel aborts FUSE requests after a timeout: waits end with "
 			 "ETIMEDOUT after %.0f s",
 			 store_options.max_wait);
+	for (size_t i = 0; i < config.defined_count; i++) {
+		if (store_define(store, config.defined[i].name, config.defined[i].limit, error,
+				 sizeof(error)) < 0) {
+			log_warnx("%s", error);
+			goto out_store;
+		}
+	}
 	if (mount_attach(mount, store, &args, command_line.mountpoint, error, sizeof(error)) < 0) {
 		log_warnx("%s", error);
 		goto out_store;
 	}
+	/* Sockets and files are opened before daemonizing, so that errors reach
+	 * the terminal; threads start after, since fork() keeps none. */
+	if (config.net_enabled) {
+		struct server_options server_options = {
+		    .store = store,
+		    .bind_address = config.bind_address,
+		    .port = config.bind_port,
+		    .allowed = &config.allowed,
+		    .max_connections = config.max_connections,
+		    .idle_timeout = config.idle_timeout,
+		    .request_timeout = config.request_timeout,
+		    .default_limit = config.default_limit,
+		};
+		if (server_open(&server, &server_options, error, sizeof(error)) < 0) {
+			log_warnx("%s", error);
+			goto out_store;
+		}
+		observers.server = server;
+	}
+	if (config.stats_dir[0] &&
+	    stats_open(&stats, store, config.stats_dir, error, sizeof(error)) < 0) {
+		log_warnx("%s", error);
+		goto out_store;
+	}
+	observers.stats = stats;
 	if (fuse_daemonize(command_line.foreground) != 0) {
 		log_warnx("cannot go to the background");
 		goto out_store;
 	}
-	if (store_start(store) < 0) {
-		log_warnx("cannot start the monitor thread");
+	if (store_start(store) < 0 || (stats && stats_start(stats) < 0) ||
+	    (server && server_start(server) < 0)) {
+		log_warnx("cannot start a thread");
 		goto out_store;
 	}
 	log_info("mounted on %s, state in %s", command_line.mountpoint, config.state_dir);
+	if (server)
+		log_info("listening on %s:%u (ACE and native dialects)", config.bind_address,
+			 server_port(server));
 	/* The loop returns 0 after an unmount, the signal's number after
 	 * SIGTERM/SIGINT/SIGHUP (both clean), a negative errno on failure. */
 	status = mount_run(mount) < 0 ? 1 : 0;
 	log_info("unmounted %s", command_line.mountpoint);
 
 out_store:
+	/* The server's requests come back before the store cancels the rest;
+	 * observers stay allocated until no store thread is left to call them. */
+	server_stop(server);
 	store_shutdown(store);
+	stats_close(stats);
+	server_free(server);
 out_mount:
 	mount_destroy(mount);
 	store_close(store);
+out_config:
+	config_free(&config);
 out_args:
 	free(command_line.mountpoint);
 	free(options.config);

@@ -76,6 +76,9 @@ struct semaphore {
 	uint64_t token, token_reserved;
 	int last_value; /* as of our last journal line: to notice outside changes */
 	bool removed;	/* the SysV set is gone: everything fails with EIDRM */
+	bool undefined; /* made by an ACE acquire of an unknown name: goes when idle */
+	bool defined;	/* from the configuration: cannot be deleted */
+	uint64_t grants, timeouts;
 	struct journal journal;
 	struct waiter *head, *tail;
 	size_t waiting;
@@ -103,6 +106,7 @@ struct store {
 	struct semaphore *live; /* semaphores not deleted */
 	size_t live_count;
 	struct timespec status_mtime;
+	uint64_t grants_total, timeouts_total;
 	pid_t pid;
 	unsigned helpers;
 	pthread_cond_t helpers_gone;
@@ -578,6 +582,7 @@ static void record_of(struct semaphore *semaphore, struct backing_record *record
 	    .uid = node ? node->uid : 0,
 	    .gid = node ? node->gid : 0,
 	    .token_reserved = semaphore->token_reserved,
+	    .undefined = semaphore->undefined,
 	};
 }
 
@@ -620,6 +625,53 @@ static void semaphore_mark_removed(struct store *store, struct semaphore *semaph
 	journal_event(store, semaphore, "delete", who, 0, NULL, false);
 }
 
+/* rm, `delete NAME`, an idle undefined semaphore: the set and its record go,
+ * waiters fail with EIDRM, the node lives on while the kernel knows it. */
+static int delete_node(struct store *store, struct node *node, const char *who,
+		       struct done_list *done)
+{
+	struct semaphore *semaphore = node->semaphore;
+	struct node *parent = node->parent;
+	char path[PATH_MAX];
+	int r = node_path(node, path, sizeof(path));
+
+	if (r < 0)
+		return r;
+	semaphore_mark_removed(store, semaphore, who, done);
+	(void)sysv_remove(semaphore->semid);
+	(void)backing_remove(&store->backing, path);
+	node_detach(store, node);
+	timespec_now(CLOCK_REALTIME, &parent->mtime);
+	parent->ctime = parent->mtime;
+	node_release_if_unused(store, node);
+	return 0;
+}
+
+/* ACE's undefined semaphores last while someone uses them: no holder, no
+ * waiter, no open file or connection, every unit home. */
+static void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_list *done)
+{
+	if (!semaphore->undefined || semaphore->removed || semaphore->references != 1 ||
+	    semaphore->head || semaphore->holders || !semaphore->node ||
+	    semaphore->node->unlinked || store->stopping)
+		return;
+	if (sysv_value(semaphore->semid) != (int)semaphore->limit)
+		return;
+	(void)delete_node(store, semaphore->node, "semfs:idle", done);
+}
+
+/* Drop one reference (an open file, a connection, a helper). */
+static void semaphore_let_go(struct store *store, struct semaphore *semaphore,
+			     struct done_list *done)
+{
+	if (semaphore->references > 1) {
+		semaphore->references--;
+		reap_if_idle(store, semaphore, done);
+	} else {
+		semaphore_unreference(store, semaphore);
+	}
+}
+
 /* ---- running commands --------------------------------------------------- */
 
 static int execute(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
@@ -649,6 +701,8 @@ static void grant(struct store *store, struct semaphore *semaphore, struct waite
 {
 	waiter->token = next_token(store, semaphore);
 	waiter->changed_something = true;
+	semaphore->grants++;
+	store->grants_total++;
 	if (verb == VERB_ACQUIRE) {
 		holder_add(semaphore, waiter->owner, waiter->who);
 	} else {
@@ -795,6 +849,8 @@ static int command_relax(struct store *store, struct semaphore *semaphore, struc
 		relaxed->queue_prev = relaxed->queue_next = NULL;
 		relaxed->state = WAITER_RUNNING;
 		relaxed->token = next_token(store, semaphore);
+		semaphore->grants++;
+		store->grants_total++;
 		relaxed->next++;
 		int r = execute(store, semaphore, relaxed, done);
 		if (r != STORE_QUEUED)
@@ -968,10 +1024,16 @@ static void release_holder(struct store *store, struct holder *holder, const cha
 
 void store_release_owner(struct store *store, struct owner *owner, const char *who)
 {
+	struct done_list done = {0};
+
 	pthread_mutex_lock(&store->lock);
-	while (owner->holders)
+	while (owner->holders) {
+		struct semaphore *semaphore = owner->holders->semaphore;
 		release_holder(store, owner->holders, who);
+		reap_if_idle(store, semaphore, &done);
+	}
 	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
 }
 
 /* ---- the helper: one per contended semaphore ---------------------------- */
@@ -986,6 +1048,8 @@ static void expire_waiters(struct store *store, struct semaphore *semaphore, str
 		if (!waiter->has_deadline || clock_compare(&waiter->deadline, &now) > 0)
 			continue;
 		queue_remove(semaphore, waiter);
+		semaphore->timeouts++;
+		store->timeouts_total++;
 		journal_event(store, semaphore, "timeout", waiter->who, 0, NULL, false);
 		finish(store, waiter, -ETIMEDOUT, done);
 	}
@@ -1064,9 +1128,10 @@ static void *helper_main(void *argument)
 	}
 	semaphore->helper_running = false;
 	store->helpers--;
-	semaphore_unreference(store, semaphore);
+	semaphore_let_go(store, semaphore, &done);
 	pthread_cond_broadcast(&store->helpers_gone);
 	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
 	return NULL;
 }
 
@@ -1238,6 +1303,7 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	node_attach_semaphore(node, semaphore);
 	semaphore->token = record.token_reserved;
 	semaphore->token_reserved = record.token_reserved + TOKEN_BLOCK;
+	semaphore->undefined = record.undefined;
 	semaphore_save(store, semaphore);
 	journal_event(store, semaphore, fresh ? "create" : "restore", "semfs", 0, NULL, false);
 	return 0;
@@ -1297,6 +1363,13 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	r = backing_walk(&store->backing, restore_entry, &restore);
 	if (r < 0)
 		goto fail;
+	/* Undefined semaphores whose users went with a crash go now. */
+	struct done_list done = {0};
+	for (struct semaphore *s = store->live, *next; s; s = next) {
+		next = s->live_next;
+		reap_if_idle(store, s, &done);
+	}
+	run_done(&done);
 	store->options.changed = options->changed;
 	*out = store;
 	return 0;
@@ -1514,26 +1587,26 @@ static int check_new_name(struct store *store, struct node *parent, const char *
 	return 0;
 }
 
-int store_create(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
-		 gid_t gid, struct store_attr *attr)
+/* Under the lock: a new semaphore `name` in `parent`, counted as looked up
+ * by nobody. */
+static int create_semaphore(struct store *store, struct node *parent, const char *name,
+			    mode_t mode, uid_t uid, gid_t gid, unsigned limit, bool undefined,
+			    const char *who, struct node **out)
 {
-	struct node *parent, *node = NULL;
+	struct node *node = NULL;
 	char path[PATH_MAX], full[PATH_MAX];
 	key_t key;
-	int semid = -1, r;
+	int semid = -1;
+	int r = check_new_name(store, parent, name);
 
-	pthread_mutex_lock(&store->lock);
-	r = parent_directory(store, parent_ino, &parent);
-	if (r == 0)
-		r = check_new_name(store, parent, name);
 	if (r < 0)
-		goto out;
+		return r;
 	r = node_path(parent, path, sizeof(path));
 	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
 			  (int)sizeof(full))
 		r = -ENAMETOOLONG;
 	if (r < 0)
-		goto out;
+		return r;
 	snprintf(path, sizeof(path), "%s", full);
 	r = backing_create(&store->backing, path);
 	if (r == -EEXIST) { /* a leftover no semaphore claims: reuse it */
@@ -1541,28 +1614,27 @@ int store_create(struct store *store, uint64_t parent_ino, const char *name, mod
 		r = backing_create(&store->backing, path);
 	}
 	if (r < 0)
-		goto out;
+		return r;
 	backing_full_path(&store->backing, path, full, sizeof(full));
 	r = sysv_create(full, (int)mode, &key, &semid);
 	if (r == 0)
-		r = sysv_adjust(semid, (int)store->options.default_limit, false);
+		r = sysv_adjust(semid, (int)limit, false);
 	if (r == 0 && uid != geteuid())
 		(void)sysv_set_owner(semid, uid, gid, mode);
 	if (r == 0) {
 		node = node_new(store, parent, name, NODE_SEMAPHORE, S_IFREG | (mode & 07777), uid,
 				gid);
-		struct semaphore *semaphore =
-		    node ? semaphore_new(store, key, semid, store->options.default_limit) : NULL;
+		struct semaphore *semaphore = node ? semaphore_new(store, key, semid, limit) : NULL;
 		if (!semaphore) {
 			r = -ENOMEM;
 		} else {
 			node_attach_semaphore(node, semaphore);
 			semaphore->token_reserved = TOKEN_BLOCK;
+			semaphore->undefined = undefined;
 			semaphore_save(store, semaphore);
-			journal_event(store, semaphore, "create", "semfs", 0, NULL, false);
-			node->lookups++;
-			node_fill_attr(store, node, attr);
+			journal_event(store, semaphore, "create", who, 0, NULL, false);
 			parent->mtime = parent->ctime = node->mtime;
+			*out = node;
 		}
 	}
 	if (r < 0) {
@@ -1574,22 +1646,34 @@ int store_create(struct store *store, uint64_t parent_ino, const char *name, mod
 			(void)sysv_remove(semid);
 		(void)backing_remove(&store->backing, path);
 	}
-out:
-	pthread_mutex_unlock(&store->lock);
 	return r;
 }
 
-int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
-		gid_t gid, struct store_attr *attr)
+int store_create(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
+		 gid_t gid, struct store_attr *attr)
 {
-	struct node *parent;
-	char path[PATH_MAX], full[PATH_MAX];
+	struct node *parent, *node;
 	int r;
 
 	pthread_mutex_lock(&store->lock);
 	r = parent_directory(store, parent_ino, &parent);
 	if (r == 0)
-		r = check_new_name(store, parent, name);
+		r = create_semaphore(store, parent, name, mode, uid, gid,
+				     store->options.default_limit, false, "semfs", &node);
+	if (r == 0) {
+		node->lookups++;
+		node_fill_attr(store, node, attr);
+	}
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+static int make_directory(struct store *store, struct node *parent, const char *name, mode_t mode,
+			  uid_t uid, gid_t gid, struct node **out)
+{
+	char path[PATH_MAX], full[PATH_MAX];
+	int r = check_new_name(store, parent, name);
+
 	if (r == 0)
 		r = node_path(parent, path, sizeof(path));
 	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
@@ -1599,19 +1683,33 @@ int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode
 		r = backing_mkdir(&store->backing, full, mode);
 	if (r == -EEXIST)
 		r = 0; /* a leftover empty directory */
+	if (r < 0)
+		return r;
+	(void)backing_chmod_dir(&store->backing, full, mode, uid, gid);
+	struct node *node =
+	    node_new(store, parent, name, NODE_DIRECTORY, S_IFDIR | (mode & 07777), uid, gid);
+	if (!node) {
+		(void)backing_rmdir(&store->backing, full);
+		return -ENOMEM;
+	}
+	parent->mtime = parent->ctime = node->mtime;
+	*out = node;
+	return 0;
+}
+
+int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
+		gid_t gid, struct store_attr *attr)
+{
+	struct node *parent, *node;
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	r = parent_directory(store, parent_ino, &parent);
 	if (r == 0)
-		(void)backing_chmod_dir(&store->backing, full, mode, uid, gid);
+		r = make_directory(store, parent, name, mode, uid, gid, &node);
 	if (r == 0) {
-		struct node *node = node_new(store, parent, name, NODE_DIRECTORY,
-					     S_IFDIR | (mode & 07777), uid, gid);
-		if (!node) {
-			(void)backing_rmdir(&store->backing, full);
-			r = -ENOMEM;
-		} else {
-			node->lookups++;
-			node_fill_attr(store, node, attr);
-			parent->mtime = parent->ctime = node->mtime;
-		}
+		node->lookups++;
+		node_fill_attr(store, node, attr);
 	}
 	pthread_mutex_unlock(&store->lock);
 	return r;
@@ -1621,7 +1719,6 @@ int store_unlink(struct store *store, uint64_t parent_ino, const char *name)
 {
 	struct node *parent, *node = NULL;
 	struct done_list done = {0};
-	char path[PATH_MAX];
 	int r;
 
 	pthread_mutex_lock(&store->lock);
@@ -1635,18 +1732,10 @@ int store_unlink(struct store *store, uint64_t parent_ino, const char *name)
 		else if (node->kind == NODE_DIRECTORY)
 			r = -EISDIR;
 	}
+	if (r == 0 && node->semaphore->defined)
+		r = -EPERM;
 	if (r == 0)
-		r = node_path(node, path, sizeof(path));
-	if (r == 0) {
-		struct semaphore *semaphore = node->semaphore;
-		semaphore_mark_removed(store, semaphore, "semfs", &done);
-		(void)sysv_remove(semaphore->semid);
-		(void)backing_remove(&store->backing, path);
-		node_detach(store, node);
-		timespec_now(CLOCK_REALTIME, &parent->mtime);
-		parent->ctime = parent->mtime;
-		node_release_if_unused(store, node);
-	}
+		r = delete_node(store, node, "semfs", &done);
 	pthread_mutex_unlock(&store->lock);
 	run_done(&done);
 	return r;
@@ -1834,6 +1923,23 @@ static void append_holders(struct text *text, struct semaphore *semaphore, const
 		text_append(text, "-");
 }
 
+static void status_line(struct text *text, struct node *node)
+{
+	struct semaphore *s = node->semaphore;
+	char path[PATH_MAX];
+	int value = s->removed ? 0 : sysv_value(s->semid);
+
+	if (node_path(node, path, sizeof(path)) < 0)
+		return;
+	if (value < 0)
+		value = 0;
+	text_append(text, "%s: %d limit=%u value=%d waiting=%zu holders=", path,
+		    (int)s->limit - value, s->limit, value, s->waiting);
+	append_holders(text, s, ",");
+	text_append(text, " token=%" PRIu64 " key=0x%08x semid=%d\n", s->token, (unsigned)s->key,
+		    s->semid);
+}
+
 static void status_of_subtree(struct store *store, struct node *directory, struct text *text)
 {
 	for (struct node *node = directory->first_child; node; node = node->next_sibling) {
@@ -1841,18 +1947,7 @@ static void status_of_subtree(struct store *store, struct node *directory, struc
 			status_of_subtree(store, node, text);
 			continue;
 		}
-		struct semaphore *s = node->semaphore;
-		char path[PATH_MAX];
-		int value = s->removed ? 0 : sysv_value(s->semid);
-		if (node_path(node, path, sizeof(path)) < 0)
-			continue;
-		if (value < 0)
-			value = 0;
-		text_append(text, "%s: %d limit=%u value=%d waiting=%zu holders=", path,
-			    (int)s->limit - value, s->limit, value, s->waiting);
-		append_holders(text, s, ",");
-		text_append(text, " token=%" PRIu64 " key=0x%08x semid=%d\n", s->token,
-			    (unsigned)s->key, s->semid);
+		status_line(text, node);
 	}
 }
 
@@ -1896,14 +1991,17 @@ int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **o
 
 void store_close_semaphore(struct store *store, struct semaphore *semaphore, uint64_t nodeid)
 {
+	struct done_list done = {0};
+
 	pthread_mutex_lock(&store->lock);
-	struct node *node = node_by_ino(store, nodeid);
+	struct node *node = nodeid ? node_by_ino(store, nodeid) : NULL;
 	if (node && node->opens > 0) {
 		node->opens--;
 		node_release_if_unused(store, node);
 	}
-	semaphore_unreference(store, semaphore);
+	semaphore_let_go(store, semaphore, &done);
 	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
 }
 
 size_t store_watchable_nodeids(struct store *store, uint64_t ino, uint64_t *out, size_t max)
@@ -1976,4 +2074,219 @@ int store_attribute(struct store *store, struct semaphore *semaphore, const char
 	}
 	*out = text.data;
 	return (int)text.length;
+}
+
+/* ---- names, for the network and the configuration ------------------------- */
+
+/* "a/b/c": the directory holding the last component, and that component.
+ * `make` creates missing directories (0755, the daemon's). */
+static int walk_to_parent(struct store *store, const char *path, bool make, struct node **parent,
+			  const char **leaf)
+{
+	char component[STORE_NAME_MAX + 1];
+	struct node *node = store->root;
+	const char *p = path;
+
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		if (!slash) {
+			if (!name_valid(p))
+				return -EINVAL;
+			*parent = node;
+			*leaf = p;
+			return 0;
+		}
+		size_t length = (size_t)(slash - p);
+		if (length == 0 || length > STORE_NAME_MAX)
+			return -EINVAL;
+		memcpy(component, p, length);
+		component[length] = '\0';
+		if (!name_valid(component))
+			return -EINVAL;
+		struct node *child = node_child(store, node, component);
+		if (!child) {
+			if (!make)
+				return -ENOENT;
+			int r = make_directory(store, node, component, 0755, geteuid(), getegid(),
+					       &child);
+			if (r < 0)
+				return r;
+		} else if (child->kind != NODE_DIRECTORY) {
+			return -ENOTDIR;
+		}
+		node = child;
+		p = slash + 1;
+	}
+}
+
+static int find_semaphore(struct store *store, const char *path, struct node **out)
+{
+	struct node *parent, *node;
+	const char *leaf;
+	int r = walk_to_parent(store, path, false, &parent, &leaf);
+
+	if (r < 0)
+		return r;
+	if (parent == store->root && strcmp(leaf, STORE_STATUS_NAME) == 0)
+		return -EINVAL;
+	node = node_child(store, parent, leaf);
+	if (!node)
+		return -ENOENT;
+	if (node->kind != NODE_SEMAPHORE || !node->semaphore)
+		return -EISDIR;
+	*out = node;
+	return 0;
+}
+
+int store_open_path(struct store *store, const char *path, bool undefined_if_missing,
+		    struct semaphore **out)
+{
+	struct node *node, *parent;
+	const char *leaf;
+
+	pthread_mutex_lock(&store->lock);
+	int r = store->stopping ? -ECANCELED : find_semaphore(store, path, &node);
+	if (r == -ENOENT && undefined_if_missing) {
+		r = walk_to_parent(store, path, false, &parent, &leaf);
+		if (r == 0)
+			r = create_semaphore(store, parent, leaf, STORE_NETWORK_MODE, geteuid(),
+					     getegid(), 1, true, "semfs:undefined", &node);
+	}
+	if (r == 0) {
+		node->semaphore->references++;
+		*out = node->semaphore;
+	}
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+int store_create_path(struct store *store, const char *path, unsigned limit, const char *who)
+{
+	struct node *parent, *node;
+	const char *leaf;
+
+	pthread_mutex_lock(&store->lock);
+	int r = walk_to_parent(store, path, true, &parent, &leaf);
+	if (r == 0)
+		r = create_semaphore(store, parent, leaf, STORE_NETWORK_MODE, geteuid(), getegid(),
+				     limit, false, who, &node);
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+int store_delete_path(struct store *store, const char *path, const char *who)
+{
+	struct done_list done = {0};
+	struct node *node;
+
+	pthread_mutex_lock(&store->lock);
+	int r = find_semaphore(store, path, &node);
+	if (r == 0 && node->semaphore->defined)
+		r = -EPERM;
+	if (r == 0)
+		r = delete_node(store, node, who, &done);
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+	return r;
+}
+
+int store_define(struct store *store, const char *path, unsigned limit, char *error,
+		 size_t error_size)
+{
+	struct done_list done = {0};
+	struct node *node, *parent;
+	const char *leaf;
+
+	pthread_mutex_lock(&store->lock);
+	int r = find_semaphore(store, path, &node);
+	if (r == -ENOENT) {
+		r = walk_to_parent(store, path, true, &parent, &leaf);
+		if (r == 0)
+			r = create_semaphore(store, parent, leaf, STORE_NETWORK_MODE, geteuid(),
+					     getegid(), limit, false, "config", &node);
+	} else if (r == 0 && node->semaphore->limit != limit) {
+		struct command command = {.verb = VERB_LIMIT, .number = (int)limit};
+		struct waiter waiter = {.commands = &command, .count = 1, .who = "config"};
+		waiter.semaphore = node->semaphore;
+		r = command_limit(store, node->semaphore, &waiter, &command, &done);
+		if (r == -EBUSY)
+			snprintf(error, error_size,
+				 "semaphore_%s = %u: more units than that are in use", path,
+				 limit);
+	}
+	if (r == 0) {
+		node->semaphore->defined = true;
+		node->semaphore->undefined = false;
+		semaphore_save(store, node->semaphore);
+	} else if (r != -EBUSY) {
+		snprintf(error, error_size, "semaphore_%s: %s", path, strerror(-r));
+	}
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+	return r;
+}
+
+bool store_semaphore_removed(struct store *store, struct semaphore *semaphore)
+{
+	pthread_mutex_lock(&store->lock);
+	bool removed = semaphore->removed;
+	pthread_mutex_unlock(&store->lock);
+	return removed;
+}
+
+int store_semaphore_status(struct store *store, struct semaphore *semaphore, char **out)
+{
+	struct text text = {0};
+
+	pthread_mutex_lock(&store->lock);
+	text_append(&text, "%s", "");
+	if (semaphore->node && !semaphore->node->unlinked && !semaphore->removed)
+		status_line(&text, semaphore->node);
+	pthread_mutex_unlock(&store->lock);
+	if (text.failed || text.length == 0) {
+		free(text.data);
+		return text.failed ? -ENOMEM : -EIDRM;
+	}
+	text.data[--text.length] = '\0'; /* no newline */
+	*out = text.data;
+	return 0;
+}
+
+static void metrics_of_subtree(struct store *store, struct node *directory, store_metric_fn *visit,
+			       void *context)
+{
+	for (struct node *node = directory->first_child; node; node = node->next_sibling) {
+		if (node->kind == NODE_DIRECTORY) {
+			metrics_of_subtree(store, node, visit, context);
+			continue;
+		}
+		struct semaphore *s = node->semaphore;
+		char path[PATH_MAX];
+		int value = s->removed ? 0 : sysv_value(s->semid);
+		if (node_path(node, path, sizeof(path)) < 0)
+			continue;
+		struct store_metric metric = {
+		    .path = path,
+		    .limit = s->limit,
+		    .value = value < 0 ? 0 : value,
+		    .waiting = s->waiting,
+		    .grants = s->grants,
+		    .timeouts = s->timeouts,
+		    .token = s->token,
+		    .defined = s->defined,
+		    .undefined = s->undefined,
+		};
+		visit(context, &metric);
+	}
+}
+
+void store_metrics(struct store *store, store_metric_fn *visit, void *context,
+		   struct store_totals *totals)
+{
+	pthread_mutex_lock(&store->lock);
+	metrics_of_subtree(store, store->root, visit, context);
+	totals->semaphores = store->live_count;
+	totals->grants = store->grants_total;
+	totals->timeouts = store->timeouts_total;
+	pthread_mutex_unlock(&store->lock);
 }

@@ -23,6 +23,7 @@ struct backing_record {
 	uid_t uid;
 	gid_t gid;
 	uint64_t token_reserved; /* tokens below this may have been handed out */
+	bool undefined;		 /* made by an ACE acquire: goes when idle */
 };
 
 /* Create STATE_DIR/tree as needed and open it. -errno, message in `error`. */

@@ -1,29 +1,62 @@
-/* config.h: semfs's settings, their built-in defaults and the INI loader. */
+/* config.h: semfs's settings, their built-in defaults and the INI loader.
+ * Two sections: [semfs] and ACE's own [service_network_semaphore], which
+ * loads unchanged (its module/class/description keys are accepted silently). */
 #ifndef SEMFS_CONFIG_H
 #define SEMFS_CONFIG_H
 
+#include "allow.h"
+#include "name.h"
+
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 
+#define CONFIG_HOST_MAX 256
+
+/* `semaphore_NAME = LIMIT`: exists from start-up, cannot be deleted. */
+struct config_semaphore {
+	char name[NAME_MAX_LENGTH + 1];
+	unsigned limit;
+};
+
 struct config {
+	/* [semfs] */
 	char state_dir[PATH_MAX]; /* backing files: one per semaphore */
 	unsigned default_limit;	  /* limit of a semaphore created without one */
 	size_t journal_max;	  /* bytes of journal before it starts over */
+	unsigned max_connections; /* open network connections at once */
+	unsigned idle_timeout;	  /* s: a connection holding, awaiting, watching nothing */
+	unsigned request_timeout; /* s: to finish a request line once begun */
+
+	/* [service_network_semaphore] */
+	bool net_enabled;
+	char bind_address[CONFIG_HOST_MAX]; /* dotted IPv4 */
+	unsigned bind_port;
+	char remote_address[CONFIG_HOST_MAX]; /* for clients (msem) */
+	unsigned remote_port;
+	struct allow_list allowed;
+	char stats_dir[PATH_MAX]; /* "" for none; made absolute by config_load */
+	struct config_semaphore *defined;
+	size_t defined_count;
 };
 
 #define CONFIG_JOURNAL_MIN 256
 #define CONFIG_JOURNAL_MAX (64u << 20)
+#define CONFIG_PORT	   53559
 
 /* Warnings (unknown keys, malformed lines) go here, one message each. */
 typedef void config_warning_fn(const char *message);
 
-/* Built-in defaults; state_dir from /run, $XDG_RUNTIME_DIR or /tmp. */
+/* Built-in defaults; state_dir from /run, $XDG_RUNTIME_DIR or /tmp. The
+ * network listens on 127.0.0.1:53559 and allows 127.0.0.0/8 only. */
 void config_defaults(struct config *config);
 
 /* Read an INI file over the current settings. Returns 0, or -1 with the first
  * bad value (as "FILE:LINE: message") in `error`; then `config` may be partly
- * updated and must not be used. */
+ * updated and must not be used but for config_free(). */
 int config_load(struct config *config, const char *path, config_warning_fn *warn, char *error,
 		size_t error_size);
+
+void config_free(struct config *config);
 
 #endif

@@ -137,7 +137,8 @@ void store_list_free(struct store_entry *entries, size_t count);
 /* semaphore.status: one line per semaphore, "NAME: IN_USE key=value...". */
 int store_status_text(struct store *store, char **text, size_t *length);
 
-/* Semaphores. open takes a reference that close (with the same nodeid) drops. */
+/* Semaphores. open takes a reference that close (with the same nodeid, or 0
+ * for store_open_path) drops. */
 int store_open_semaphore(struct store *store, uint64_t nodeid, struct semaphore **semaphore);
 void store_close_semaphore(struct store *store, struct semaphore *semaphore, uint64_t nodeid);
 
@@ -168,6 +169,47 @@ size_t store_read_journal(struct store *store, struct semaphore *semaphore, off_
 /* Journal size and restart count, for poll(): new lines exist when either moved. */
 void store_journal_position(struct store *store, struct semaphore *semaphore, uint64_t *length,
 			    uint64_t *restarts);
+
+/* ---- Names, for the network and the configuration. A path is "a/b/c" below
+ * the root, already checked by name_check(). Semaphores made here have mode
+ * STORE_NETWORK_MODE: whoever may reach the network may use them anyway. */
+#define STORE_NETWORK_MODE 0666
+
+/* Take a reference on the semaphore at `path` (drop it with
+ * store_close_semaphore(store, semaphore, 0)). -ENOENT if missing, unless
+ * `undefined_if_missing`: then ACE's rule, a semaphore of limit 1 that goes
+ * again once idle (no holder, waiter, open file or reference left). */
+int store_open_path(struct store *store, const char *path, bool undefined_if_missing,
+		    struct semaphore **semaphore);
+/* `create NAME [LIMIT]`: missing directories are made. -EEXIST if taken. */
+int store_create_path(struct store *store, const char *path, unsigned limit, const char *who);
+/* `delete NAME`: -EPERM for a semaphore the configuration defines. */
+int store_delete_path(struct store *store, const char *path, const char *who);
+/* A `semaphore_NAME = LIMIT` line: create it or set its limit; from now on
+ * it cannot be deleted. -errno with a message. */
+int store_define(struct store *store, const char *path, unsigned limit, char *error,
+		 size_t error_size);
+/* Deleted (rm, `delete`, ipcrm): every operation fails with EIDRM now. */
+bool store_semaphore_removed(struct store *store, struct semaphore *semaphore);
+/* One semaphore.status line (no newline), malloc'd; -EIDRM once deleted. */
+int store_semaphore_status(struct store *store, struct semaphore *semaphore, char **text);
+
+struct store_metric {
+	const char *path;
+	unsigned limit;
+	int value;
+	size_t waiting;
+	uint64_t grants, timeouts, token;
+	bool defined, undefined;
+};
+struct store_totals {
+	size_t semaphores;
+	uint64_t grants, timeouts; /* since start, deleted semaphores included */
+};
+/* Called under the store lock: copy, format, do not call back. */
+typedef void store_metric_fn(void *context, const struct store_metric *metric);
+void store_metrics(struct store *store, store_metric_fn *visit, void *context,
+		   struct store_totals *totals);
 
 /* Extended attributes: "value", "limit", "waiting", "key", "semid", "holders",
  * "token". Returns the length and a malloc'd text, or -ENODATA. */

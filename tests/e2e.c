@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
 #include <sys/stat.h>
@@ -84,6 +87,19 @@ static void daemon_launch(void)
 	cr_assert(is_mounted(), "semfs did not mount within 5 s");
 }
 
+unsigned e2e_free_port(void)
+{
+	struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t size = sizeof(address);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&address, &size), 0);
+	close(fd);
+	return ntohs(address.sin_port);
+}
+
 void e2e_start(const char *extra)
 {
 	memset(&e2e, 0, sizeof(e2e));
@@ -97,7 +113,9 @@ void e2e_start(const char *extra)
 	cr_assert_eq(mkdir(e2e.mnt, 0755), 0);
 	FILE *config = fopen(e2e.config, "we");
 	cr_assert_not_null(config);
-	fprintf(config, "[semfs]\nstate_dir = %s\n%s\n", e2e.state, extra ? extra : "");
+	e2e.port = e2e_free_port();
+	fprintf(config, "[service_network_semaphore]\nbind_port = %u\n[semfs]\nstate_dir = %s\n%s\n",
+		e2e.port, e2e.state, extra ? extra : "");
 	fclose(config);
 	daemon_launch();
 }

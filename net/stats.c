@@ -1,0 +1,277 @@
+/* stats.c: the stats directory writer (see stats.h). */
+#include "stats.h"
+
+#include "clock.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct stats {
+	struct store *store;
+	char directory[PATH_MAX];
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool dirty, stopping, running;
+	pthread_t thread;
+};
+
+/* Write `data` to DIRECTORY/NAME through a temporary file and rename(2), so
+ * readers see the old file or the new one, never half of one. */
+static int write_atomically(const char *directory, const char *name, const char *data,
+			    size_t length)
+{
+	char path[PATH_MAX], temporary[PATH_MAX];
+	int r = 0;
+
+	if (snprintf(path, sizeof(path), "%s/%s", directory, name) >= (int)sizeof(path) ||
+	    snprintf(temporary, sizeof(temporary), "%s/.%s.tmp", directory, name) >=
+		(int)sizeof(temporary))
+		return -ENAMETOOLONG;
+	int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	for (size_t done = 0; done < length;) {
+		ssize_t n = write(fd, data + done, length - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		done += (size_t)n;
+	}
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(temporary, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(temporary);
+	return r;
+}
+
+/* Prometheus label values escape backslash, double quote and newline. */
+static void put_label(FILE *out, const char *value)
+{
+	for (const char *p = value; *p; p++) {
+		if (*p == '\\' || *p == '"')
+			fprintf(out, "\\%c", *p);
+		else if (*p == '\n')
+			fputs("\\n", out);
+		else
+			fputc(*p, out);
+	}
+}
+
+static const struct metric_family {
+	const char *name, *type, *help;
+} families[] = {
+    {"semfs_semaphore_limit", "gauge", "Units the semaphore has."},
+    {"semfs_semaphore_value", "gauge", "Units free now."},
+    {"semfs_semaphore_in_use", "gauge", "Units taken now (limit - value)."},
+    {"semfs_semaphore_waiting", "gauge", "Requests queued for a unit."},
+    {"semfs_semaphore_grants_total", "counter", "Units granted since semfs started."},
+    {"semfs_semaphore_timeouts_total", "counter", "Waits that timed out since semfs started."},
+};
+
+struct prometheus {
+	FILE *out[sizeof(families) / sizeof(families[0])]; /* one stream per family */
+};
+
+static void put_metric(void *context, const struct store_metric *metric)
+{
+	struct prometheus *prometheus = context;
+	const uint64_t values[] = {
+	    metric->limit,   (uint64_t)metric->value, metric->limit - (uint64_t)metric->value,
+	    metric->waiting, metric->grants,	      metric->timeouts,
+	};
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		fprintf(prometheus->out[i], "%s{name=\"", families[i].name);
+		put_label(prometheus->out[i], metric->path);
+		fprintf(prometheus->out[i], "\"} %" PRIu64 "\n", values[i]);
+	}
+}
+
+static int prometheus_text(struct store *store, char **text, size_t *length)
+{
+	struct prometheus prometheus;
+	char *parts[sizeof(families) / sizeof(families[0])] = {0};
+	size_t sizes[sizeof(families) / sizeof(families[0])] = {0};
+	struct store_totals totals;
+	int r = 0;
+	FILE *out = open_memstream(text, length);
+
+	if (!out)
+		return -ENOMEM;
+	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+		prometheus.out[i] = open_memstream(&parts[i], &sizes[i]);
+		if (!prometheus.out[i])
+			r = -ENOMEM;
+	}
+	if (r == 0)
+		store_metrics(store, put_metric, &prometheus, &totals);
+	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+		if (prometheus.out[i] && fclose(prometheus.out[i]) != 0)
+			r = -ENOMEM;
+		if (r == 0)
+			fprintf(out, "# HELP %s %s\n# TYPE %s %s\n%s", families[i].name,
+				families[i].help, families[i].name, families[i].type, parts[i]);
+		free(parts[i]);
+	}
+	if (r == 0)
+		fprintf(out,
+			"# HELP semfs_semaphores Semaphores that exist now.\n"
+			"# TYPE semfs_semaphores gauge\nsemfs_semaphores %zu\n"
+			"# HELP semfs_grants_total Units granted since semfs started.\n"
+			"# TYPE semfs_grants_total counter\nsemfs_grants_total %" PRIu64 "\n"
+			"# HELP semfs_timeouts_total Waits that timed out since semfs started.\n"
+			"# TYPE semfs_timeouts_total counter\nsemfs_timeouts_total %" PRIu64 "\n",
+			totals.semaphores, totals.grants, totals.timeouts);
+	if (fclose(out) != 0 && r == 0)
+		r = -ENOMEM;
+	if (r < 0) {
+		free(*text);
+		*text = NULL;
+	}
+	return r;
+}
+
+int stats_write(struct store *store, const char *directory)
+{
+	char *text = NULL;
+	size_t length = 0;
+	int r = store_status_text(store, &text, &length);
+
+	if (r == 0)
+		r = write_atomically(directory, STATS_STATUS_FILE, text, length);
+	free(text);
+	text = NULL;
+	if (r == 0)
+		r = prometheus_text(store, &text, &length);
+	if (r == 0)
+		r = write_atomically(directory, STATS_PROMETHEUS_FILE, text, length);
+	free(text);
+	return r;
+}
+
+static int make_directories(const char *directory)
+{
+	char path[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "%s", directory) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char saved = *p;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = saved;
+		if (!saved)
+			return 0;
+	}
+}
+
+int stats_open(struct stats **out, struct store *store, const char *directory, char *error,
+	       size_t error_size)
+{
+	int r = make_directories(directory);
+
+	if (r == 0)
+		r = stats_write(store, directory);
+	if (r < 0) {
+		snprintf(error, error_size, "stats_dir %s: %s", directory, strerror(-r));
+		return r;
+	}
+	struct stats *stats = calloc(1, sizeof(*stats));
+	if (!stats) {
+		snprintf(error, error_size, "out of memory");
+		return -ENOMEM;
+	}
+	stats->store = store;
+	snprintf(stats->directory, sizeof(stats->directory), "%s", directory);
+	pthread_mutex_init(&stats->lock, NULL);
+	pthread_cond_init(&stats->wake, NULL);
+	*out = stats;
+	return 0;
+}
+
+static void *stats_main(void *argument)
+{
+	struct stats *stats = argument;
+	bool complained = false;
+
+	pthread_setname_np(pthread_self(), "semfs-stats");
+	pthread_mutex_lock(&stats->lock);
+	for (;;) {
+		while (!stats->dirty && !stats->stopping)
+			pthread_cond_wait(&stats->wake, &stats->lock);
+		if (stats->stopping)
+			break;
+		stats->dirty = false;
+		pthread_mutex_unlock(&stats->lock);
+		int r = stats_write(stats->store, stats->directory);
+		if (r < 0 && !complained)
+			log_warnx("stats_dir %s: %s", stats->directory, strerror(-r));
+		complained = r < 0;
+		/* Pace: bursts of changes cost one rewrite per interval. */
+		struct timespec until = clock_after(CLOCK_REALTIME, STATS_MIN_INTERVAL);
+		pthread_mutex_lock(&stats->lock);
+		while (!stats->stopping &&
+		       pthread_cond_timedwait(&stats->wake, &stats->lock, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&stats->lock);
+	return NULL;
+}
+
+int stats_start(struct stats *stats)
+{
+	sigset_t all, previous;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &previous);
+	int r = pthread_create(&stats->thread, NULL, stats_main, stats);
+	pthread_sigmask(SIG_SETMASK, &previous, NULL);
+	if (r != 0)
+		return -r;
+	stats->running = true;
+	return 0;
+}
+
+void stats_changed(struct stats *stats)
+{
+	pthread_mutex_lock(&stats->lock);
+	if (!stats->dirty) {
+		stats->dirty = true;
+		pthread_cond_signal(&stats->wake);
+	}
+	pthread_mutex_unlock(&stats->lock);
+}
+
+void stats_close(struct stats *stats)
+{
+	if (!stats)
+		return;
+	pthread_mutex_lock(&stats->lock);
+	stats->stopping = true;
+	pthread_cond_signal(&stats->wake);
+	pthread_mutex_unlock(&stats->lock);
+	if (stats->running)
+		pthread_join(stats->thread, NULL);
+	(void)stats_write(stats->store, stats->directory); /* the final state */
+	pthread_cond_destroy(&stats->wake);
+	pthread_mutex_destroy(&stats->lock);
+	free(stats);
+}
