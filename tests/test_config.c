@@ -76,6 +76,13 @@ Test(config, bad_values_are_errors)
 	    "[semfs]\ndefault_limit = -1\n",  "[semfs]\ndefault_limit = 40000\n",
 	    "[semfs]\ndefault_limit = two\n", "[semfs]\njournal_max = 10\n",
 	    "[semfs]\njournal_max = 1G\n",    "[semfs]\nstate_dir =\n",
+	    "[service_network_semaphore]\nenabled = maybe\n",
+	    "[service_network_semaphore]\nbind_address = localhost\n",
+	    "[service_network_semaphore]\nbind_port = 65536\n",
+	    "[service_network_semaphore]\nallowed_ipv4 = 127.0.0.1, 10.0.0.0/40\n",
+	    "[service_network_semaphore]\nsemaphore_a = -1\n",
+	    "[service_network_semaphore]\nsemaphore_a b = 1\n",
+	    "[semfs]\nmax_connections = 0\n",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct config c;
@@ -98,4 +105,73 @@ Test(config, missing_file)
 	config_defaults(&c);
 	cr_assert_eq(config_load(&c, "/nonexistent/semfs.ini", collect, error, sizeof(error)), -1);
 	cr_assert(strstr(error, "No such file"), "%s", error);
+}
+
+/* ACE's own section, byte for byte. */
+static const char ace_section[] =
+    "[service_network_semaphore]\n"
+    "module = saq.network_semaphore\n"
+    "class = NetworkSemaphoreServer\n"
+    "description = Network Semaphore - global network service for controlling concurrent "
+    "access to limited resources\n"
+    "enabled = yes\n"
+    "bind_address = 127.0.0.1\n"
+    "bind_port = 53559\n"
+    "remote_address = 127.0.0.1\n"
+    "remote_port = 53559\n"
+    "allowed_ipv4 = 127.0.0.1\n"
+    "stats_dir = var/network_semaphore\n";
+
+Test(config, ace_section_loads_unchanged)
+{
+	struct config c;
+	char error[512], text[2048];
+	snprintf(text, sizeof(text), "[semfs]\nstate_dir = /srv/semfs\n%s"
+		 "semaphore_email = 3\nsemaphore_jobs/nightly = 1\nsemaphore_email = 4\n",
+		 ace_section);
+	char *path = write_file(text);
+	config_defaults(&c);
+	warnings[0] = '\0';
+	cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), 0, "%s", error);
+	unlink(path);
+	cr_assert_str_empty(warnings, "ACE's keys warned: %s", warnings);
+	cr_assert(c.net_enabled);
+	cr_assert_str_eq(c.bind_address, "127.0.0.1");
+	cr_assert_eq(c.bind_port, 53559);
+	cr_assert_str_eq(c.remote_address, "127.0.0.1");
+	cr_assert_eq(c.remote_port, 53559);
+	cr_assert_eq(c.allowed.count, 1);
+	cr_assert(allow_contains(&c.allowed, 0x7f000001));
+	cr_assert_not(allow_contains(&c.allowed, 0x7f000002));
+	cr_assert_str_eq(c.stats_dir, "/srv/semfs/var/network_semaphore");
+	cr_assert_eq(c.defined_count, 2);
+	cr_assert_str_eq(c.defined[0].name, "email");
+	cr_assert_eq(c.defined[0].limit, 4, "a later line wins");
+	cr_assert_str_eq(c.defined[1].name, "jobs/nightly");
+	config_free(&c);
+}
+
+Test(config, network_defaults_and_switches)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert(c.net_enabled);
+	cr_assert_str_eq(c.bind_address, "127.0.0.1");
+	cr_assert_eq(c.bind_port, 53559);
+	cr_assert(allow_contains(&c.allowed, 0x7f000005), "127.0.0.0/8 by default");
+	cr_assert_not(allow_contains(&c.allowed, 0x0a000001));
+	cr_assert_eq(c.max_connections, 10000);
+	cr_assert_str_empty(c.stats_dir);
+	char *path = write_file("[service_network_semaphore]\nenabled = no\nstats_dir = /abs\n"
+				"colour = red\n");
+	warnings[0] = '\0';
+	cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), 0, "%s", error);
+	cr_assert_not(c.net_enabled);
+	cr_assert_str_eq(c.stats_dir, "/abs");
+	char expect[128];
+	snprintf(expect, sizeof(expect), "%s:4: unknown key 'colour'", path);
+	cr_assert(strstr(warnings, expect), "%s", warnings);
+	unlink(path);
+	config_free(&c);
 }

@@ -1,0 +1,719 @@
+/* test_net.c: the network front-end end to end: the real daemon, its real
+ * mount, real TCP on 127.0.0.1; ACE's dialect spoken by a Python client
+ * written as ACE's own client is, the native dialect by raw sockets. */
+#include "e2e.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- native dialect over a raw socket -------------------------------------- */
+
+static int connect_from(const char *source, unsigned port)
+{
+	struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	if (source) {
+		struct sockaddr_in local = {.sin_family = AF_INET};
+		inet_pton(AF_INET, source, &local.sin_addr);
+		cr_assert_eq(bind(fd, (struct sockaddr *)&local, sizeof(local)), 0, "bind %s",
+			     source);
+	}
+	inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+	if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+static int net_connect(void)
+{
+	int fd = connect_from(NULL, e2e.port);
+	cr_assert_geq(fd, 0, "connect to 127.0.0.1:%u: %s", e2e.port, strerror(-fd));
+	return fd;
+}
+
+static void net_send(int fd, const char *text)
+{
+	cr_assert_eq(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
+}
+
+/* One line without its newline (static buffer), or NULL after `ms` or EOF. */
+static const char *net_line(int fd, int ms)
+{
+	static char line[8192];
+	size_t length = 0;
+	double end = e2e_now() + ms / 1000.0;
+
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int left = (int)((end - e2e_now()) * 1000);
+		if (left < 0 || poll(&p, 1, left) <= 0)
+			return NULL;
+		char c;
+		if (read(fd, &c, 1) != 1) /* read(): sockets and pipes alike */
+			return NULL;
+		if (c == '\n')
+			break;
+		if (length < sizeof(line) - 1)
+			line[length++] = c;
+	}
+	line[length] = '\0';
+	return line;
+}
+
+static void expect_line(int fd, const char *prefix)
+{
+	const char *line = net_line(fd, 3000);
+	cr_assert_not_null(line, "no reply, expected '%s'", prefix);
+	cr_assert(strncmp(line, prefix, strlen(prefix)) == 0, "got '%s', expected '%s...'", line,
+		  prefix);
+}
+
+/* A request and the start of its one-line reply. */
+static void ask(int fd, const char *request, const char *prefix)
+{
+	char text[8300];
+	snprintf(text, sizeof(text), "%s\n", request);
+	net_send(fd, text);
+	expect_line(fd, prefix);
+}
+
+/* True if the server closes (EOF or reset) within `ms`, ignoring data. */
+static bool closed_by_server(int fd, int ms)
+{
+	double end = e2e_now() + ms / 1000.0;
+	char buffer[4096];
+
+	while (e2e_now() < end) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+		if (n <= 0)
+			return true;
+	}
+	return false;
+}
+
+/* Close with RST instead of FIN. */
+static void reset_connection(int fd)
+{
+	struct linger linger = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
+	close(fd);
+}
+
+static bool wait_gone(const char *name, int ms)
+{
+	struct stat status;
+	for (double end = e2e_now() + ms / 1000.0; e2e_now() < end; usleep(20000))
+		if (stat(e2e_path(name), &status) < 0 && errno == ENOENT)
+			return true;
+	return false;
+}
+
+/* ---- ACE's client, in Python ------------------------------------------------- */
+
+struct ace_client {
+	pid_t pid;
+	int to, from; /* its stdin, its stdout */
+};
+
+static struct ace_client ace_spawn(const char *name)
+{
+	const char *script = getenv("ACE_CLIENT");
+	int in[2], out[2];
+	char port[16];
+	struct ace_client client;
+
+	cr_assert_not_null(script, "ACE_CLIENT is not set (run through meson test)");
+	cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	snprintf(port, sizeof(port), "%u", e2e.port);
+	client.pid = e2e_fork();
+	if (client.pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		execlp("python3", "python3", script, port, name, (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	client.to = in[1];
+	client.from = out[0];
+	return client;
+}
+
+static void ace_say(struct ace_client *client, const char *command)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "%s\n", command);
+	cr_assert_eq(write(client->to, line, (size_t)n), n);
+}
+
+/* The client's next report, within `ms`. */
+static const char *ace_hear(struct ace_client *client, int ms)
+{
+	return net_line(client->from, ms); /* poll + read work on pipes too */
+}
+
+static void ace_expect(struct ace_client *client, const char *report, int ms)
+{
+	const char *line = ace_hear(client, ms);
+	cr_assert_not_null(line, "the ACE client said nothing within %d ms, expected '%s'", ms,
+			   report);
+	cr_assert_str_eq(line, report);
+}
+
+static void ace_kill(struct ace_client *client)
+{
+	kill(client->pid, SIGKILL);
+	waitpid(client->pid, NULL, 0);
+	close(client->to);
+	close(client->from);
+}
+
+/* ---- suites -------------------------------------------------------------------- */
+
+static void start_plain(void)
+{
+	e2e_start(NULL);
+}
+
+static void start_pool(void)
+{
+	e2e_start("[service_network_semaphore]\nsemaphore_pool = 3\nallowed_ipv4 = 127.0.0.1\n"
+		  "stats_dir = stats\n");
+}
+
+TestSuite(ace, .init = start_pool, .fini = e2e_teardown, .timeout = 60);
+TestSuite(native, .init = start_plain, .fini = e2e_teardown, .timeout = 60);
+TestSuite(net_configured, .fini = e2e_teardown, .timeout = 60);
+
+Test(ace, undefined_semaphore_is_acquired_released_and_vanishes)
+{
+	struct ace_client client = ace_spawn("job");
+	ace_expect(&client, "locked", 3000);
+	/* The mount shows the very same semaphore while it is held. */
+	cr_assert_eq(e2e_xattr("job", "limit"), 1);
+	cr_assert_eq(e2e_xattr("job", "value"), 0);
+	char *journal = e2e_read("job");
+	cr_assert(strstr(journal, "acquire by=tcp:127.0.0.1:"), "%s", journal);
+	free(journal);
+	ace_say(&client, "release");
+	ace_expect(&client, "ok", 3000);
+	ace_expect(&client, "closed", 3000); /* ok|, then the server closes */
+	cr_assert(wait_gone("job", 2000), "the idle undefined semaphore is still there");
+	ace_kill(&client);
+}
+
+Test(ace, defined_limit_three_makes_the_fourth_wait_with_heartbeats)
+{
+	struct ace_client holders[3], fourth;
+
+	cr_assert_eq(e2e_xattr("pool", "limit"), 3);
+	for (int i = 0; i < 3; i++) {
+		holders[i] = ace_spawn("pool");
+		ace_expect(&holders[i], "locked", 3000);
+	}
+	fourth = ace_spawn("pool");
+	ace_expect(&fourth, "wait", 2500); /* about once a second */
+	ace_expect(&fourth, "wait", 2500);
+	cr_assert_eq(e2e_xattr("pool", "waiting"), 1);
+	ace_say(&holders[1], "release");
+	ace_expect(&holders[1], "ok", 3000);
+	const char *line;
+	while ((line = ace_hear(&fourth, 3000)) && strcmp(line, "wait") == 0)
+		;
+	cr_assert_not_null(line);
+	cr_assert_str_eq(line, "locked");
+	cr_assert_eq(e2e_xattr("pool", "value"), 0);
+	/* Defined semaphores stay when idle. */
+	ace_say(&fourth, "release");
+	ace_expect(&fourth, "ok", 3000);
+	for (int i = 0; i < 3; i += 2) {
+		ace_say(&holders[i], "release");
+		ace_expect(&holders[i], "ok", 3000);
+	}
+	cr_assert(e2e_wait_xattr("pool", "value", 3, 2000));
+	cr_assert(!wait_gone("pool", 300), "a defined semaphore vanished");
+	for (int i = 0; i < 3; i++)
+		ace_kill(&holders[i]);
+	ace_kill(&fourth);
+}
+
+Test(ace, a_holder_that_disconnects_returns_its_unit)
+{
+	struct ace_client holder = ace_spawn("pool");
+	ace_expect(&holder, "locked", 3000);
+	cr_assert_eq(e2e_xattr("pool", "value"), 2);
+	ace_say(&holder, "drop");
+	cr_assert(e2e_wait_xattr("pool", "value", 3, 2000), "FIN: the unit did not come back");
+
+	holder = ace_spawn("pool");
+	ace_expect(&holder, "locked", 3000);
+	ace_say(&holder, "reset");
+	cr_assert(e2e_wait_xattr("pool", "value", 3, 2000), "RST: the unit did not come back");
+
+	/* Killed outright. */
+	holder = ace_spawn("pool");
+	ace_expect(&holder, "locked", 3000);
+	ace_kill(&holder);
+	cr_assert(e2e_wait_xattr("pool", "value", 3, 2000), "kill: the unit did not come back");
+}
+
+Test(ace, a_waiter_that_disconnects_leaves_the_queue)
+{
+	struct ace_client holder = ace_spawn("solo");
+	ace_expect(&holder, "locked", 3000);
+	struct ace_client waiter = ace_spawn("solo");
+	cr_assert(e2e_wait_xattr("solo", "waiting", 1, 2000));
+	ace_kill(&waiter); /* FIN while queued */
+
+	int fd = net_connect(); /* RST while queued */
+	net_send(fd, "acquire:solo|");
+	cr_assert(e2e_wait_xattr("solo", "waiting", 1, 2000));
+	reset_connection(fd);
+	cr_assert(e2e_wait_xattr("solo", "waiting", 0, 2000));
+
+	ace_say(&holder, "release");
+	ace_expect(&holder, "ok", 3000);
+	/* Nobody took the unit on the way out, and the name is gone. */
+	cr_assert(wait_gone("solo", 2000));
+	ace_kill(&holder);
+}
+
+Test(ace, waiters_are_served_in_arrival_order)
+{
+	struct ace_client holder = ace_spawn("fifo"), waiters[3];
+	ace_expect(&holder, "locked", 3000);
+	for (int i = 0; i < 3; i++) {
+		waiters[i] = ace_spawn("fifo");
+		cr_assert(e2e_wait_xattr("fifo", "waiting", i + 1, 2000));
+	}
+	ace_say(&holder, "release");
+	ace_expect(&holder, "ok", 3000);
+	for (int i = 0; i < 3; i++) {
+		const char *line;
+		while ((line = ace_hear(&waiters[i], 3000)) && strcmp(line, "wait") == 0)
+			;
+		cr_assert_not_null(line, "waiter %d was not served", i);
+		cr_assert_str_eq(line, "locked");
+		if (i + 1 < 3)
+			cr_assert_eq(e2e_xattr("fifo", "waiting"), 2 - i);
+		ace_say(&waiters[i], "release");
+		ace_expect(&waiters[i], "ok", 3000);
+	}
+	ace_kill(&holder);
+	for (int i = 0; i < 3; i++)
+		ace_kill(&waiters[i]);
+}
+
+Test(ace, split_and_coalesced_tokens)
+{
+	int fd = net_connect();
+	const char *pieces[] = {"acq", "uire:sp", "lit|", "\n"};
+	for (size_t i = 0; i < 4; i++) {
+		net_send(fd, pieces[i]);
+		usleep(30000);
+	}
+	char reply[64] = "";
+	cr_assert_eq(recv(fd, reply, sizeof(reply) - 1, 0), 7);
+	cr_assert_str_eq(reply, "locked|");
+	net_send(fd, "wait|wait|release|");
+	memset(reply, 0, sizeof(reply));
+	cr_assert_eq(recv(fd, reply, sizeof(reply) - 1, 0), 3);
+	cr_assert_str_eq(reply, "ok|");
+	cr_assert(closed_by_server(fd, 2000));
+	close(fd);
+	cr_assert(wait_gone("split", 2000));
+}
+
+Test(ace, release_while_queued_is_answered_locked_ok)
+{
+	struct ace_client holder = ace_spawn("early");
+	ace_expect(&holder, "locked", 3000);
+	int fd = net_connect();
+	net_send(fd, "acquire:early|");
+	cr_assert(e2e_wait_xattr("early", "waiting", 1, 2000));
+	net_send(fd, "release|");
+	ace_say(&holder, "release");
+	ace_expect(&holder, "ok", 3000);
+	char reply[64] = "";
+	size_t length = 0;
+	while (length < 10) {
+		ssize_t n = recv(fd, reply + length, sizeof(reply) - 1 - length, 0);
+		cr_assert_gt(n, 0, "closed early after '%s'", reply);
+		length += (size_t)n;
+		reply[length] = '\0';
+		if (strstr(reply, "locked|ok|"))
+			break;
+	}
+	cr_assert(strstr(reply, "locked|ok|"), "%s", reply);
+	cr_assert(closed_by_server(fd, 2000));
+	close(fd);
+	cr_assert(wait_gone("early", 2000), "the unit did not come back at once");
+	ace_kill(&holder);
+}
+
+Test(ace, invalid_input_closes_the_connection)
+{
+	static const char *const bad[] = {
+	    "acquire:a|bogus|", "acquire:two words|", "acquire:|",	"acquire:../etc|",
+	    "acquire:x|acquire:y|", "acquire:a\tb|",	  "acquire:semaphore.status|",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int fd = net_connect();
+		net_send(fd, bad[i]);
+		cr_assert(closed_by_server(fd, 2000), "'%s' did not close the connection", bad[i]);
+		close(fd);
+	}
+	/* Nothing was left behind: the held unit of "a" went back. */
+	cr_assert(wait_gone("a", 2000));
+	char *log = e2e_read("../semfs.log");
+	cr_assert(strstr(log, "invalid ACE input"), "%s", log);
+	free(log);
+}
+
+Test(ace, mount_lock_blocks_network_acquire_until_unlock)
+{
+	cr_assert_eq(e2e_write("shared", "lock\n"), 0);
+	struct ace_client client = ace_spawn("shared");
+	ace_expect(&client, "wait", 2500);
+	cr_assert_eq(e2e_write("shared", "unlock\n"), 0);
+	const char *line;
+	while ((line = ace_hear(&client, 3000)) && strcmp(line, "wait") == 0)
+		;
+	cr_assert_not_null(line);
+	cr_assert_str_eq(line, "locked");
+	ace_say(&client, "release");
+	ace_expect(&client, "ok", 3000);
+	ace_kill(&client);
+	/* Made in the mount, so not undefined: it stays. */
+	cr_assert_eq(e2e_xattr("shared", "value"), 1);
+}
+
+Test(ace, stats_dir_follows_changes)
+{
+	char status_path[400], prom_path[400];
+	snprintf(status_path, sizeof(status_path), "%s/stats/semaphore.status", e2e.state);
+	snprintf(prom_path, sizeof(prom_path), "%s/stats/semfs.prom", e2e.state);
+	struct ace_client client = ace_spawn("pool");
+	ace_expect(&client, "locked", 3000);
+	bool seen = false;
+	for (double end = e2e_now() + 2; !seen && e2e_now() < end; usleep(50000)) {
+		FILE *file = fopen(status_path, "re");
+		char line[512] = "";
+		if (file) {
+			seen = fgets(line, sizeof(line), file) &&
+			       strncmp(line, "pool: 1 limit=3 value=2", 23) == 0;
+			fclose(file);
+		}
+	}
+	cr_assert(seen, "stats_dir/semaphore.status did not show the unit in use");
+	FILE *prom = fopen(prom_path, "re");
+	cr_assert_not_null(prom);
+	char text[8192] = "";
+	size_t n = fread(text, 1, sizeof(text) - 1, prom);
+	text[n] = '\0';
+	fclose(prom);
+	cr_assert(strstr(text, "semfs_semaphore_in_use{name=\"pool\"} 1\n"), "%s", text);
+	cr_assert(strstr(text, "# TYPE semfs_grants_total counter\n"), "%s", text);
+	ace_say(&client, "release");
+	ace_expect(&client, "ok", 3000);
+	ace_kill(&client);
+}
+
+/* ---- native dialect ------------------------------------------------------------- */
+
+Test(native, every_verb_and_its_errors)
+{
+	int fd = net_connect();
+	ask(fd, "ping", "ok pong");
+	ask(fd, "create db", "ok limit=1");
+	ask(fd, "create db", "err EEXIST ");
+	ask(fd, "create jobs/nightly 2", "ok limit=2");
+	ask(fd, "create big 40000", "err EINVAL ");
+	ask(fd, "lock nothere", "err ENOENT ");
+	ask(fd, "lock db", "ok token=1");
+	ask(fd, "lock db 0", "err EAGAIN ");
+	ask(fd, "lock db 0.2", "err ETIMEDOUT ");
+	ask(fd, "unlock db", "ok");
+	ask(fd, "unlock db", "err EOVERFLOW ");
+	ask(fd, "acquire db", "ok token=");
+	ask(fd, "release db", "ok");
+	ask(fd, "release db", "err ENOLCK ");
+	ask(fd, "limit db 3", "ok");
+	ask(fd, "set db 4", "err ERANGE ");
+	ask(fd, "set db 1", "ok");
+	ask(fd, "limit db 1", "err EBUSY ");
+	ask(fd, "set db 3", "ok");
+	ask(fd, "relax db", "ok");
+	ask(fd, "status db", "ok db: 0 limit=3 value=3 waiting=0 holders=- token=");
+	ask(fd, "status", "ok lines=2");
+	expect_line(fd, "db: ");
+	expect_line(fd, "jobs/nightly: 0 limit=2");
+	ask(fd, "lock db x", "err EINVAL ");
+	ask(fd, "lock", "err EINVAL usage: lock NAME [SECONDS]");
+	ask(fd, "frobnicate db", "err EINVAL unknown verb");
+	ask(fd, "lock a/../b", "err EINVAL ");
+	ask(fd, "delete db", "ok");
+	ask(fd, "delete db", "err ENOENT ");
+	ask(fd, "lock jobs", "err EISDIR ");
+	ask(fd, "help", "ok lines=14");
+	expect_line(fd, "lock NAME [SECONDS]");
+	for (int i = 1; i < 14; i++)
+		cr_assert_not_null(net_line(fd, 2000));
+	/* The mount sees what the network did. */
+	cr_assert_eq(e2e_xattr("jobs/nightly", "limit"), 2);
+	struct stat status;
+	cr_assert_eq(stat(e2e_path("db"), &status), -1);
+	ask(fd, "quit", "ok bye");
+	cr_assert(closed_by_server(fd, 2000));
+	close(fd);
+}
+
+Test(native, pipelined_requests_are_answered_in_order)
+{
+	int fd = net_connect(), other = net_connect();
+	net_send(fd, "create p\nlock p\nunlock p\nping\n");
+	expect_line(fd, "ok limit=1");
+	expect_line(fd, "ok token=1");
+	expect_line(fd, "ok");
+	expect_line(fd, "ok pong");
+	/* Behind a waiting request, later lines wait their turn; other
+	 * connections are not stalled. */
+	ask(other, "lock p", "ok token=");
+	net_send(fd, "lock p\nstatus p\n");
+	cr_assert_null(net_line(fd, 300));
+	ask(other, "ping", "ok pong");
+	ask(other, "unlock p", "ok");
+	expect_line(fd, "ok token=");
+	expect_line(fd, "ok p: 1 limit=1 value=0");
+	close(fd);
+	close(other);
+}
+
+Test(native, acquired_units_belong_to_the_connection)
+{
+	int fd = net_connect();
+	ask(fd, "create pool 2", "ok");
+	ask(fd, "acquire pool", "ok token=");
+	ask(fd, "acquire pool", "ok token=");
+	ask(fd, "lock pool 0", "err EAGAIN ");
+	cr_assert_eq(e2e_xattr("pool", "value"), 0);
+	close(fd);
+	cr_assert(e2e_wait_xattr("pool", "value", 2, 2000));
+	/* A queued acquire of a connection that resets takes nothing. */
+	int holder = net_connect(), waiter = net_connect();
+	ask(holder, "acquire pool", "ok");
+	ask(holder, "acquire pool", "ok");
+	net_send(waiter, "acquire pool\n");
+	cr_assert(e2e_wait_xattr("pool", "waiting", 1, 2000));
+	reset_connection(waiter);
+	cr_assert(e2e_wait_xattr("pool", "waiting", 0, 2000));
+	close(holder);
+	cr_assert(e2e_wait_xattr("pool", "value", 2, 2000));
+}
+
+Test(native, watch_streams_journal_lines)
+{
+	int watcher = net_connect(), fd = net_connect();
+	ask(fd, "create w", "ok");
+	ask(watcher, "watch w", "ok watching=w");
+	ask(fd, "lock w", "ok");
+	expect_line(watcher, "20"); /* a journal line begins with its time */
+	ask(fd, "unlock w", "ok");
+	const char *line = net_line(watcher, 2000);
+	cr_assert_not_null(line);
+	cr_assert(strstr(line, " unlock by=tcp:127.0.0.1:"), "%s", line);
+	/* Changes through the mount stream too. */
+	cr_assert_eq(e2e_write("w", "lock\n"), 0);
+	line = net_line(watcher, 2000);
+	cr_assert_not_null(line);
+	cr_assert(strstr(line, " lock by=pid:"), "%s", line);
+	/* Deleting it ends the stream. */
+	ask(fd, "delete w", "ok");
+	line = net_line(watcher, 2000);
+	cr_assert_not_null(line);
+	cr_assert(strstr(line, " delete by=tcp:"), "%s", line);
+	cr_assert(closed_by_server(watcher, 2000));
+	close(watcher);
+	close(fd);
+}
+
+Test(native, a_bad_request_leaves_the_connection_open)
+{
+	int fd = net_connect();
+	net_send(fd, "bogus\n\nlock\tx y z\n\x01\nping\n");
+	expect_line(fd, "err EINVAL unknown verb");
+	expect_line(fd, "err EINVAL ");
+	expect_line(fd, "err EINVAL ");
+	expect_line(fd, "ok pong");
+	close(fd);
+}
+
+Test(native, names_are_validated)
+{
+	static const char *const bad[] = {
+	    "create a//b",  "create /a",     "create a/",	    "create ..",
+	    "create a/./b", "create a|b",    "create semaphore.status",
+	};
+	int fd = net_connect();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ask(fd, bad[i], "err E");
+	char request[400] = "create ";
+	memset(request + 7, 'n', 256);
+	ask(fd, request, "err ENAMETOOLONG ");
+	ask(fd, "ping", "ok pong");
+	close(fd);
+}
+
+Test(native, an_over_long_line_is_cut_off_and_others_carry_on)
+{
+	int fd = net_connect(), other = net_connect();
+	char *big = malloc(5000);
+	memset(big, 'x', 4999);
+	big[4999] = '\0';
+	net_send(fd, big);
+	free(big);
+	expect_line(fd, "err E2BIG ");
+	cr_assert(closed_by_server(fd, 2000));
+	close(fd);
+	ask(other, "ping", "ok pong");
+	close(other);
+}
+
+Test(native, network_changes_raise_inotify_and_show_in_the_mount)
+{
+	int fd = net_connect();
+	ask(fd, "create seen", "ok");
+	int watch = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	cr_assert_geq(inotify_add_watch(watch, e2e_path("seen"), IN_MODIFY | IN_ATTRIB), 0);
+	ask(fd, "lock seen", "ok");
+	struct pollfd p = {.fd = watch, .events = POLLIN};
+	cr_assert_eq(poll(&p, 1, 2000), 1, "no inotify event for a network lock");
+	close(watch);
+	cr_assert_eq(e2e_xattr("seen", "value"), 0);
+	char *journal = e2e_read("seen");
+	char expect[64];
+	snprintf(expect, sizeof(expect), "lock by=tcp:127.0.0.1:");
+	cr_assert(strstr(journal, expect), "%s", journal);
+	free(journal);
+	char *status = e2e_read("semaphore.status");
+	cr_assert(strstr(status, "seen: 1 limit=1 value=0 waiting=0 holders=tcp:127.0.0.1:"),
+		  "%s", status);
+	free(status);
+	close(fd);
+}
+
+/* ---- configuration and security --------------------------------------------- */
+
+Test(net_configured, ace_section_loads_unchanged)
+{
+	/* ACE's own section, byte for byte (port 53559). */
+	e2e_start("[service_network_semaphore]\n"
+		  "module = saq.network_semaphore\n"
+		  "class = NetworkSemaphoreServer\n"
+		  "description = Network Semaphore - global network service for controlling "
+		  "concurrent access to limited resources\n"
+		  "enabled = yes\n"
+		  "bind_address = 127.0.0.1\n"
+		  "bind_port = 53559\n"
+		  "remote_address = 127.0.0.1\n"
+		  "remote_port = 53559\n"
+		  "allowed_ipv4 = 127.0.0.1\n"
+		  "stats_dir = var/network_semaphore\n");
+	e2e.port = 53559;
+	int fd = net_connect();
+	ask(fd, "ping", "ok pong");
+	close(fd);
+	char path[400];
+	snprintf(path, sizeof(path), "%s/var/network_semaphore/semaphore.status", e2e.state);
+	cr_assert_eq(access(path, F_OK), 0, "%s missing", path);
+	char *log = e2e_read("../semfs.log");
+	cr_assert_null(strstr(log, "unknown key"), "%s", log);
+	free(log);
+}
+
+Test(net_configured, enabled_no_turns_the_network_off)
+{
+	e2e_start("[service_network_semaphore]\nenabled = no\n");
+	cr_assert_eq(connect_from(NULL, e2e.port), -ECONNREFUSED);
+	cr_assert_eq(e2e_write("still", "lock\n"), 0); /* the mount works */
+}
+
+Test(net_configured, peers_outside_the_allow_list_are_closed_unheard)
+{
+	e2e_start("[service_network_semaphore]\nallowed_ipv4 = 127.0.0.1, 10.0.0.0/8\n");
+	int outsider = connect_from("127.0.0.2", e2e.port);
+	cr_assert_geq(outsider, 0);
+	send(outsider, "create x\n", 9, MSG_NOSIGNAL);
+	cr_assert(closed_by_server(outsider, 2000));
+	close(outsider);
+	struct stat status;
+	cr_assert_eq(stat(e2e_path("x"), &status), -1, "the outsider's request ran");
+	int insider = net_connect();
+	ask(insider, "ping", "ok pong");
+	close(insider);
+	char *log = e2e_read("../semfs.log");
+	cr_assert(strstr(log, "rejected 127.0.0.2:"), "%s", log);
+	free(log);
+}
+
+Test(net_configured, connections_are_capped)
+{
+	e2e_start("max_connections = 3\n");
+	int fds[3];
+	for (int i = 0; i < 3; i++) {
+		fds[i] = net_connect();
+		ask(fds[i], "ping", "ok pong");
+	}
+	int extra = net_connect(); /* accepted by the kernel, closed by semfs */
+	cr_assert(closed_by_server(extra, 2000));
+	close(extra);
+	close(fds[0]);
+	usleep(200000);
+	extra = net_connect();
+	ask(extra, "ping", "ok pong");
+	close(extra);
+	for (int i = 1; i < 3; i++)
+		close(fds[i]);
+}
+
+Test(net_configured, a_defined_semaphore_cannot_be_deleted)
+{
+	e2e_start("[service_network_semaphore]\nsemaphore_fixed = 2\n");
+	cr_assert_eq(e2e_xattr("fixed", "limit"), 2);
+	cr_assert_eq(unlink(e2e_path("fixed")), -1);
+	cr_assert_eq(errno, EPERM);
+	int fd = net_connect();
+	ask(fd, "delete fixed", "err EPERM ");
+	close(fd);
+}
+
+Test(net_configured, an_unfinished_request_times_out)
+{
+	e2e_start("request_timeout = 1\n");
+	int fd = net_connect();
+	net_send(fd, "pi"); /* and never the rest */
+	expect_line(fd, "err ETIMEDOUT ");
+	cr_assert(closed_by_server(fd, 3000));
+	close(fd);
+}
