@@ -155,12 +155,14 @@ static void connection_close(struct connection *c, const char *reason);
 
 static void set_events(struct connection *c)
 {
-	uint32_t events = EPOLLRDHUP;
+	uint32_t events = 0;
 
 	if (c->fd < 0)
 		return;
+	/* Level-triggered: ask only for what we will act on, or the loop spins
+	 * (a full input buffer, an EOF already read). */
 	if (!c->peer_closed && c->in_length < INPUT_MAX)
-		events |= EPOLLIN;
+		events |= EPOLLIN | EPOLLRDHUP;
 	if (c->out.length > 0)
 		events |= EPOLLOUT;
 	if (events == c->events)
@@ -960,7 +962,9 @@ static void *server_main(void *argument)
 				struct connection *c = tag;
 				if (c->fd < 0)
 					continue;
-				if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+				if (events[i].events & (EPOLLERR | EPOLLHUP))
+					connection_close(c, NULL); /* reset */
+				else if (events[i].events & (EPOLLIN | EPOLLRDHUP))
 					connection_readable(c);
 				if (c->fd >= 0 && (events[i].events & EPOLLOUT))
 					flush_output(c);
