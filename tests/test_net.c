@@ -717,3 +717,21 @@ Test(net_configured, an_unfinished_request_times_out)
 	cr_assert(closed_by_server(fd, 3000));
 	close(fd);
 }
+
+Test(ace, undefined_semaphores_held_at_a_crash_are_gone_after_restart)
+{
+	struct ace_client client = ace_spawn("crashed");
+	ace_expect(&client, "locked", 3000);
+	int fd = net_connect();
+	ask(fd, "create kept", "ok");
+	close(fd);
+	kill(e2e.daemon, SIGKILL);
+	waitpid(e2e.daemon, NULL, 0);
+	e2e.daemon = 0;
+	ace_kill(&client);
+	e2e_restart();
+	/* SEM_UNDO gave the unit back; idle and undefined, it goes at start-up. */
+	cr_assert(wait_gone("crashed", 1000));
+	cr_assert_eq(e2e_xattr("kept", "value"), 1, "a created semaphore stays");
+	cr_assert_eq(e2e_xattr("pool", "limit"), 3);
+}
