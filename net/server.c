@@ -578,6 +578,9 @@ static void native_request(struct connection *c, const char *line, size_t length
 		return; /* a blank line */
 	if (r < 0) {
 		const char *error_name = strerrorname_np(-r);
+		char reason[300];
+		snprintf(reason, sizeof(reason), "bad request: %s", error);
+		log_rejection(c->server, c->who + strlen("tcp:"), reason);
 		reply(c, "err %s %s", error_name ? error_name : "EINVAL", error);
 		return;
 	}

@@ -583,6 +583,10 @@ Test(native, names_are_validated)
 	ask(fd, request, "err ENAMETOOLONG ");
 	ask(fd, "ping", "ok pong");
 	close(fd);
+	char *log = e2e_read("../semfs.log");
+	cr_assert(strstr(log, "rejected 127.0.0.1:"), "%s", log);
+	cr_assert(strstr(log, "bad request: space or '|' in name"), "%s", log);
+	free(log);
 }
 
 Test(native, an_over_long_line_is_cut_off_and_others_carry_on)
