@@ -23,7 +23,7 @@ enum config_type {
 	TYPE_IGNORED, /* ACE's keys semfs has no use for */
 };
 
-#define NET "service_network_semaphore"
+#define NET	       "service_network_semaphore"
 #define DEFINED_PREFIX "semaphore_"
 
 static const struct config_row {
@@ -40,8 +40,7 @@ static const struct config_row {
     {"semfs", "max_connections", TYPE_UNSIGNED, offsetof(struct config, max_connections), 1,
      1000000},
     {"semfs", "idle_timeout", TYPE_UNSIGNED, offsetof(struct config, idle_timeout), 0, 86400 * 365},
-    {"semfs", "request_timeout", TYPE_UNSIGNED, offsetof(struct config, request_timeout), 1,
-     3600},
+    {"semfs", "request_timeout", TYPE_UNSIGNED, offsetof(struct config, request_timeout), 1, 3600},
     {NET, "enabled", TYPE_BOOL, offsetof(struct config, net_enabled), 0, 0},
     {NET, "bind_address", TYPE_IPV4, offsetof(struct config, bind_address), 0, 0},
     {NET, "bind_port", TYPE_UNSIGNED, offsetof(struct config, bind_port), 0, 65535},
@@ -225,7 +224,8 @@ static int config_handle(void *user, const char *section, const char *name, cons
 	const struct config_row *row = NULL;
 	bool known_section = false;
 
-	if (strcmp(section, NET) == 0 && strncmp(name, DEFINED_PREFIX, strlen(DEFINED_PREFIX)) == 0) {
+	if (strcmp(section, NET) == 0 &&
+	    strncmp(name, DEFINED_PREFIX, strlen(DEFINED_PREFIX)) == 0) {
 		define_semaphore(parse, name, value);
 		return 1;
 	}
@@ -266,7 +266,8 @@ static int config_handle(void *user, const char *section, const char *name, cons
 		break;
 	case TYPE_IPV4:
 		if (inet_pton(AF_INET, value, &address) != 1)
-			config_fail(parse, name, value, "expected an IPv4 address such as 127.0.0.1");
+			config_fail(parse, name, value,
+				    "expected an IPv4 address such as 127.0.0.1");
 		else
 			snprintf(field, CONFIG_HOST_MAX, "%s", value);
 		break;

@@ -1589,9 +1589,9 @@ static int check_new_name(struct store *store, struct node *parent, const char *
 
 /* Under the lock: a new semaphore `name` in `parent`, counted as looked up
  * by nobody. */
-static int create_semaphore(struct store *store, struct node *parent, const char *name,
-			    mode_t mode, uid_t uid, gid_t gid, unsigned limit, bool undefined,
-			    const char *who, struct node **out)
+static int create_semaphore(struct store *store, struct node *parent, const char *name, mode_t mode,
+			    uid_t uid, gid_t gid, unsigned limit, bool undefined, const char *who,
+			    struct node **out)
 {
 	struct node *node = NULL;
 	char path[PATH_MAX], full[PATH_MAX];
@@ -2211,8 +2211,7 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 		r = command_limit(store, node->semaphore, &waiter, &command, &done);
 		if (r == -EBUSY)
 			snprintf(error, error_size,
-				 "semaphore_%s = %u: more units than that are in use", path,
-				 limit);
+				 "semaphore_%s = %u: more units than that are in use", path, limit);
 	}
 	if (r == 0) {
 		node->semaphore->defined = true;

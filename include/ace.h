@@ -39,8 +39,7 @@ void ace_init(struct ace_parser *parser);
 
 /* Consume bytes until one event (or the end); returns the bytes consumed.
  * Feed the rest again after handling the event. */
-size_t ace_feed(struct ace_parser *parser, const char *data, size_t length,
-		enum ace_event *event);
+size_t ace_feed(struct ace_parser *parser, const char *data, size_t length, enum ace_event *event);
 
 /* The server's tokens. */
 #define ACE_WAIT   "wait|"

@@ -32,8 +32,7 @@ static size_t broken(struct ace_parser *parser, size_t consumed, enum ace_event 
 static const char *const client_tokens[] = {"wait|", "release|"};
 static const enum ace_event client_events[] = {ACE_KEEPALIVE, ACE_RELEASE};
 
-size_t ace_feed(struct ace_parser *parser, const char *data, size_t length,
-		enum ace_event *event)
+size_t ace_feed(struct ace_parser *parser, const char *data, size_t length, enum ace_event *event)
 {
 	size_t i = 0;
 

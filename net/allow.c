@@ -47,8 +47,8 @@ int allow_parse(struct allow_list *list, const char *text, char *error, size_t e
 		size_t length = strcspn(p, ", \t");
 		char item[64];
 		if (length >= sizeof(item)) {
-			snprintf(error, error_size, "'%.*s…': not an IPv4 address or CIDR range", 20,
-				 p);
+			snprintf(error, error_size, "'%.*s…': not an IPv4 address or CIDR range",
+				 20, p);
 			list->count = 0;
 			return -EINVAL;
 		}
@@ -60,7 +60,8 @@ int allow_parse(struct allow_list *list, const char *text, char *error, size_t e
 			return -E2BIG;
 		}
 		if (parse_item(item, &list->ranges[list->count]) < 0) {
-			snprintf(error, error_size, "'%s': not an IPv4 address or CIDR range", item);
+			snprintf(error, error_size, "'%s': not an IPv4 address or CIDR range",
+				 item);
 			list->count = 0;
 			return -EINVAL;
 		}

@@ -26,8 +26,9 @@ int name_check(const char *name, size_t length, char *error, size_t error_size)
 			size_t size = i - component_start;
 			const char *component = name + component_start;
 			if (size == 0)
-				return refuse(error, error_size, -EINVAL,
-					      "empty path component (leading, trailing or double '/')");
+				return refuse(
+				    error, error_size, -EINVAL,
+				    "empty path component (leading, trailing or double '/')");
 			if ((size == 1 && component[0] == '.') ||
 			    (size == 2 && component[0] == '.' && component[1] == '.'))
 				return refuse(error, error_size, -EINVAL,

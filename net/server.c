@@ -33,15 +33,15 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#define TICK_SECONDS	  0.25
-#define HEARTBEAT_SECONDS 1.0		      /* ACE's server sends `wait|` once a second */
-#define INPUT_MAX	  (2 * COMMAND_LINE_MAX) /* request bytes buffered per connection */
-#define OUTPUT_MAX	  (1u << 20) /* a reader this far behind (a stuck `watch`) is cut off */
-#define JOURNAL_CHUNK	  16384
+#define TICK_SECONDS	       0.25
+#define HEARTBEAT_SECONDS      1.0		      /* ACE's server sends `wait|` once a second */
+#define INPUT_MAX	       (2 * COMMAND_LINE_MAX) /* request bytes buffered per connection */
+#define OUTPUT_MAX	       (1u << 20) /* a reader this far behind (a stuck `watch`) is cut off */
+#define JOURNAL_CHUNK	       16384
 #define REJECT_LOGS_PER_SECOND 20
-#define KEEPALIVE_IDLE	  60 /* s before TCP probes a silent peer */
-#define KEEPALIVE_INTERVAL 10
-#define KEEPALIVE_COUNT	  6
+#define KEEPALIVE_IDLE	       60 /* s before TCP probes a silent peer */
+#define KEEPALIVE_INTERVAL     10
+#define KEEPALIVE_COUNT	       6
 
 enum dialect { DIALECT_UNKNOWN, DIALECT_ACE, DIALECT_NATIVE };
 enum ace_state { ACE_IDLE, ACE_WAITING, ACE_HOLDING, ACE_FINISHED };
@@ -257,20 +257,34 @@ static void reply(struct connection *c, const char *fmt, ...)
 static const char *explain(int error)
 {
 	switch (error) {
-	case ENOENT: return "no such semaphore";
-	case EEXIST: return "a semaphore or directory of that name exists";
-	case EPERM: return "defined in the configuration: it cannot be deleted";
-	case ENOLCK: return "this connection holds no unit of it";
-	case EOVERFLOW: return "every unit is already free (a double unlock?)";
-	case EAGAIN: return "no unit free";
-	case EBUSY: return "more units are in use than the new limit";
-	case ERANGE: return "value above the limit";
-	case EIDRM: return "the semaphore was deleted";
-	case ECANCELED: return "semfs is stopping";
-	case EISDIR: return "a directory, not a semaphore";
-	case ENOTDIR: return "a path component is a semaphore, not a directory";
-	case ENOSPC: return "the system's limit on semaphore sets is reached (kernel.sem)";
-	default: return strerror(error);
+	case ENOENT:
+		return "no such semaphore";
+	case EEXIST:
+		return "a semaphore or directory of that name exists";
+	case EPERM:
+		return "defined in the configuration: it cannot be deleted";
+	case ENOLCK:
+		return "this connection holds no unit of it";
+	case EOVERFLOW:
+		return "every unit is already free (a double unlock?)";
+	case EAGAIN:
+		return "no unit free";
+	case EBUSY:
+		return "more units are in use than the new limit";
+	case ERANGE:
+		return "value above the limit";
+	case EIDRM:
+		return "the semaphore was deleted";
+	case ECANCELED:
+		return "semfs is stopping";
+	case EISDIR:
+		return "a directory, not a semaphore";
+	case ENOTDIR:
+		return "a path component is a semaphore, not a directory";
+	case ENOSPC:
+		return "the system's limit on semaphore sets is reached (kernel.sem)";
+	default:
+		return strerror(error);
 	}
 }
 
@@ -361,7 +375,8 @@ static void dead_request_done(struct connection *c)
 
 static void request_complete(struct waiter *waiter, int error)
 {
-	struct connection *c = (struct connection *)((char *)waiter - offsetof(struct connection, waiter));
+	struct connection *c =
+	    (struct connection *)((char *)waiter - offsetof(struct connection, waiter));
 	struct server *server = c->server;
 
 	pthread_mutex_lock(&server->completed_lock);
@@ -493,8 +508,8 @@ static void ace_process(struct connection *c)
 		}
 	}
 	c->in_length = 0;
-	c->partial = c->ace->state == ACE_START || c->ace->state == ACE_NAME ||
-		     c->ace->token_length > 0;
+	c->partial =
+	    c->ace->state == ACE_START || c->ace->state == ACE_NAME || c->ace->token_length > 0;
 	if (c->fd >= 0 && c->peer_closed)
 		connection_close(c, NULL); /* ACE: a closed connection gives back */
 }
@@ -604,10 +619,9 @@ static void native_request(struct connection *c, const char *line, size_t length
 		return;
 	}
 	case NATIVE_CREATE:
-		r = store_create_path(store, request.name,
-				      request.has_limit ? request.limit
-							: c->server->options.default_limit,
-				      c->who);
+		r = store_create_path(
+		    store, request.name,
+		    request.has_limit ? request.limit : c->server->options.default_limit, c->who);
 		if (r < 0)
 			reply_error(c, -r, request.name);
 		else
@@ -654,8 +668,8 @@ static void native_process(struct connection *c)
 		size_t length = newline ? (size_t)(newline - (c->in + used)) : c->in_length - used;
 		if (length > COMMAND_LINE_MAX) {
 			reply(c, "err E2BIG request line longer than %d bytes", COMMAND_LINE_MAX);
-			log_warnx("%s: request line longer than %d bytes; connection closed", c->who,
-				  COMMAND_LINE_MAX);
+			log_warnx("%s: request line longer than %d bytes; connection closed",
+				  c->who, COMMAND_LINE_MAX);
 			c->closing = true;
 			break;
 		}
@@ -727,8 +741,8 @@ static void connection_readable(struct connection *c)
 			c->in = in;
 			c->in_allocated = size;
 		}
-		ssize_t n = recv(c->fd, c->in + c->in_length, c->in_allocated - c->in_length,
-				 MSG_DONTWAIT);
+		ssize_t n =
+		    recv(c->fd, c->in + c->in_length, c->in_allocated - c->in_length, MSG_DONTWAIT);
 		if (n > 0) {
 			c->in_length += (size_t)n;
 			continue;
@@ -814,7 +828,8 @@ static void accept_connections(struct server *server)
 				/* Out of descriptors: stop accepting until one closes. */
 				log_warn("accept");
 				struct epoll_event event = {.events = 0, .data.ptr = &tag_listen};
-				epoll_ctl(server->epoll_fd, EPOLL_CTL_MOD, server->listen_fd, &event);
+				epoll_ctl(server->epoll_fd, EPOLL_CTL_MOD, server->listen_fd,
+					  &event);
 				server->accept_paused = true;
 			}
 			return;

@@ -89,7 +89,8 @@ static void daemon_launch(void)
 
 unsigned e2e_free_port(void)
 {
-	struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in address = {.sin_family = AF_INET,
+				      .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t size = sizeof(address);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -114,7 +115,8 @@ void e2e_start(const char *extra)
 	FILE *config = fopen(e2e.config, "we");
 	cr_assert_not_null(config);
 	e2e.port = e2e_free_port();
-	fprintf(config, "[service_network_semaphore]\nbind_port = %u\n[semfs]\nstate_dir = %s\n%s\n",
+	fprintf(config,
+		"[service_network_semaphore]\nbind_port = %u\n[semfs]\nstate_dir = %s\n%s\n",
 		e2e.port, e2e.state, extra ? extra : "");
 	fclose(config);
 	daemon_launch();

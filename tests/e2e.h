@@ -23,7 +23,7 @@ extern struct e2e e2e;
 /* Write the config (the [semfs] section plus `extra` lines) and mount. */
 void e2e_start(const char *extra);
 unsigned e2e_free_port(void); /* a TCP port on 127.0.0.1 nobody uses now */
-void e2e_stop(void); /* SIGTERM the daemon, wait, make sure it is unmounted */
+void e2e_stop(void);	      /* SIGTERM the daemon, wait, make sure it is unmounted */
 void e2e_restart(void);
 void e2e_teardown(void);
 

@@ -73,9 +73,12 @@ Test(config, unknown_keys_and_malformed_lines_warn_with_file_and_line)
 Test(config, bad_values_are_errors)
 {
 	static const char *const bad[] = {
-	    "[semfs]\ndefault_limit = -1\n",  "[semfs]\ndefault_limit = 40000\n",
-	    "[semfs]\ndefault_limit = two\n", "[semfs]\njournal_max = 10\n",
-	    "[semfs]\njournal_max = 1G\n",    "[semfs]\nstate_dir =\n",
+	    "[semfs]\ndefault_limit = -1\n",
+	    "[semfs]\ndefault_limit = 40000\n",
+	    "[semfs]\ndefault_limit = two\n",
+	    "[semfs]\njournal_max = 10\n",
+	    "[semfs]\njournal_max = 1G\n",
+	    "[semfs]\nstate_dir =\n",
 	    "[service_network_semaphore]\nenabled = maybe\n",
 	    "[service_network_semaphore]\nbind_address = localhost\n",
 	    "[service_network_semaphore]\nbind_port = 65536\n",
@@ -126,7 +129,8 @@ Test(config, ace_section_loads_unchanged)
 {
 	struct config c;
 	char error[512], text[2048];
-	snprintf(text, sizeof(text), "[semfs]\nstate_dir = /srv/semfs\n%s"
+	snprintf(text, sizeof(text),
+		 "[semfs]\nstate_dir = /srv/semfs\n%s"
 		 "semaphore_email = 3\nsemaphore_jobs/nightly = 1\nsemaphore_email = 4\n",
 		 ace_section);
 	char *path = write_file(text);

@@ -375,8 +375,9 @@ Test(ace, release_while_queued_is_answered_locked_ok)
 Test(ace, invalid_input_closes_the_connection)
 {
 	static const char *const bad[] = {
-	    "acquire:a|bogus|", "acquire:two words|", "acquire:|",	"acquire:../etc|",
-	    "acquire:x|acquire:y|", "acquire:a\tb|",	  "acquire:semaphore.status|",
+	    "acquire:a|bogus|",		 "acquire:two words|",	 "acquire:|",
+	    "acquire:../etc|",		 "acquire:x|acquire:y|", "acquire:a\tb|",
+	    "acquire:semaphore.status|",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int fd = net_connect();
@@ -572,8 +573,13 @@ Test(native, a_bad_request_leaves_the_connection_open)
 Test(native, names_are_validated)
 {
 	static const char *const bad[] = {
-	    "create a//b",  "create /a",     "create a/",	    "create ..",
-	    "create a/./b", "create a|b",    "create semaphore.status",
+	    "create a//b",
+	    "create /a",
+	    "create a/",
+	    "create ..",
+	    "create a/./b",
+	    "create a|b",
+	    "create semaphore.status",
 	};
 	int fd = net_connect();
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -621,8 +627,8 @@ Test(native, network_changes_raise_inotify_and_show_in_the_mount)
 	cr_assert(strstr(journal, expect), "%s", journal);
 	free(journal);
 	char *status = e2e_read("semaphore.status");
-	cr_assert(strstr(status, "seen: 1 limit=1 value=0 waiting=0 holders=tcp:127.0.0.1:"),
-		  "%s", status);
+	cr_assert(strstr(status, "seen: 1 limit=1 value=0 waiting=0 holders=tcp:127.0.0.1:"), "%s",
+		  status);
 	free(status);
 	close(fd);
 }

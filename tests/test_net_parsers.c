@@ -39,9 +39,9 @@ Test(allow, addresses_and_ranges)
 
 Test(allow, bad_items_are_named)
 {
-	static const char *const bad[] = {"10.1",	    "256.0.0.1", "1.2.3.4/33", "1.2.3.4/",
-					  "1.2.3.4/-1", "localhost", "::1",	   "1.2.3.4/8x",
-					  "010.1.1.1"};
+	static const char *const bad[] = {"10.1",     "256.0.0.1",  "1.2.3.4/33",
+					  "1.2.3.4/", "1.2.3.4/-1", "localhost",
+					  "::1",      "1.2.3.4/8x", "010.1.1.1"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct allow_list list;
 		char error[128] = "", text[64];
@@ -55,7 +55,7 @@ Test(allow, bad_items_are_named)
 Test(name, rules)
 {
 	static const char *const good[] = {"db", "jobs/nightly", "a.b", "-x", "ü", "a..b"};
-	static const char *const bad[] = {"",	"/a",	   "a/", "a//b", ".",	"..", "a/../b",
+	static const char *const bad[] = {"",	   "/a",  "a/",	 "a//b", ".",	 "..",	"a/../b",
 					  "a/./b", "a b", "a|b", "a\tb", "a\nb", "\x7f"};
 	char error[128];
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
@@ -123,8 +123,9 @@ Test(ace, any_split_gives_the_same_events)
 Test(ace, invalid_streams)
 {
 	static const char *const bad[] = {
-	    "acquire:a|nope|", "acquire:a b|",	  "acquire:|",		"Acquire:a|",
-	    "acquire:a|wai|",  "acquire:../x|",	  "acquire:a|acquire:b|", "acquire:a|release",
+	    "acquire:a|nope|",	    "acquire:a b|",	 "acquire:|",
+	    "Acquire:a|",	    "acquire:a|wai|",	 "acquire:../x|",
+	    "acquire:a|acquire:b|", "acquire:a|release",
 	};
 	static const bool reaches_acquire[] = {true, false, false, false, true, false, true, true};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -189,10 +190,10 @@ Test(native, requests)
 Test(native, bad_requests)
 {
 	static const char *const bad[] = {
-	    "lock",	   "lock a 1 2",   "lock a -1",	  "unlock a now", "limit a",
-	    "set a x",	   "create",	   "create a 1 2", "create a -1",  "create a 32768",
-	    "delete",	   "watch",	   "ping pong",	  "status a b",	  "LOCK a",
-	    "lock a/../b", "lock a|b",	   "create a 1e3", "quit now",	  "relax a 1",
+	    "lock",	   "lock a 1 2", "lock a -1",	 "unlock a now", "limit a",
+	    "set a x",	   "create",	 "create a 1 2", "create a -1",	 "create a 32768",
+	    "delete",	   "watch",	 "ping pong",	 "status a b",	 "LOCK a",
+	    "lock a/../b", "lock a|b",	 "create a 1e3", "quit now",	 "relax a 1",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct native_request r;

@@ -94,7 +94,7 @@ int main(int argc, char *argv[])
 		return 2;
 	}
 	pthread_t *threads = calloc((size_t)clients, sizeof(*threads));
-	char (*names)[16] = calloc((size_t)clients, sizeof(*names));
+	char(*names)[16] = calloc((size_t)clients, sizeof(*names));
 	double start = now();
 	deadline = start + seconds;
 	for (int i = 0; i < clients; i++) {
