@@ -38,8 +38,7 @@ static bool is_blank(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* Split the next blank-separated word off [*cursor, end). */
-static bool next_word(const char **cursor, const char *end, const char **word, size_t *length)
+bool command_next_word(const char **cursor, const char *end, const char **word, size_t *length)
 {
 	const char *p = *cursor;
 
@@ -113,7 +112,7 @@ int command_parse(const char *line, size_t length, struct command *out, char *er
 		snprintf(error, error_size, "NUL byte in command");
 		return -EINVAL;
 	}
-	if (!next_word(&cursor, end, &word, &word_length)) {
+	if (!command_next_word(&cursor, end, &word, &word_length)) {
 		snprintf(error, error_size, "empty command");
 		return -EINVAL;
 	}
@@ -131,7 +130,7 @@ int command_parse(const char *line, size_t length, struct command *out, char *er
 	}
 
 	struct command command = {.verb = row->verb, .timeout = COMMAND_NO_TIMEOUT};
-	bool has_argument = next_word(&cursor, end, &word, &word_length);
+	bool has_argument = command_next_word(&cursor, end, &word, &word_length);
 
 	if (has_argument && row->argument == ARGUMENT_NONE) {
 		snprintf(error, error_size, "%s takes no argument", row->name);
@@ -153,7 +152,7 @@ int command_parse(const char *line, size_t length, struct command *out, char *er
 			 (int)(word_length > 32 ? 32 : word_length), word, COMMAND_NUMBER_MAX);
 		return -EINVAL;
 	}
-	if (next_word(&cursor, end, &extra, &extra_length)) {
+	if (command_next_word(&cursor, end, &extra, &extra_length)) {
 		snprintf(error, error_size, "%s: unexpected '%.*s'", row->name,
 			 (int)(extra_length > 32 ? 32 : extra_length), extra);
 		return -EINVAL;

@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "command.h"
 #include "log.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -870,14 +871,10 @@ int mount_attach(struct mount *mount, struct store *store, struct fuse_args *arg
 
 int mount_run(struct mount *mount)
 {
-	sigset_t all, previous;
+	int r = thread_start(&mount->notifier, notifier_main, mount);
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &previous);
-	int r = pthread_create(&mount->notifier, NULL, notifier_main, mount);
-	pthread_sigmask(SIG_SETMASK, &previous, NULL);
-	if (r != 0) {
-		log_warnx("cannot start the notifier thread: %s", strerror(r));
+	if (r < 0) {
+		log_warnx("cannot start the notifier thread: %s", strerror(-r));
 		return -1;
 	}
 	mount->notifier_running = true;

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "journal.h"
 #include "sysv.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -268,6 +269,17 @@ static int node_path(const struct node *node, char *out, size_t size)
 		used += (size_t)n;
 	}
 	return 0;
+}
+
+/* The path of a new child `name` of `parent`. */
+static int child_path(const struct node *parent, const char *name, char *out, size_t size)
+{
+	char path[PATH_MAX];
+	int r = node_path(parent, path, sizeof(path));
+
+	if (r == 0 && snprintf(out, size, "%s%s%s", path, path[0] ? "/" : "", name) >= (int)size)
+		r = -ENAMETOOLONG;
+	return r;
 }
 
 static bool name_valid(const char *name)
@@ -1380,14 +1392,10 @@ fail:
 
 int store_start(struct store *store)
 {
-	sigset_t all, previous;
+	int r = thread_start(&store->monitor, monitor_main, store);
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &previous);
-	int r = pthread_create(&store->monitor, NULL, monitor_main, store);
-	pthread_sigmask(SIG_SETMASK, &previous, NULL);
-	if (r != 0)
-		return -r;
+	if (r < 0)
+		return r;
 	store->monitor_running = true;
 	return 0;
 }
@@ -1599,15 +1607,10 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 	int semid = -1;
 	int r = check_new_name(store, parent, name);
 
+	if (r == 0)
+		r = child_path(parent, name, path, sizeof(path));
 	if (r < 0)
 		return r;
-	r = node_path(parent, path, sizeof(path));
-	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
-			  (int)sizeof(full))
-		r = -ENAMETOOLONG;
-	if (r < 0)
-		return r;
-	snprintf(path, sizeof(path), "%s", full);
 	r = backing_create(&store->backing, path);
 	if (r == -EEXIST) { /* a leftover no semaphore claims: reuse it */
 		(void)backing_remove(&store->backing, path);
@@ -1671,14 +1674,11 @@ int store_create(struct store *store, uint64_t parent_ino, const char *name, mod
 static int make_directory(struct store *store, struct node *parent, const char *name, mode_t mode,
 			  uid_t uid, gid_t gid, struct node **out)
 {
-	char path[PATH_MAX], full[PATH_MAX];
+	char full[PATH_MAX];
 	int r = check_new_name(store, parent, name);
 
 	if (r == 0)
-		r = node_path(parent, path, sizeof(path));
-	if (r == 0 && snprintf(full, sizeof(full), "%s%s%s", path, path[0] ? "/" : "", name) >=
-			  (int)sizeof(full))
-		r = -ENAMETOOLONG;
+		r = child_path(parent, name, full, sizeof(full));
 	if (r == 0)
 		r = backing_mkdir(&store->backing, full, mode);
 	if (r == -EEXIST)

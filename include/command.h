@@ -3,6 +3,7 @@
 #ifndef SEMFS_COMMAND_H
 #define SEMFS_COMMAND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum command_verb {
@@ -38,5 +39,10 @@ int command_parse_batch(const char *text, size_t length, struct command *out, si
 			char *error, size_t error_size);
 
 const char *command_verb_name(enum command_verb verb);
+
+/* The words of a request: split the next blank-separated (space, tab, '\r')
+ * word off [*cursor, end). false when only blanks are left. The network's
+ * line dialect splits with it too. */
+bool command_next_word(const char **cursor, const char *end, const char **word, size_t *length);
 
 #endif

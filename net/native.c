@@ -44,27 +44,6 @@ const char native_help[] = "lock NAME [SECONDS]\n"
 			   "help\n"
 			   "quit\n";
 
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r';
-}
-
-static bool next_word(const char **cursor, const char *end, const char **word, size_t *length)
-{
-	const char *p = *cursor;
-
-	while (p < end && is_blank(*p))
-		p++;
-	if (p == end)
-		return false;
-	*word = p;
-	while (p < end && !is_blank(*p))
-		p++;
-	*length = (size_t)(p - *word);
-	*cursor = p;
-	return true;
-}
-
 static int usage(char *error, size_t error_size, const struct native_row *row)
 {
 	snprintf(error, error_size, "usage: %s", row->usage);
@@ -101,7 +80,7 @@ int native_parse(const char *line, size_t length, struct native_request *request
 		snprintf(error, error_size, "NUL byte in request");
 		return -EINVAL;
 	}
-	if (!next_word(&cursor, end, &verb, &verb_length))
+	if (!command_next_word(&cursor, end, &verb, &verb_length))
 		return 0;
 	for (size_t i = 0; i < sizeof(native_rows) / sizeof(native_rows[0]); i++) {
 		if (strlen(native_rows[i].verb) == verb_length &&
@@ -115,7 +94,8 @@ int native_parse(const char *line, size_t length, struct native_request *request
 	}
 	request->verb = row->kind;
 
-	bool has_name = row->name != NAME_NONE && next_word(&cursor, end, &name, &name_length);
+	bool has_name =
+	    row->name != NAME_NONE && command_next_word(&cursor, end, &name, &name_length);
 	if (row->name == NAME_REQUIRED && !has_name)
 		return usage(error, error_size, row);
 	if (has_name) {
@@ -143,7 +123,7 @@ int native_parse(const char *line, size_t length, struct native_request *request
 			   : 1;
 	}
 	case NATIVE_CREATE:
-		if (next_word(&cursor, end, &word, &word_length)) {
+		if (command_next_word(&cursor, end, &word, &word_length)) {
 			if (!parse_limit(word, word_length, &request->limit)) {
 				snprintf(error, error_size, "limit must be a whole number 0..%d",
 					 COMMAND_NUMBER_MAX);
@@ -155,7 +135,7 @@ int native_parse(const char *line, size_t length, struct native_request *request
 	default:
 		break;
 	}
-	if (next_word(&cursor, end, &word, &word_length))
+	if (command_next_word(&cursor, end, &word, &word_length))
 		return usage(error, error_size, row);
 	return 1;
 }

@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "log.h"
 #include "native.h"
+#include "thread.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,7 +20,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -1082,14 +1082,10 @@ unsigned server_port(const struct server *server)
 
 int server_start(struct server *server)
 {
-	sigset_t all, previous;
+	int r = thread_start(&server->thread, server_main, server);
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &previous);
-	int r = pthread_create(&server->thread, NULL, server_main, server);
-	pthread_sigmask(SIG_SETMASK, &previous, NULL);
-	if (r != 0)
-		return -r;
+	if (r < 0)
+		return r;
 	server->running = true;
 	return 0;
 }

@@ -3,13 +3,13 @@
 
 #include "clock.h"
 #include "log.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,14 +238,10 @@ static void *stats_main(void *argument)
 
 int stats_start(struct stats *stats)
 {
-	sigset_t all, previous;
+	int r = thread_start(&stats->thread, stats_main, stats);
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &previous);
-	int r = pthread_create(&stats->thread, NULL, stats_main, stats);
-	pthread_sigmask(SIG_SETMASK, &previous, NULL);
-	if (r != 0)
-		return -r;
+	if (r < 0)
+		return r;
 	stats->running = true;
 	return 0;
 }

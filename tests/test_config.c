@@ -1,6 +1,8 @@
 /* test_config.c: defaults, values, warnings with file:line, and errors. */
 #include "config.h"
 
+#include "ace_section.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,21 +112,6 @@ Test(config, missing_file)
 	cr_assert(strstr(error, "No such file"), "%s", error);
 }
 
-/* ACE's own section, byte for byte. */
-static const char ace_section[] =
-    "[service_network_semaphore]\n"
-    "module = saq.network_semaphore\n"
-    "class = NetworkSemaphoreServer\n"
-    "description = Network Semaphore - global network service for controlling concurrent "
-    "access to limited resources\n"
-    "enabled = yes\n"
-    "bind_address = 127.0.0.1\n"
-    "bind_port = 53559\n"
-    "remote_address = 127.0.0.1\n"
-    "remote_port = 53559\n"
-    "allowed_ipv4 = 127.0.0.1\n"
-    "stats_dir = var/network_semaphore\n";
-
 Test(config, ace_section_loads_unchanged)
 {
 	struct config c;
@@ -132,7 +119,7 @@ Test(config, ace_section_loads_unchanged)
 	snprintf(text, sizeof(text),
 		 "[semfs]\nstate_dir = /srv/semfs\n%s"
 		 "semaphore_email = 3\nsemaphore_jobs/nightly = 1\nsemaphore_email = 4\n",
-		 ace_section);
+		 ACE_SECTION);
 	char *path = write_file(text);
 	config_defaults(&c);
 	warnings[0] = '\0';

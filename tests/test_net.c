@@ -3,6 +3,8 @@
  * written as ACE's own client is, the native dialect by raw sockets. */
 #include "e2e.h"
 
+#include "ace_section.h"
+
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -637,20 +639,8 @@ Test(native, network_changes_raise_inotify_and_show_in_the_mount)
 
 Test(net_configured, ace_section_loads_unchanged)
 {
-	/* ACE's own section, byte for byte (port 53559). */
-	e2e_start("[service_network_semaphore]\n"
-		  "module = saq.network_semaphore\n"
-		  "class = NetworkSemaphoreServer\n"
-		  "description = Network Semaphore - global network service for controlling "
-		  "concurrent access to limited resources\n"
-		  "enabled = yes\n"
-		  "bind_address = 127.0.0.1\n"
-		  "bind_port = 53559\n"
-		  "remote_address = 127.0.0.1\n"
-		  "remote_port = 53559\n"
-		  "allowed_ipv4 = 127.0.0.1\n"
-		  "stats_dir = var/network_semaphore\n");
-	e2e.port = 53559;
+	e2e_start(ACE_SECTION);
+	e2e.port = ACE_SECTION_PORT;
 	int fd = net_connect();
 	ask(fd, "ping", "ok pong");
 	close(fd);
