@@ -171,10 +171,6 @@ int main(int argc, char *argv[])
 			goto out_store;
 		}
 	}
-	if (mount_attach(mount, store, &args, command_line.mountpoint, error, sizeof(error)) < 0) {
-		log_warnx("%s", error);
-		goto out_store;
-	}
 	/* Sockets and files are opened before daemonizing, so that errors reach
 	 * the terminal; threads start after, since fork() keeps none. */
 	if (config.net_enabled) {
@@ -200,6 +196,11 @@ int main(int argc, char *argv[])
 		goto out_store;
 	}
 	observers.stats = stats;
+	/* Mounted last: once the mount shows, the port already accepts. */
+	if (mount_attach(mount, store, &args, command_line.mountpoint, error, sizeof(error)) < 0) {
+		log_warnx("%s", error);
+		goto out_store;
+	}
 	if (fuse_daemonize(command_line.foreground) != 0) {
 		log_warnx("cannot go to the background");
 		goto out_store;
