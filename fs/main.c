@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 struct semfs_options {
 	char *config;
@@ -64,6 +65,21 @@ static void changed(void *context, uint64_t ino, const char *path, bool announce
 		server_changed(observers->server);
 	if (observers->stats)
 		stats_changed(observers->stats);
+}
+
+/* Each connection is a descriptor: a soft limit of 1024 would cap the
+ * server far below max_connections, so take what the hard limit allows. */
+static void raise_file_limit(unsigned max_connections)
+{
+	struct rlimit files;
+	rlim_t wanted = (rlim_t)max_connections + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &files) < 0 || files.rlim_cur >= wanted)
+		return;
+	files.rlim_cur = files.rlim_max < wanted ? files.rlim_max : wanted;
+	if (setrlimit(RLIMIT_NOFILE, &files) < 0 || files.rlim_cur < wanted)
+		log_info("open files limited to %llu: fewer than max_connections = %u",
+			 (unsigned long long)files.rlim_cur, max_connections);
 }
 
 static void config_warning(const char *message)
@@ -138,7 +154,8 @@ int main(int argc, char *argv[])
 		goto out_config;
 	}
 	if (!command_line.mountpoint) {
-		fprintf(stderr, "usage: semfs [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n");
+		fprintf(stderr,
+			"usage: semfs [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n");
 		status = 2;
 		goto out_config;
 	}
@@ -174,6 +191,7 @@ int main(int argc, char *argv[])
 	/* Sockets and files are opened before daemonizing, so that errors reach
 	 * the terminal; threads start after, since fork() keeps none. */
 	if (config.net_enabled) {
+		raise_file_limit(config.max_connections);
 		struct server_options server_options = {
 		    .store = store,
 		    .bind_address = config.bind_address,

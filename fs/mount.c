@@ -72,6 +72,7 @@ struct mount {
 	pthread_cond_t notify_wake;
 	struct change *changes;
 	bool notifier_stop;
+	bool notifier_pausing; /* it sleeps out NOTIFY_INTERVAL: no need to wake it */
 	bool notifier_running;
 	pthread_t notifier;
 	volatile pid_t notifier_tid; /* its lookups get canonical nodeids */
@@ -711,7 +712,8 @@ void mount_changed(void *context, uint64_t ino, const char *path, bool announced
 		memcpy(change->path, path, length + 1);
 		change->next = mount->changes;
 		mount->changes = change;
-		pthread_cond_signal(&mount->notify_wake);
+		if (!mount->notifier_pausing)
+			pthread_cond_signal(&mount->notify_wake);
 	}
 	pthread_mutex_unlock(&mount->notify_lock);
 }
@@ -762,7 +764,8 @@ static void touch(struct mount *mount, const struct change *change)
 		uint32_t words[3];
 	} fuse_handle;
 
-	/* Opened per touch: a standing fd would keep `fusermount3 -u` out. */
+	/* Opened per touch: a standing fd would keep `fusermount3 -u` out.
+	 * (Not O_PATH: open_by_handle_at refuses such a mount fd.) */
 	int root_fd = count ? open(mount->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	for (size_t i = 0; i < count && root_fd >= 0 && mount->handles_work; i++) {
 		/* The kernel's FUSE handle: FILEID_INO64_GEN, nodeid, generation. */
@@ -816,10 +819,12 @@ static void *notifier_main(void *argument)
 		}
 		pthread_mutex_lock(&mount->notify_lock);
 		struct timespec pause = clock_after(CLOCK_REALTIME, NOTIFY_INTERVAL);
+		mount->notifier_pausing = true;
 		while (!mount->notifier_stop &&
 		       pthread_cond_timedwait(&mount->notify_wake, &mount->notify_lock, &pause) ==
 			   0)
 			;
+		mount->notifier_pausing = false;
 	}
 	pthread_mutex_unlock(&mount->notify_lock);
 	return NULL;

@@ -107,6 +107,8 @@ struct store {
 	struct semaphore *live; /* semaphores not deleted */
 	size_t live_count;
 	struct timespec status_mtime;
+	time_t stamp_second; /* journal time stamps: the second, formatted once */
+	char stamp[32];
 	uint64_t grants_total, timeouts_total;
 	pid_t pid;
 	unsigned helpers;
@@ -422,18 +424,21 @@ static void journal_event(struct store *store, struct semaphore *semaphore, cons
 			  const char *who, uint64_t token, const char *extra, bool announced)
 {
 	struct timespec now;
-	struct tm utc;
-	char line[512], stamp[32], token_text[32] = "";
+	char line[512], token_text[32] = "";
 	int value = semaphore->removed ? -1 : sysv_value(semaphore->semid);
 
 	timespec_now(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &utc);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &utc);
+	if (now.tv_sec != store->stamp_second || !store->stamp[0]) {
+		struct tm utc;
+		gmtime_r(&now.tv_sec, &utc);
+		strftime(store->stamp, sizeof(store->stamp), "%Y-%m-%dT%H:%M:%S", &utc);
+		store->stamp_second = now.tv_sec;
+	}
 	if (token)
 		snprintf(token_text, sizeof(token_text), " token=%" PRIu64, token);
 	int length =
 	    snprintf(line, sizeof(line), "%s.%06ldZ %s by=%s value=%d limit=%u waiting=%zu%s%s%s\n",
-		     stamp, now.tv_nsec / 1000, event, who, value, semaphore->limit,
+		     store->stamp, now.tv_nsec / 1000, event, who, value, semaphore->limit,
 		     semaphore->waiting, token_text, extra ? " " : "", extra ? extra : "");
 	if (length >= (int)sizeof(line)) {
 		length = sizeof(line) - 1;

@@ -89,6 +89,8 @@ struct connection {
 	bool peer_closed; /* read EOF: no more requests come */
 	bool closing;	  /* close once the output is sent */
 	bool dead;	  /* closed, its request still in the store */
+	bool flush_queued;
+	struct connection *flush_next;
 	struct connection *prev, *next;
 };
 
@@ -101,6 +103,7 @@ struct server {
 	bool running;
 	atomic_bool stopping;
 	atomic_bool changes; /* a journal grew: pump the watchers */
+	size_t watchers;     /* connections in `watch` */
 
 	pthread_mutex_t completed_lock;
 	struct connection *completed; /* finished requests, newest first */
@@ -108,11 +111,16 @@ struct server {
 	struct connection *connections;
 	size_t count;
 	struct connection *graveyard; /* freed after the current batch of events */
+	struct connection *to_flush;  /* output waiting for the end of the batch */
 	bool accept_paused;
 
 	time_t reject_second;
 	unsigned rejects_logged, rejects_suppressed;
 };
+
+/* Set in the server's thread: its own requests' changes need no wake-up,
+ * the loop looks at `changes` after every batch of events. */
+static __thread bool in_server_thread;
 
 /* epoll tags for the server's own descriptors. */
 static char tag_listen, tag_wake, tag_tick;
@@ -227,7 +235,24 @@ static void send_bytes(struct connection *c, const char *data, size_t length)
 	}
 	memcpy(c->out.data + c->out.start + c->out.length, data, length);
 	c->out.length += length;
-	flush_output(c);
+	/* Sent once the batch of events is handled: pipelined requests get
+	 * their replies in one send instead of one each. */
+	if (!c->flush_queued) {
+		c->flush_queued = true;
+		c->flush_next = c->server->to_flush;
+		c->server->to_flush = c;
+	}
+}
+
+static void flush_queued(struct server *server)
+{
+	while (server->to_flush) {
+		struct connection *c = server->to_flush;
+		server->to_flush = c->flush_next;
+		c->flush_queued = false;
+		if (c->fd >= 0)
+			flush_output(c);
+	}
 }
 
 static void send_text(struct connection *c, const char *text)
@@ -302,6 +327,7 @@ static void watch_stop(struct connection *c)
 	if (c->watching) {
 		store_close_semaphore(c->server->options.store, c->watching, 0);
 		c->watching = NULL;
+		c->server->watchers--;
 	}
 }
 
@@ -349,6 +375,9 @@ static void connection_close(struct connection *c, const char *reason)
 		return;
 	if (reason)
 		log_warnx("%s: %s; connection closed", c->who, reason);
+	if (c->out.length > 0) /* a last word (an error line): sent if it fits */
+		(void)!send(c->fd, c->out.data + c->out.start, c->out.length,
+			    MSG_NOSIGNAL | MSG_DONTWAIT);
 	epoll_ctl(server->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->fd = -1;
@@ -578,6 +607,7 @@ static void native_watch(struct connection *c, const char *name)
 		return;
 	}
 	c->watching = semaphore;
+	c->server->watchers++;
 	store_journal_position(store, semaphore, &c->watch_offset, &c->watch_restarts);
 	reply(c, "ok watching=%s", name);
 }
@@ -804,6 +834,8 @@ static void pump_watch(struct connection *c)
 
 static void pump_watches(struct server *server)
 {
+	if (server->watchers == 0)
+		return;
 	for (struct connection *c = server->connections, *next; c; c = next) {
 		next = c->next; /* pump_watch may close c */
 		if (c->watching && c->fd >= 0)
@@ -954,6 +986,7 @@ static void *server_main(void *argument)
 	struct epoll_event events[256];
 
 	pthread_setname_np(pthread_self(), "semfs-net");
+	in_server_thread = true;
 	while (!atomic_load(&server->stopping)) {
 		int n = epoll_wait(server->epoll_fd, events, 256, -1);
 		if (n < 0) {
@@ -988,6 +1021,10 @@ static void *server_main(void *argument)
 					flush_output(c);
 			}
 		}
+		/* Changes made by this thread did not wake it: see server_changed. */
+		if (atomic_exchange(&server->changes, false))
+			pump_watches(server);
+		flush_queued(server);
 		bury_the_dead(server);
 	}
 
@@ -1003,6 +1040,7 @@ static void *server_main(void *argument)
 		if (server->connections)
 			usleep(1000);
 	}
+	flush_queued(server);
 	bury_the_dead(server);
 	return NULL;
 }
@@ -1092,7 +1130,9 @@ int server_start(struct server *server)
 
 void server_changed(struct server *server)
 {
-	if (!atomic_exchange(&server->changes, true))
+	if (in_server_thread)
+		atomic_store(&server->changes, true);
+	else if (!atomic_exchange(&server->changes, true))
 		wake_loop(server);
 }
 
