@@ -3,12 +3,18 @@
 same run on the same machine (see scripts/bench.sh, which builds first).
 
 Each figure is measured REPS times; the table gives min/median/max, the
-floor's median, the ratio median/floor and whether the target is met.
-Writes bench-results.csv (figure,unit,min,median,max,floor,ratio,target,met).
+floor it is compared with, the ratio median/floor and whether the target is
+met. Scale figures (RSS, threads, CPU) have no floor: their target bounds the
+median itself. Writes bench-results.csv
+(figure,unit,min,median,max,floor,ratio,target,met) and, with gnuplot,
+bench-results.png (the ratios against their targets).
 """
 import argparse
 import csv
+import glob
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -16,10 +22,20 @@ import sys
 import tempfile
 import time
 
+REPS = 5
 
-def run(command):
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return float(out.split()[0])
+
+def run(command, timeout=60):
+    """First number a benchmark program prints (and the rest of its line)."""
+    out = subprocess.run(command, check=True, capture_output=True, text=True,
+                         timeout=timeout).stdout
+    numbers = []
+    for word in out.split("\n")[0].replace("=", " ").split():
+        try:
+            numbers.append(float(word))
+        except ValueError:
+            pass
+    return numbers
 
 
 def wait_mounted(path, seconds=10):
@@ -33,22 +49,62 @@ def wait_mounted(path, seconds=10):
 
 
 class Daemon:
-    """A background process that mounts `mountpoint`; stopped by SIGTERM."""
+    """A foreground process that mounts `mountpoint`; stopped by SIGTERM."""
 
-    def __init__(self, command, mountpoint):
+    def __init__(self, command, mountpoint, log=None):
         self.mountpoint = mountpoint
-        self.process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        self.log = log
+        err = open(log, "w") if log else subprocess.DEVNULL
+        self.process = subprocess.Popen(command, stderr=err)
         wait_mounted(mountpoint)
+
+    @property
+    def pid(self):
+        return self.process.pid
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(10)
+            self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
         subprocess.run(["fusermount3", "-u", "-z", self.mountpoint],
                        stderr=subprocess.DEVNULL, check=False)
+
+
+class Semfs(Daemon):
+    """semfs with a fresh state directory (on tmpfs when there is one, as
+    the default /run/semfs is on Debian) and its TCP port on 127.0.0.1."""
+
+    def __init__(self, build, work, name, network=True):
+        self.work = os.path.join(work, name)
+        os.mkdir(self.work)
+        mount = os.path.join(self.work, "mnt")
+        os.mkdir(mount)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else self.work
+        self.state = tempfile.mkdtemp(prefix="semfs-bench-state.", dir=shm)
+        config = os.path.join(self.work, "semfs.ini")
+        with open(config, "w") as out:
+            out.write("[semfs]\nstate_dir = %s\n[service_network_semaphore]\n" % self.state)
+            out.write("bind_port = 0\n" if network else "enabled = no\n")
+        log = os.path.join(self.work, "semfs.log")
+        super().__init__([os.path.join(build, "semfs"), "-f", "-c", config, mount], mount, log)
+        self.port = None
+        end = time.time() + 10
+        while network and self.port is None and time.time() < end:
+            with open(log) as text:
+                found = re.search(r"listening on [0-9.]+:(\d+)", text.read())
+            self.port = int(found.group(1)) if found else None
+            time.sleep(0.02)
+
+    def path(self, name):
+        return os.path.join(self.mountpoint, name)
+
+    def stop(self):
+        super().stop()
+        remove_sets(self.state)
+        shutil.rmtree(self.state, ignore_errors=True)
 
 
 def remove_sets(state_dir):
@@ -63,79 +119,359 @@ def remove_sets(state_dir):
                 pass
 
 
+def cpu_seconds(pid):
+    """CPU time of every thread of `pid`, in seconds (schedstat: ns)."""
+    total = 0
+    for path in glob.glob("/proc/%d/task/*/schedstat" % pid):
+        try:
+            with open(path) as stat:
+                total += int(stat.read().split()[0])
+        except OSError:
+            pass
+    return total / 1e9
+
+
+def status_field(pid, field):
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field + " missing")
+
+
+def waiting(path):
+    try:
+        return int(os.getxattr(path, "user.semfs.waiting"))
+    except OSError:
+        return -1
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.tools = os.path.join(args.build, "tests")
+        self.rows = []
+        self.seconds = 0.3 if self.quick else 2.0  # per rate measurement
+
+    def tool(self, name, *arguments):
+        return [os.path.join(self.tools, name)] + [str(a) for a in arguments]
+
+    @staticmethod
+    def measure(fn, reps=REPS):
+        values = [fn() for _ in range(reps)]
+        return min(values), statistics.median(values), max(values)
+
+    def figure(self, name, unit, values, floor=None, target=None):
+        """A row; `target` like "<=2.5" or ">=0.6" bounds the ratio, or the
+        median itself when there is no floor."""
+        low, median, high = values
+        ratio = median / floor if floor else None
+        met = ""
+        if target:
+            bound = float(target[2:])
+            compared = ratio if ratio is not None else median
+            met = "yes" if (compared >= bound if target[0] == ">" else compared <= bound) else "no"
+        cell = lambda v: "" if v is None else "%.3f" % v
+        row = [name, unit, cell(low), cell(median), cell(high), cell(floor), cell(ratio),
+               target or "", met]
+        self.rows.append(row)
+        print("  " + "  ".join(c for c in row if c), flush=True)
+        return median
+
+    # -- floors ----------------------------------------------------------------
+
+    def floors(self, work):
+        f = {}
+        pairs = 2000 if self.quick else 20000
+        self.figure("floor: semop P+V pair", "us",
+                    self.measure(lambda: run(self.tool("bench-semop-pair"))[0]))
+        f["sysv"] = self.figure("floor: SysV ping-pong, one-way pass", "us",
+                                self.measure(lambda: run(self.tool(
+                                    "bench-sysv-pingpong", 2000 if self.quick else 20000))[0]))
+        null_mount = os.path.join(work, "null")
+        os.mkdir(null_mount)
+        null = Daemon(self.tool("bench-null-fuse", null_mount), null_mount)
+        try:
+            null_file = os.path.join(null_mount, "null")
+            values = self.measure(lambda: run(self.tool("bench-lock-pair", null_file, pairs))[0] / 2)
+            f["fuse"] = self.figure("floor: null FUSE write round trip, kept-open fd", "us", values)
+            f["bash"] = self.figure("floor: null FUSE bash `echo x > f` pair", "us",
+                                    self.measure(lambda: self.bash_pairs(null_file, "x", "x")))
+        finally:
+            null.stop()
+
+        echo = subprocess.Popen(self.tool("bench-tcp", "echo-server"), stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            port = int(echo.stdout.readline())
+            f.update(self.tcp_floors(port))
+        finally:
+            echo.kill()
+            echo.wait()
+        return f
+
+    def tcp_floors(self, port):
+        f = {}
+        rr = lambda conns, depth: lambda: run(self.tool(
+            "bench-tcp", "rr", "127.0.0.1", port, conns, self.seconds, depth, "echo"))
+        f["tcp_rtt"] = self.figure("floor: TCP 16-byte ping-pong, 1 connection", "us",
+                                   self.measure(lambda: rr(1, 1)()[1]))
+        f["tcp_50"] = self.figure("floor: TCP 16-byte ping-pong, 50 connections", "req/s",
+                                  self.measure(lambda: rr(50, 1)()[0]))
+        f["tcp_64"] = self.figure("floor: TCP 16-byte ping-pong, 64 in flight", "req/s",
+                                  self.measure(lambda: rr(1, 64)()[0]))
+        cycles = lambda clients: lambda: run(self.tool(
+            "bench-tcp", "cycles", "127.0.0.1", port, clients, self.seconds))[0]
+        f["connect_1"] = self.figure("floor: TCP connect-send-reply-close, 1 client", "cycles/s",
+                                     self.measure(cycles(1)))
+        f["connect_50"] = self.figure("floor: TCP connect-send-reply-close, 50 clients",
+                                      "cycles/s", self.measure(cycles(50)))
+        return f
+
+    def bash_pairs(self, path, first, second):
+        """Microseconds per `echo first > path; echo second > path` in bash."""
+        count = 200 if self.quick else 1000
+        script = 'for ((i = 0; i < %d; i++)); do echo %s > "$1"; echo %s > "$1"; done' % (
+            count, first, second)
+        start = time.perf_counter()
+        subprocess.run(["bash", "-c", script, "bash", path], check=True)
+        return (time.perf_counter() - start) * 1e6 / count
+
+    # -- semfs -----------------------------------------------------------------
+
+    def mount_figures(self, work, f):
+        pairs = 2000 if self.quick else 20000
+        semfs = Semfs(self.args.build, work, "mount", network=False)
+        try:
+            for name in ("db", "a", "b", "handoff", "bash"):
+                open(semfs.path(name), "w").close()
+            self.figure("mount: lock+unlock pair, kept-open fd, 1 client", "us",
+                        self.measure(lambda: run(self.tool(
+                            "bench-lock-pair", semfs.path("db"), pairs))[0]),
+                        f["fuse"], "<=2.5")
+            self.figure("mount: lock+unlock pair, kept-open fd, 2 clients", "us",
+                        self.measure(lambda: self.two_clients(semfs, pairs)), f["fuse"])
+            self.figure("mount: bash `echo lock/unlock > f` pair", "us",
+                        self.measure(lambda: self.bash_pairs(semfs.path("bash"), "lock",
+                                                             "unlock")),
+                        f["bash"], "<=1.3")
+            rounds = 400 if self.quick else 2000
+            handoffs = [run(self.tool("bench-handoff", semfs.path("handoff"), rounds))
+                        for _ in range(REPS)]
+            floor = f["fuse"] + f["sysv"] + 20
+            self.figure("mount: hand-off latency p50 (floor: FUSE + SysV + 20 us)", "us",
+                        self.spread([h[0] for h in handoffs]), floor, "<=1.0")
+            self.figure("mount: hand-off latency p99", "us",
+                        self.spread([h[1] for h in handoffs]), floor)
+        finally:
+            semfs.stop()
+
+    @staticmethod
+    def spread(values):
+        return min(values), statistics.median(values), max(values)
+
+    def two_clients(self, semfs, pairs):
+        processes = [subprocess.Popen(self.tool("bench-lock-pair", semfs.path(name), pairs),
+                                      stdout=subprocess.PIPE, text=True) for name in "ab"]
+        times = [float(p.communicate()[0].split()[0]) for p in processes]
+        if any(p.returncode for p in processes):
+            raise RuntimeError("bench-lock-pair failed")
+        return statistics.mean(times)
+
+    def network_figures(self, work, f):
+        semfs = Semfs(self.args.build, work, "network")
+        try:
+            rr = lambda conns, depth: lambda: run(self.tool(
+                "bench-tcp", "rr", "127.0.0.1", semfs.port, conns, self.seconds, depth,
+                "native"))
+            self.figure("native: lock/unlock round trip, 1 connection", "us",
+                        self.measure(lambda: rr(1, 1)()[1]), f["tcp_rtt"], "<=1.3")
+            self.figure("native: lock/unlock, 50 connections", "req/s",
+                        self.measure(lambda: rr(50, 1)()[0]), f["tcp_50"], ">=0.6")
+            self.figure("native: lock/unlock, 64 pipelined", "req/s",
+                        self.measure(lambda: rr(1, 64)()[0]), f["tcp_64"], ">=0.4")
+            self.ace_figures("127.0.0.1", semfs.port, f, "")
+        finally:
+            semfs.stop()
+
+    def ace_figures(self, host, port, f, label):
+        cycles = lambda clients, *shared: lambda: run(self.tool(
+            "bench-ace-cycles", host, port, clients, self.seconds, *shared))[-1]
+        self.figure("ACE%s: cycles, 1 client" % label, "cycles/s",
+                    self.measure(cycles(1)), f["connect_1"], ">=0.5")
+        self.figure("ACE%s: cycles, 50 clients, distinct names" % label, "cycles/s",
+                    self.measure(cycles(50)), f["connect_50"], ">=0.5")
+        self.figure("ACE%s: cycles, 50 clients, one name" % label, "cycles/s",
+                    self.measure(cycles(50, "shared")), f["connect_50"], ">=0.5")
+
+    # -- scale -----------------------------------------------------------------
+
+    def waiters_figures(self, work, kind):
+        count = 1000 if self.quick else 10000
+        window = 0.4 if self.quick else 2.0  # x REPS: the idle period
+        semfs = Semfs(self.args.build, work, "waiters-" + kind)
+        holder = None
+        try:
+            path = semfs.path("crowd")
+            holder = os.open(path, os.O_WRONLY | os.O_CREAT)
+            os.write(holder, b"lock\n")
+            if kind == "mount":
+                command = self.tool("bench-waiters", "mount", path, count)
+            else:
+                command = self.tool("bench-waiters", "ace", "127.0.0.1", semfs.port, "crowd",
+                                    count)
+            crowd = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+            try:
+                if crowd.stdout.readline().strip() != "ready":
+                    raise RuntimeError("bench-waiters failed")
+                end = time.time() + 60
+                while waiting(path) < count and time.time() < end:
+                    time.sleep(0.1)
+                if waiting(path) != count:
+                    raise RuntimeError("%d of %d waiters queued" % (waiting(path), count))
+                time.sleep(1)  # the rush is over: measure the idle daemon
+                rss, threads, cpu = [], [], []
+                for _ in range(REPS):
+                    before, start = cpu_seconds(semfs.pid), time.perf_counter()
+                    time.sleep(window)
+                    cpu.append(100 * (cpu_seconds(semfs.pid) - before)
+                               / (time.perf_counter() - start))
+                    rss.append(status_field(semfs.pid, "VmRSS") / 1024)
+                    threads.append(status_field(semfs.pid, "Threads"))
+                title = "%s: %d blocked waiters" % (kind, count)
+                self.figure(title + ", daemon RSS", "MiB", self.spread(rss), None, "<=64")
+                self.figure(title + ", daemon threads", "threads", self.spread(threads), None,
+                            "<=64")
+                self.figure(title + ", idle CPU", "% of a core", self.spread(cpu), None, "<=2")
+            finally:
+                crowd.stdin.close()
+                crowd.wait(60)
+                os.write(holder, b"relax\n")
+        finally:
+            if holder is not None:
+                os.close(holder)
+            semfs.stop()
+
+    def many_semaphores(self, work):
+        count = 2000 if self.quick else 20000
+        semfs = Semfs(self.args.build, work, "many", network=False)
+        try:
+            create, listing, rss = [], [], []
+            for rep in range(REPS):
+                directory = semfs.path("many%d" % rep)
+                os.mkdir(directory)
+                start = time.perf_counter()
+                for i in range(count):
+                    os.close(os.open(os.path.join(directory, "s%d" % i),
+                                     os.O_WRONLY | os.O_CREAT))
+                create.append(time.perf_counter() - start)
+                rss.append(status_field(semfs.pid, "VmRSS") / 1024)
+                start = time.perf_counter()
+                subprocess.run(["ls", "-l", directory], check=True, stdout=subprocess.DEVNULL)
+                listing.append(time.perf_counter() - start)
+                subprocess.run(["rm", "-r", directory], check=True)
+            title = "scale: %d semaphores" % count
+            self.figure(title + ", create (open O_CREAT)", "s", self.spread(create))
+            self.figure(title + ", daemon RSS after", "MiB", self.spread(rss))
+            self.figure(title + ", `ls -l` of the directory", "s", self.spread(listing))
+        finally:
+            semfs.stop()
+
+    # -- output ----------------------------------------------------------------
+
+    def write(self):
+        header = ["figure", "unit", "min", "median", "max", "floor", "ratio", "target", "met"]
+        with open(self.args.csv, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(header)
+            writer.writerows(self.rows)
+        widths = [max(len(str(r[i])) for r in self.rows + [header]) for i in range(len(header))]
+        print()
+        for row in [header] + self.rows:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("\nwritten: " + self.args.csv)
+        chart = os.path.splitext(self.args.csv)[0] + ".png"
+        if self.chart(chart):
+            print("written: " + chart)
+
+    def chart(self, path):
+        """Ratios against targets as bars; needs gnuplot (gnuplot-nox)."""
+        if not shutil.which("gnuplot"):
+            print("gnuplot not found: no chart")
+            return False
+        rows = [r for r in self.rows if r[6] and r[7]]
+        data = tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False)
+        with data:
+            for r in rows:
+                label = r[0].replace('"', "'")
+                colour = 0x44AA77 if r[8] == "yes" else 0xCC6677
+                data.write('"%s" %s %s %d\n' % (label, r[6], r[7][2:], colour))
+        script = """
+set terminal pngcairo size 1100,%d font ",10"
+set output "%s"
+set title "semfs / floor measured in the same run (bars; green: target met) and target (triangles)"
+set style fill solid 0.6
+set yrange [-0.5:%d]
+set ytics nomirror
+set xrange [0:*]
+set grid x
+unset key
+set xlabel "ratio"
+plot "%s" using 2:0:(0):2:($0-0.35):($0+0.35):4:yticlabels(1) with boxxyerror lc rgb variable, \\
+     "" using 3:0 with points pt 9 ps 1.5 lc rgb "#222222"
+""" % (120 + 32 * len(rows), path, len(rows) - 0.5, data.name)
+        result = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+        os.unlink(data.name)
+        if result.returncode:
+            print("gnuplot failed: " + result.stderr.strip())
+        return result.returncode == 0
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--build", required=True)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ace", metavar="HOST:PORT",
+                        help="also measure the ACE figures against this server")
     parser.add_argument("--csv", default="bench-results.csv")
     args = parser.parse_args()
-    tools = os.path.join(args.build, "tests")
-    reps = 5
-    pairs = "2000" if args.quick else "20000"
-    rows = []
-
-    def measure(fn):
-        values = [fn() for _ in range(reps)]
-        return min(values), statistics.median(values), max(values)
-
-    def figure(name, unit, values, floor, target, higher_is_better=False):
-        low, median, high = values
-        ratio = median / floor if floor else float("nan")
-        bound = float(target[2:]) if target else None
-        met = ""
-        if bound is not None:
-            ok = ratio >= bound if higher_is_better else ratio <= bound
-            met = "yes" if ok else "no"
-        rows.append([name, unit, "%.3f" % low, "%.3f" % median, "%.3f" % high,
-                     "%.3f" % floor if floor else "", "%.3f" % ratio if floor else "",
-                     target or "", met])
-
+    if args.ace and not re.fullmatch(r"[0-9.]+:\d+", args.ace):
+        parser.error("--ace wants HOST:PORT with an IPv4 address, e.g. 127.0.0.1:53559")
+    bench = Bench(args)
+    started = time.time()
     work = tempfile.mkdtemp(prefix="semfs-bench.")
+    floors = {}
+    sections = [("floors", lambda: floors.update(bench.floors(work))),
+                ("mount", lambda: bench.mount_figures(work, floors)),
+                ("network", lambda: bench.network_figures(work, floors))]
+    if args.ace:
+        host, port = args.ace.rsplit(":", 1)
+        sections.append(("ACE " + args.ace,
+                         lambda: bench.ace_figures(host, port, floors, " [%s]" % args.ace)))
+    sections += [("mount waiters", lambda: bench.waiters_figures(work, "mount")),
+                 ("network waiters", lambda: bench.waiters_figures(work, "ace")),
+                 ("many semaphores", lambda: bench.many_semaphores(work))]
+    failed = []
     try:
-        # Floors.
-        semop = measure(lambda: run([os.path.join(tools, "bench-semop-pair")]))
-        figure("floor: semop P+V pair", "us", semop, None, None)
-        null_mount = os.path.join(work, "null")
-        os.mkdir(null_mount)
-        null = Daemon([os.path.join(tools, "bench-null-fuse"), null_mount], null_mount)
-        try:
-            null_pair = measure(lambda: run([os.path.join(tools, "bench-lock-pair"),
-                                             os.path.join(null_mount, "null"), pairs]))
-        finally:
-            null.stop()
-        null_round_trip = null_pair[1] / 2
-        figure("floor: null FUSE write round trip", "us",
-               tuple(v / 2 for v in null_pair), None, None)
-
-        # semfs through the mount.
-        mount = os.path.join(work, "mnt")
-        state = os.path.join(work, "state")
-        os.mkdir(mount)
-        config = os.path.join(work, "semfs.ini")
-        with open(config, "w") as out:
-            out.write("[semfs]\nstate_dir = %s\n[service_network_semaphore]\nenabled = no\n"
-                      % state)
-        semfs = Daemon([os.path.join(args.build, "semfs"), "-f", "-c", config, mount], mount)
-        try:
-            open(os.path.join(mount, "db"), "w").close()
-            pair = measure(lambda: run([os.path.join(tools, "bench-lock-pair"),
-                                        os.path.join(mount, "db"), pairs]))
-            figure("mount: lock+unlock pair, kept-open fd", "us", pair, null_round_trip, "<=2.5")
-        finally:
-            semfs.stop()
-            remove_sets(state)
+        # A section that fails is reported and the others still run: the
+        # table says what could not be measured instead of stopping.
+        for name, section in sections:
+            try:
+                section()
+            except (OSError, RuntimeError, KeyError, ValueError,
+                    subprocess.SubprocessError) as error:
+                detail = getattr(error, "stderr", None) or ""
+                print("  %s: FAILED: %s %s" % (name, error, detail.strip()), flush=True)
+                failed.append(name)
+                bench.rows.append([name + ": not measured (error)", "", "", "", "", "", "",
+                                   "", "no"])
     finally:
-        subprocess.run(["rm", "-rf", work], check=False)
-
-    header = ["figure", "unit", "min", "median", "max", "floor", "ratio", "target", "met"]
-    with open(args.csv, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(header)
-        writer.writerows(rows)
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    print("\nwritten: " + args.csv)
+        shutil.rmtree(work, ignore_errors=True)
+    bench.write()
+    print("%.0f s in all%s" % (time.time() - started,
+                               "; not measured: " + ", ".join(failed) if failed else ""))
     return 0
 
 

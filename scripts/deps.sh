@@ -3,7 +3,8 @@
 # Sourced by run.sh and test.sh; installs only what is missing.
 set -euo pipefail
 semfs_packages=(gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
-	libinih-dev libcriterion-dev inotify-tools attr python3 coreutils procps)
+	libinih-dev libcriterion-dev inotify-tools attr python3 coreutils procps
+	gnuplot-nox)
 semfs_missing=()
 for package in "${semfs_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
