@@ -30,7 +30,7 @@ static const struct fuse_opt semfs_option_table[] = {
 
 static void usage(const char *program)
 {
-	printf("usage: %s [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n"
+	printf("usage: %s [-f] [-d] [-c CONFIG] [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
 	       "\n"
 	       "Mount a filesystem whose files are System V semaphores.\n"
 	       "\n"
@@ -42,8 +42,11 @@ static void usage(const char *program)
 	       "    -d                     debug: foreground, libfuse request tracing\n"
 	       "    -h, --help             this text and the FUSE options\n"
 	       "    -V, --version          print the version\n"
+	       "    SOURCE                 ignored (mount(8) passes it; see semfs(8), fstab)\n"
 	       "\n"
-	       "FUSE options:\n",
+	       "fstab: semfs /mnt/sem fuse.semfs defaults,config=/etc/semfs.ini 0 0\n"
+	       "\n"
+	       "FUSE options (-o allow_other lets other users in; root may set it):\n",
 	       program);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -110,8 +113,32 @@ static double wait_cap(void)
 	return cap;
 }
 
+/* mount(8) runs `semfs SOURCE MOUNTPOINT -o OPTIONS` (via mount.fuse3, for
+ * fstab type fuse.semfs): with two positional arguments, the first is the
+ * source, which names nothing for semfs and is dropped. */
+static int drop_mount_source(int argc, char *argv[])
+{
+	int positional[3], count = 0;
+
+	for (int i = 1; i < argc && count < 3; i++) {
+		if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "-c") == 0) {
+			i++; /* its value */
+			continue;
+		}
+		if (argv[i][0] != '-')
+			positional[count++] = i;
+	}
+	if (count != 2)
+		return argc;
+	for (int i = positional[0]; i < argc - 1; i++)
+		argv[i] = argv[i + 1];
+	argv[argc - 1] = NULL;
+	return argc - 1;
+}
+
 int main(int argc, char *argv[])
 {
+	argc = drop_mount_source(argc, argv);
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct semfs_options options = {0};
 	struct fuse_cmdline_opts command_line = {0};
@@ -155,7 +182,7 @@ int main(int argc, char *argv[])
 	}
 	if (!command_line.mountpoint) {
 		fprintf(stderr,
-			"usage: semfs [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n");
+			"usage: semfs [-f] [-d] [-c CONFIG] [-o OPTIONS] [SOURCE] MOUNTPOINT\n");
 		status = 2;
 		goto out_config;
 	}
