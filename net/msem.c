@@ -550,14 +550,21 @@ static int execute(const struct invocation *inv, struct target *t)
 					r = -errno;
 			}
 			close(fd);
+			if (r < 0) /* a failed create leaves nothing behind */
+				(void)unlink(t->file);
 		} else {
 			r = initial >= 0
 				? remote(t->client, reply, sizeof(reply), "create %s %ld", t->name,
 					 limit)
 				: remote(t->client, reply, sizeof(reply), "create %s", t->name);
-			if (r == 0 && initial >= 0)
+			if (r == 0 && initial >= 0) {
 				r = remote(t->client, reply, sizeof(reply), "set %s %ld", t->name,
 					   initial);
+				char ignored[256];
+				if (r < 0) /* a failed create leaves nothing behind */
+					(void)remote(t->client, ignored, sizeof(ignored),
+						     "delete %s", t->name);
+			}
 		}
 		break;
 	}

@@ -95,7 +95,6 @@ if [ -e "$unit" ]; then
 fi
 "$root$prefix/sbin/semfs" --version | grep -q "^semfs " || fail "installed semfs --version"
 "$root$prefix/bin/msem" --version | grep -q "^msem " || fail "installed msem --version"
-man -l "$root$prefix/share/man/man1/msem.1" >/dev/null 2>&1 || command -v man >/dev/null || true
 
 if [ "$failures" -gt 0 ]; then
 	echo "$failures failure(s)" >&2
