@@ -22,6 +22,9 @@ void log_init(const char *ident, bool to_syslog, bool verbose)
 }
 
 static void log_vwrite(int priority, const char *suffix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void log_vwrite(int priority, const char *suffix, const char *fmt, va_list ap)
 {
 	char line[1024];
 

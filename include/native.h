@@ -36,6 +36,12 @@ struct native_request {
 int native_parse(const char *line, size_t length, struct native_request *request, char *error,
 		 size_t error_size);
 
+/* Framing: find the first request line in a byte stream. Returns 1 with
+ * `*line_length` (the '\n' not counted) when a line is complete, 0 when more
+ * bytes are needed, -E2BIG when the line already exceeds COMMAND_LINE_MAX
+ * bytes (the connection cannot recover its framing: close it). */
+int native_frame(const char *data, size_t length, size_t *line_length);
+
 /* The text `help` sends: one verb per line. */
 extern const char native_help[];
 

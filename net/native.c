@@ -44,6 +44,18 @@ const char native_help[] = "lock NAME [SECONDS]\n"
 			   "help\n"
 			   "quit\n";
 
+int native_frame(const char *data, size_t length, size_t *line_length)
+{
+	size_t window = length < COMMAND_LINE_MAX + 1 ? length : COMMAND_LINE_MAX + 1;
+	const char *newline = memchr(data, '\n', window);
+
+	if (newline) {
+		*line_length = (size_t)(newline - data);
+		return 1;
+	}
+	return length > COMMAND_LINE_MAX ? -E2BIG : 0;
+}
+
 static int usage(char *error, size_t error_size, const struct native_row *row)
 {
 	snprintf(error, error_size, "usage: %s", row->usage);

@@ -694,16 +694,16 @@ static void native_process(struct connection *c)
 	size_t used = 0;
 
 	while (c->fd >= 0 && !c->pending && !c->closing && !c->watching) {
-		char *newline = memchr(c->in + used, '\n', c->in_length - used);
-		size_t length = newline ? (size_t)(newline - (c->in + used)) : c->in_length - used;
-		if (length > COMMAND_LINE_MAX) {
+		size_t length;
+		int framed = native_frame(c->in + used, c->in_length - used, &length);
+		if (framed < 0) {
 			reply(c, "err E2BIG request line longer than %d bytes", COMMAND_LINE_MAX);
 			log_warnx("%s: request line longer than %d bytes; connection closed",
 				  c->who, COMMAND_LINE_MAX);
 			c->closing = true;
 			break;
 		}
-		if (!newline)
+		if (framed == 0)
 			break;
 		native_request(c, c->in + used, length);
 		used += length + 1;
