@@ -19,6 +19,7 @@
 #include "backing.h"
 #include "clock.h"
 #include "journal.h"
+#include "log.h"
 #include "sysv.h"
 #include "thread.h"
 
@@ -1625,6 +1626,11 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 		return r;
 	backing_full_path(&store->backing, path, full, sizeof(full));
 	r = sysv_create(full, (int)mode, &key, &semid);
+	if (r == -ENOSPC)
+		log_warnx("cannot create semaphore %s: the kernel's limit on SysV semaphore sets "
+			  "is reached (kernel.sem: SEMMNI sets, SEMMNS semaphores; ipcs -l shows "
+			  "them)",
+			  path);
 	if (r == 0)
 		r = sysv_adjust(semid, (int)limit, false);
 	if (r == 0 && uid != geteuid())

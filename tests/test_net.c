@@ -2,6 +2,7 @@
  * mount, real TCP on 127.0.0.1; ACE's dialect spoken by a Python client
  * written as ACE's own client is, the native dialect by raw sockets. */
 #include "e2e.h"
+#include "e2e_net.h"
 
 #include "ace_section.h"
 
@@ -20,106 +21,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* ---- native dialect over a raw socket -------------------------------------- */
-
-static int connect_from(const char *source, unsigned port)
-{
-	struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port)};
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	cr_assert_geq(fd, 0);
-	if (source) {
-		struct sockaddr_in local = {.sin_family = AF_INET};
-		inet_pton(AF_INET, source, &local.sin_addr);
-		cr_assert_eq(bind(fd, (struct sockaddr *)&local, sizeof(local)), 0, "bind %s",
-			     source);
-	}
-	inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-	if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
-		close(fd);
-		return -errno;
-	}
-	return fd;
-}
-
-static int net_connect(void)
-{
-	int fd = connect_from(NULL, e2e.port);
-	cr_assert_geq(fd, 0, "connect to 127.0.0.1:%u: %s", e2e.port, strerror(-fd));
-	return fd;
-}
-
-static void net_send(int fd, const char *text)
-{
-	cr_assert_eq(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
-}
-
-/* One line without its newline (static buffer), or NULL after `ms` or EOF. */
-static const char *net_line(int fd, int ms)
-{
-	static char line[8192];
-	size_t length = 0;
-	double end = e2e_now() + ms / 1000.0;
-
-	for (;;) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int left = (int)((end - e2e_now()) * 1000);
-		if (left < 0 || poll(&p, 1, left) <= 0)
-			return NULL;
-		char c;
-		if (read(fd, &c, 1) != 1) /* read(): sockets and pipes alike */
-			return NULL;
-		if (c == '\n')
-			break;
-		if (length < sizeof(line) - 1)
-			line[length++] = c;
-	}
-	line[length] = '\0';
-	return line;
-}
-
-static void expect_line(int fd, const char *prefix)
-{
-	const char *line = net_line(fd, 3000);
-	cr_assert_not_null(line, "no reply, expected '%s'", prefix);
-	cr_assert(strncmp(line, prefix, strlen(prefix)) == 0, "got '%s', expected '%s...'", line,
-		  prefix);
-}
-
-/* A request and the start of its one-line reply. */
-static void ask(int fd, const char *request, const char *prefix)
-{
-	char text[8300];
-	snprintf(text, sizeof(text), "%s\n", request);
-	net_send(fd, text);
-	expect_line(fd, prefix);
-}
-
-/* True if the server closes (EOF or reset) within `ms`, ignoring data. */
-static bool closed_by_server(int fd, int ms)
-{
-	double end = e2e_now() + ms / 1000.0;
-	char buffer[4096];
-
-	while (e2e_now() < end) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		if (poll(&p, 1, 50) <= 0)
-			continue;
-		ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
-		if (n <= 0)
-			return true;
-	}
-	return false;
-}
-
-/* Close with RST instead of FIN. */
-static void reset_connection(int fd)
-{
-	struct linger linger = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
-	close(fd);
-}
 
 static bool wait_gone(const char *name, int ms)
 {
