@@ -325,6 +325,39 @@ Test(faults, daemon_killed_with_units_out_restarts_whole)
 	assert_nothing_leaked("k", 0, 1000);
 }
 
+/* ---- 3b. a reboot: the kernel's sets are gone, the state_dir is not ----------- */
+
+Test(faults, reboot_recreates_every_semaphore_free_with_its_limit)
+{
+	static const char *const names[] = {"db", "jobs/a"};
+	long keys[2], token;
+
+	e2e_start(NULL);
+	cr_assert_eq(mkdir(e2e_path("jobs"), 0755), 0);
+	cr_assert_eq(e2e_write("db", "limit 2\nlock\nlock\n"), 0);
+	cr_assert_eq(e2e_write("jobs/a", "limit 3\nlock\n"), 0);
+	cr_assert_eq(chmod(e2e_path("db"), 0600), 0);
+	token = e2e_xattr("db", "token");
+	for (int i = 0; i < 2; i++)
+		keys[i] = e2e_xattr(names[i], "key");
+	e2e_stop();
+	for (int i = 0; i < 2; i++) /* what a reboot does to SysV sets */
+		cr_assert_eq(semctl(semget((key_t)keys[i], 0, 0), 0, IPC_RMID), 0);
+
+	e2e_restart();
+	struct stat st;
+	cr_assert_eq(stat(e2e_path("db"), &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0600, "the mode was lost");
+	cr_assert_eq(e2e_xattr("db", "limit"), 2);
+	cr_assert_eq(e2e_xattr("jobs/a", "limit"), 3);
+	/* Lock units lived in the kernel and went with it: every unit is free. */
+	assert_nothing_leaked("db", 0, 1000);
+	assert_nothing_leaked("jobs/a", 0, 1000);
+	cr_assert_eq(e2e_write("db", "lock\n"), 0);
+	cr_assert_gt(e2e_xattr("db", "token"), token, "fencing tokens only grow");
+	cr_assert_eq(e2e_write("db", "unlock\n"), 0);
+}
+
 /* ---- 4. a trickling and a flooding client ------------------------------------- */
 
 /* In a child: send `text` one byte a second; exit 0 once the server has cut
