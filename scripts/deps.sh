@@ -5,6 +5,9 @@ set -euo pipefail
 semfs_packages=(gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 	libinih-dev libcriterion-dev inotify-tools attr python3 coreutils procps
 	gnuplot-nox)
+# A script that needs more (fuzz.sh: clang) names it in SEMFS_EXTRA_PACKAGES.
+read -r -a semfs_extra <<<"${SEMFS_EXTRA_PACKAGES:-}"
+semfs_packages+=("${semfs_extra[@]}")
 semfs_missing=()
 for package in "${semfs_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||

@@ -18,9 +18,7 @@ if [ "$target" != all ] && [[ ! " ${targets[*]} " =~ " $target " ]]; then
 	exit 2
 fi
 
-source "$top/scripts/deps.sh"
-semfs_packages=(clang libclang-rt-14-dev)
-source "$top/scripts/deps.sh" # again, for the fuzzing packages only
+SEMFS_EXTRA_PACKAGES="clang libclang-rt-14-dev" source "$top/scripts/deps.sh"
 
 build=$top/build-fuzz
 if [ ! -d "$build" ]; then

@@ -72,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&whole, 0, sizeof(whole));
 	memset(&split, 0, sizeof(split));
 	int verdict = ace_detect(stream, length);
-	if (verdict <= 0 && length >= sizeof(ACE_PREFIX) - 1 && verdict != 0)
+	if (verdict < 0 && length >= sizeof(ACE_PREFIX) - 1)
 		abort(); /* enough bytes to decide, yet undecided */
 	if (verdict == 0)
 		return 0; /* the native dialect's business */
