@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HELPER_NAP	   0.2	/* seconds: a helper re-checks its queue at least this often */
@@ -110,6 +111,7 @@ struct store {
 	struct timespec status_mtime;
 	time_t stamp_second; /* journal time stamps: the second, formatted once */
 	char stamp[32];
+	time_t enospc_logged; /* when "out of SysV sets" was last logged */
 	uint64_t grants_total, timeouts_total;
 	pid_t pid;
 	unsigned helpers;
@@ -1626,11 +1628,14 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 		return r;
 	backing_full_path(&store->backing, path, full, sizeof(full));
 	r = sysv_create(full, (int)mode, &key, &semid);
-	if (r == -ENOSPC)
+	if (r == -ENOSPC && time(NULL) - store->enospc_logged >= 60) {
+		/* Once a minute: a client retrying in a loop must not flood the log. */
+		store->enospc_logged = time(NULL);
 		log_warnx("cannot create semaphore %s: the kernel's limit on SysV semaphore sets "
 			  "is reached (kernel.sem: SEMMNI sets, SEMMNS semaphores; ipcs -l shows "
 			  "them)",
 			  path);
+	}
 	if (r == 0)
 		r = sysv_adjust(semid, (int)limit, false);
 	if (r == 0 && uid != geteuid())

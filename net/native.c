@@ -47,7 +47,7 @@ const char native_help[] = "lock NAME [SECONDS]\n"
 int native_frame(const char *data, size_t length, size_t *line_length)
 {
 	size_t window = length < COMMAND_LINE_MAX + 1 ? length : COMMAND_LINE_MAX + 1;
-	const char *newline = memchr(data, '\n', window);
+	const char *newline = window ? memchr(data, '\n', window) : NULL;
 
 	if (newline) {
 		*line_length = (size_t)(newline - data);
