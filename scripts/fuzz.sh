@@ -30,8 +30,7 @@ ninja -C "$build" "${selected[@]/#/tests/fuzz/fuzz-}" >/dev/null
 
 run_one() {
 	local name=$1 corpus=$build/corpus/$1 log=$build/fuzz-$1.log
-	local inputs=("$top/tests/fuzz/corpus/$name")
-	[ -d "$top/tests/fuzz/regressions/$name" ] && inputs+=("$top/tests/fuzz/regressions/$name")
+	local inputs=("$top/tests/fuzz/corpus/$name" "$top/tests/fuzz/regressions/$name")
 	mkdir -p "$corpus" "$build/crashes"
 	local status=0
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
