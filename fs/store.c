@@ -1233,29 +1233,8 @@ static void node_attach_semaphore(struct node *node, struct semaphore *semaphore
 	semaphore->ino = node->ino;
 }
 
-static struct node *resolve_parent(struct store *store, const char *path, const char **leaf)
-{
-	char component[STORE_NAME_MAX + 1];
-	struct node *node = store->root;
-	const char *p = path;
-
-	for (;;) {
-		const char *slash = strchr(p, '/');
-		if (!slash) {
-			*leaf = p;
-			return node;
-		}
-		size_t length = (size_t)(slash - p);
-		if (length == 0 || length > STORE_NAME_MAX)
-			return NULL;
-		memcpy(component, p, length);
-		component[length] = '\0';
-		node = node_child(store, node, component);
-		if (!node || node->kind != NODE_DIRECTORY)
-			return NULL;
-		p = slash + 1;
-	}
-}
+static int walk_to_parent(struct store *store, const char *path, bool make, struct node **parent,
+			  const char **leaf);
 
 struct restore {
 	struct store *store;
@@ -1269,9 +1248,9 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	struct restore *restore = context;
 	struct store *store = restore->store;
 	const char *leaf;
-	struct node *parent = resolve_parent(store, path, &leaf);
+	struct node *parent;
 
-	if (!parent || !name_valid(leaf) ||
+	if (walk_to_parent(store, path, false, &parent, &leaf) < 0 ||
 	    (parent == store->root && strcmp(leaf, STORE_STATUS_NAME) == 0))
 		return 0; /* not one of ours: leave it */
 	if (is_directory) {
@@ -1668,25 +1647,6 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 	return r;
 }
 
-int store_create(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
-		 gid_t gid, struct store_attr *attr)
-{
-	struct node *parent, *node;
-	int r;
-
-	pthread_mutex_lock(&store->lock);
-	r = parent_directory(store, parent_ino, &parent);
-	if (r == 0)
-		r = create_semaphore(store, parent, name, mode, uid, gid,
-				     store->options.default_limit, false, "semfs", &node);
-	if (r == 0) {
-		node->lookups++;
-		node_fill_attr(store, node, attr);
-	}
-	pthread_mutex_unlock(&store->lock);
-	return r;
-}
-
 static int make_directory(struct store *store, struct node *parent, const char *name, mode_t mode,
 			  uid_t uid, gid_t gid, struct node **out)
 {
@@ -1713,22 +1673,39 @@ static int make_directory(struct store *store, struct node *parent, const char *
 	return 0;
 }
 
-int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
-		gid_t gid, struct store_attr *attr)
+/* A new entry below `parent_ino`, made from the mount: counted as looked up
+ * once, since the kernel now holds a reference to it. */
+static int make_entry(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
+		      uid_t uid, gid_t gid, bool directory, struct store_attr *attr)
 {
 	struct node *parent, *node;
 	int r;
 
 	pthread_mutex_lock(&store->lock);
 	r = parent_directory(store, parent_ino, &parent);
-	if (r == 0)
+	if (r == 0 && directory)
 		r = make_directory(store, parent, name, mode, uid, gid, &node);
+	else if (r == 0)
+		r = create_semaphore(store, parent, name, mode, uid, gid,
+				     store->options.default_limit, false, "semfs", &node);
 	if (r == 0) {
 		node->lookups++;
 		node_fill_attr(store, node, attr);
 	}
 	pthread_mutex_unlock(&store->lock);
 	return r;
+}
+
+int store_create(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
+		 gid_t gid, struct store_attr *attr)
+{
+	return make_entry(store, parent_ino, name, mode, uid, gid, false, attr);
+}
+
+int store_mkdir(struct store *store, uint64_t parent_ino, const char *name, mode_t mode, uid_t uid,
+		gid_t gid, struct store_attr *attr)
+{
+	return make_entry(store, parent_ino, name, mode, uid, gid, true, attr);
 }
 
 int store_unlink(struct store *store, uint64_t parent_ino, const char *name)

@@ -335,6 +335,13 @@ char *e2e_read(const char *name)
 	return text;
 }
 
+void e2e_expect_text(const char *name, const char *needle)
+{
+	char *text = e2e_read(name);
+	cr_assert(strstr(text, needle), "%s lacks '%s':\n%s", name, needle, text);
+	free(text);
+}
+
 int e2e_thread_count(pid_t pid)
 {
 	char path[64], line[256];

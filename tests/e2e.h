@@ -42,6 +42,8 @@ void e2e_kill_children(void);
 
 long e2e_xattr(const char *name, const char *attribute); /* -1 on error */
 char *e2e_read(const char *name);			 /* malloc'd, NUL-ended */
+/* Fail the test unless MOUNT/name (or ../semfs.log) contains `needle`. */
+void e2e_expect_text(const char *name, const char *needle);
 /* Poll until the xattr equals `value`; false after `milliseconds`. */
 bool e2e_wait_xattr(const char *name, const char *attribute, long value, int milliseconds);
 double e2e_now(void);

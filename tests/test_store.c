@@ -110,6 +110,16 @@ static int submit(struct semaphore *s, struct test_waiter *t, int id, enum comma
 	return store_submit(store, s, &t->waiter);
 }
 
+/* The holder takes the only unit; `count` lockers queue behind it, ids 0... */
+static void queue_behind_holder(struct semaphore *s, struct test_waiter *holder,
+				struct test_waiter *waiters, int count)
+{
+	cr_assert_eq(submit(s, holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
+	for (int i = 0; i < count; i++)
+		cr_assert_eq(submit(s, &waiters[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL),
+			     STORE_QUEUED);
+}
+
 static int value_of(struct semaphore *s)
 {
 	char *text;
@@ -139,10 +149,7 @@ Test(store, fifo_order)
 {
 	struct semaphore *s = make("fifo");
 	struct test_waiter holder, unlocker, w[3];
-	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
-	for (int i = 0; i < 3; i++)
-		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL),
-			     STORE_QUEUED);
+	queue_behind_holder(s, &holder, w, 3);
 	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(submit(s, &unlocker, 10, VERB_UNLOCK, 0, NULL), 0);
 		cr_assert(wait_completed(i + 1, 2000));
@@ -173,8 +180,7 @@ Test(store, cancel_leaves_no_unit)
 {
 	struct semaphore *s = make("c");
 	struct test_waiter holder, w, unlocker;
-	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
-	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+	queue_behind_holder(s, &holder, &w, 1);
 	cr_assert(store_cancel(store, &w.waiter));
 	cr_assert_not(store_cancel(store, &w.waiter), "cancelled twice");
 	cr_assert_eq(submit(s, &unlocker, 2, VERB_UNLOCK, 0, NULL), 0);
@@ -203,10 +209,7 @@ Test(store, relax_completes_every_waiter_value_unchanged)
 {
 	struct semaphore *s = make("r");
 	struct test_waiter holder, relaxer, w[5];
-	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
-	for (int i = 0; i < 5; i++)
-		cr_assert_eq(submit(s, &w[i], i, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL),
-			     STORE_QUEUED);
+	queue_behind_holder(s, &holder, w, 5);
 	cr_assert_eq(submit(s, &relaxer, 10, VERB_RELAX, 0, NULL), 0);
 	cr_assert(wait_completed(5, 2000));
 	for (int i = 0; i < 5; i++)
@@ -237,8 +240,7 @@ Test(store, unlink_fails_waiters_with_eidrm)
 {
 	struct semaphore *s = make("d");
 	struct test_waiter holder, w;
-	cr_assert_eq(submit(s, &holder, 9, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), 0);
-	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, COMMAND_NO_TIMEOUT, NULL), STORE_QUEUED);
+	queue_behind_holder(s, &holder, &w, 1);
 	cr_assert_eq(store_unlink(store, STORE_ROOT_INO, "d"), 0);
 	cr_assert(wait_completed(1, 2000));
 	cr_assert_eq(errors[0], EIDRM);
