@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int make_directories(const char *path)
@@ -31,16 +33,74 @@ static int make_directories(const char *path)
 	return 0;
 }
 
+/* One daemon per state directory: a second one would overwrite the first's
+ * records, and a unit it holds would vanish after a restart. */
+static int lock_state_dir(struct backing *backing, char *error, size_t error_size)
+{
+	char pid[32] = "";
+	int length;
+
+	/* Read-only, so that the lock never keeps a file open for writing. */
+	backing->lock_fd = openat(backing->state_fd, "lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (backing->lock_fd < 0) {
+		int r = -errno;
+		snprintf(error, error_size, "cannot open %s/lock: %s", backing->state_dir,
+			 strerror(-r));
+		return r;
+	}
+	if (flock(backing->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		ssize_t n = pread(backing->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		if (r == -EBUSY)
+			snprintf(error, error_size,
+				 "state_dir %s is in use by another semfs (pid %s): one daemon per "
+				 "state_dir",
+				 backing->state_dir, pid[0] ? pid : "unknown");
+		else
+			snprintf(error, error_size, "cannot lock %s/lock: %s", backing->state_dir,
+				 strerror(-r));
+		return r;
+	}
+	/* The pid is only a courtesy for the next message: no error if unwritten. */
+	length = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	int fd = openat(backing->state_fd, "lock", O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, pid, (size_t)length) < 0)
+			length = 0;
+		close(fd);
+	}
+	return 0;
+}
+
 int backing_open(struct backing *backing, const char *state_dir, char *error, size_t error_size)
 {
-	if (snprintf(backing->root, sizeof(backing->root), "%s/tree", state_dir) >=
-	    (int)sizeof(backing->root)) {
+	backing->root_fd = backing->state_fd = backing->lock_fd = -1;
+	if (snprintf(backing->state_dir, sizeof(backing->state_dir), "%s", state_dir) >=
+		(int)sizeof(backing->state_dir) ||
+	    snprintf(backing->root, sizeof(backing->root), "%s/tree", state_dir) >=
+		(int)sizeof(backing->root)) {
 		snprintf(error, error_size, "state_dir too long");
 		return -ENAMETOOLONG;
 	}
 	int r = make_directories(backing->root);
 	if (r < 0) {
 		snprintf(error, error_size, "cannot create %s: %s", backing->root, strerror(-r));
+		return r;
+	}
+	backing->state_fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (backing->state_fd < 0) {
+		r = -errno;
+		snprintf(error, error_size, "cannot open %s: %s", state_dir, strerror(-r));
+		return r;
+	}
+	r = lock_state_dir(backing, error, error_size);
+	if (r < 0)
+		return r;
+	if (mkdirat(backing->state_fd, "tmp", 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		snprintf(error, error_size, "cannot create %s/tmp: %s", state_dir, strerror(-r));
 		return r;
 	}
 	backing->root_fd = open(backing->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -56,7 +116,11 @@ void backing_close(struct backing *backing)
 {
 	if (backing->root_fd >= 0)
 		close(backing->root_fd);
-	backing->root_fd = -1;
+	if (backing->state_fd >= 0)
+		close(backing->state_fd);
+	if (backing->lock_fd >= 0)
+		close(backing->lock_fd); /* and with it the lock */
+	backing->root_fd = backing->state_fd = backing->lock_fd = -1;
 }
 
 void backing_full_path(const struct backing *backing, const char *path, char *out, size_t size)
@@ -73,6 +137,43 @@ int backing_create(struct backing *backing, const char *path)
 	return 0;
 }
 
+/* `text` replaces `path` (relative to `directory_fd`) atomically: written to
+ * STATE_DIR/tmp/NAME, fsync'd, renamed over, and the directory fsync'd. The
+ * callers hold the store lock, so one temporary name per kind suffices. */
+static int replace_file(struct backing *backing, const char *temporary, int directory_fd,
+			const char *path, const char *text, size_t length)
+{
+	int fd =
+	    openat(backing->state_fd, temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	int r = 0;
+	ssize_t written = write(fd, text, length);
+	if (written < 0 || fsync(fd) < 0)
+		r = -errno;
+	else if ((size_t)written != length)
+		r = -ENOSPC;
+	close(fd);
+	if (r == 0 && renameat(backing->state_fd, temporary, directory_fd, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		(void)unlinkat(backing->state_fd, temporary, 0);
+		return r;
+	}
+	/* The rename itself must reach the disk: fsync the directory holding it. */
+	const char *slash = strrchr(path, '/');
+	char parent[PATH_MAX];
+	snprintf(parent, sizeof(parent), "%.*s", slash ? (int)(slash - path) : 1,
+		 slash ? path : ".");
+	int directory = openat(directory_fd, parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (directory < 0)
+		return -errno;
+	if (fsync(directory) < 0 && errno != EINVAL)
+		r = -errno;
+	close(directory);
+	return r;
+}
+
 int backing_write(struct backing *backing, const char *path, const struct backing_record *record)
 {
 	char text[256];
@@ -82,15 +183,7 @@ int backing_write(struct backing *backing, const char *path, const struct backin
 		     (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
 		     (unsigned)record->uid, (unsigned)record->gid, record->token_reserved,
 		     record->undefined ? "undefined=1\n" : "");
-	/* Rewritten in place: the inode, which seeded the key, stays. */
-	int fd = openat(backing->root_fd, path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int r = 0;
-	if (pwrite(fd, text, (size_t)length, 0) != length || ftruncate(fd, length) < 0)
-		r = errno ? -errno : -EIO;
-	close(fd);
-	return r;
+	return replace_file(backing, "tmp/record", backing->root_fd, path, text, (size_t)length);
 }
 
 int backing_read(struct backing *backing, const char *path, struct backing_record *record)
@@ -137,6 +230,47 @@ int backing_read(struct backing *backing, const char *path, struct backing_recor
 			record->undefined = number != 0;
 	}
 	return found == 63 ? 0 : -EBADMSG;
+}
+
+int backing_set_aside(struct backing *backing, const char *path, char *moved_to, size_t size)
+{
+	char name[PATH_MAX];
+
+	if (mkdirat(backing->state_fd, "aside", 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int length = snprintf(name, sizeof(name), "aside/%s.%ld", path, (long)time(NULL));
+	if (length >= (int)sizeof(name))
+		return -ENAMETOOLONG;
+	for (char *p = name + strlen("aside/"); *p; p++)
+		if (*p == '/')
+			*p = '%';
+	if (renameat(backing->root_fd, path, backing->state_fd, name) < 0)
+		return -errno;
+	snprintf(moved_to, size, "%s/%s", backing->state_dir, name);
+	return 0;
+}
+
+uint64_t backing_token_floor(struct backing *backing)
+{
+	char text[64];
+	int fd = openat(backing->state_fd, "tokens", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t length = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	text[length > 0 ? length : 0] = '\0';
+	unsigned long long floor = 0;
+	if (sscanf(text, "floor=%llu", &floor) != 1)
+		return 0;
+	return floor;
+}
+
+int backing_raise_token_floor(struct backing *backing, uint64_t floor)
+{
+	char text[64];
+	int length = snprintf(text, sizeof(text), "floor=%" PRIu64 "\n", floor);
+	return replace_file(backing, "tmp/tokens", backing->state_fd, "tokens", text,
+			    (size_t)length);
 }
 
 int backing_remove(struct backing *backing, const char *path)

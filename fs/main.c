@@ -187,7 +187,9 @@ int main(int argc, char *argv[])
 		goto out_config;
 	}
 
-	log_init("semfs", !command_line.foreground, command_line.debug);
+	/* Stderr until semfs is in the background: a start-up failure must reach
+	 * the terminal, not only a syslog that many hosts lack. */
+	log_init("semfs", false, command_line.debug);
 	mount = mount_new();
 	if (!mount)
 		fatalx("out of memory");
@@ -250,6 +252,7 @@ int main(int argc, char *argv[])
 		log_warnx("cannot go to the background");
 		goto out_store;
 	}
+	log_init("semfs", !command_line.foreground, command_line.debug);
 	if (store_start(store) < 0 || (stats && stats_start(stats) < 0) ||
 	    (server && server_start(server) < 0)) {
 		log_warnx("cannot start a thread");

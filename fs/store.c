@@ -35,7 +35,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HELPER_NAP	   0.2	/* seconds: a helper re-checks its queue at least this often */
+/* Seconds: a helper re-checks its queue at least this often. Kicks wake it
+ * sooner; this only bounds a kick lost in the instant before semtimedop. Every
+ * wake-up re-queues the helper at the tail of the kernel's queue, behind any
+ * outside SysV waiter, so it must be rare. */
+#define HELPER_NAP	   5.0
 #define MONITOR_PERIOD	   0.25 /* seconds: outside changes show within this */
 #define TOKEN_BLOCK	   1024 /* fencing tokens reserved on disk at a time */
 #define HELPER_KICK_SIGNAL SIGUSR2
@@ -77,10 +81,11 @@ struct semaphore {
 	int semid;
 	unsigned limit;
 	uint64_t token, token_reserved;
-	int last_value; /* as of our last journal line: to notice outside changes */
-	bool removed;	/* the SysV set is gone: everything fails with EIDRM */
-	bool undefined; /* made by an ACE acquire of an unknown name: goes when idle */
-	bool defined;	/* from the configuration: cannot be deleted */
+	unsigned acquired; /* units held by owners (acquire), with SEM_UNDO */
+	int last_value;	   /* as of our last journal line: to notice outside changes */
+	bool removed;	   /* the SysV set is gone: everything fails with EIDRM */
+	bool undefined;	   /* made by an ACE acquire of an unknown name: goes when idle */
+	bool defined;	   /* from the configuration: cannot be deleted */
 	uint64_t grants, timeouts;
 	struct journal journal;
 	struct waiter *head, *tail;
@@ -111,7 +116,10 @@ struct store {
 	struct timespec status_mtime;
 	time_t stamp_second; /* journal time stamps: the second, formatted once */
 	char stamp[32];
-	time_t enospc_logged; /* when "out of SysV sets" was last logged */
+	time_t enospc_logged;	  /* when "out of SysV sets" was last logged */
+	time_t state_full_logged; /* when "state_dir full" was last logged */
+	time_t excess_logged;	  /* when an outside excess was last logged */
+	uint64_t token_floor;	  /* new semaphores start their tokens here */
 	uint64_t grants_total, timeouts_total;
 	pid_t pid;
 	unsigned helpers;
@@ -125,6 +133,10 @@ struct store {
 struct done_list {
 	struct waiter *first, *last;
 };
+
+/* Set by a kick that lands while the helper is not yet in semtimedop, so
+ * that the kick is not lost: the helper looks at its queue again instead. */
+static __thread volatile sig_atomic_t helper_kicked;
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -464,22 +476,20 @@ static void journal_event(struct store *store, struct semaphore *semaphore, cons
 
 /* ---- holders ------------------------------------------------------------- */
 
-static void holder_add(struct semaphore *semaphore, struct owner *owner, const char *who)
+/* The holder record a grant will count on, found or made *before* the unit
+ * is taken: an allocation that fails then takes nothing. */
+static struct holder *holder_get(struct semaphore *semaphore, struct owner *owner, const char *who)
 {
 	struct holder **tail = &semaphore->holders;
 
-	for (struct holder *h = semaphore->holders; h; h = h->next_in_semaphore) {
-		if (h->owner == owner && (owner || strcmp(h->who, who) == 0)) {
-			h->units++;
-			return;
-		}
-	}
+	for (struct holder *h = semaphore->holders; h; h = h->next_in_semaphore)
+		if (h->owner == owner && (owner || strcmp(h->who, who) == 0))
+			return h;
 	struct holder *holder = calloc(1, sizeof(*holder));
 	if (!holder)
-		return; /* only the "who" bookkeeping is lost */
+		return NULL;
 	holder->semaphore = semaphore;
 	holder->owner = owner;
-	holder->units = 1;
 	snprintf(holder->who, sizeof(holder->who), "%s", who);
 	while (*tail)
 		tail = &(*tail)->next_in_semaphore;
@@ -488,6 +498,16 @@ static void holder_add(struct semaphore *semaphore, struct owner *owner, const c
 		holder->next_in_owner = owner->holders;
 		owner->holders = holder;
 	}
+	return holder;
+}
+
+static void holder_unlink(struct holder *holder);
+
+/* A grant prepared with holder_get() did not happen. */
+static void holder_put_back(struct holder *holder)
+{
+	if (holder->units == 0)
+		holder_unlink(holder);
 }
 
 static void holder_unlink(struct holder *holder)
@@ -606,25 +626,43 @@ static void record_of(struct semaphore *semaphore, struct backing_record *record
 	};
 }
 
-static void semaphore_save(struct store *store, struct semaphore *semaphore)
+/* Durable before acknowledged: callers change the semaphore, save, and undo
+ * their change if this fails. */
+static int semaphore_save(struct store *store, struct semaphore *semaphore)
 {
 	struct backing_record record;
 	char path[PATH_MAX];
 
-	if (!semaphore->node || semaphore->node->unlinked ||
-	    node_path(semaphore->node, path, sizeof(path)) < 0)
-		return;
+	if (!semaphore->node || semaphore->node->unlinked)
+		return 0;
+	int r = node_path(semaphore->node, path, sizeof(path));
+	if (r < 0)
+		return r;
 	record_of(semaphore, &record);
-	(void)backing_write(&store->backing, path, &record);
+	r = backing_write(&store->backing, path, &record);
+	if (r == -ENOSPC || r == -EDQUOT) {
+		/* Once a minute: a client retrying in a loop must not flood the log. */
+		if (time(NULL) - store->state_full_logged >= 60) {
+			store->state_full_logged = time(NULL);
+			log_warnx("cannot save semaphore %s: state_dir %s is full (%s)", path,
+				  store->state_dir, strerror(-r));
+		}
+	}
+	return r;
 }
 
-static uint64_t next_token(struct store *store, struct semaphore *semaphore)
+/* Fencing tokens are reserved on disk a block at a time *before* any of them
+ * is handed out, so no crash lets one be handed out twice. */
+static int token_reserve(struct store *store, struct semaphore *semaphore, uint64_t count)
 {
-	if (++semaphore->token >= semaphore->token_reserved) {
-		semaphore->token_reserved = semaphore->token + TOKEN_BLOCK;
-		semaphore_save(store, semaphore);
-	}
-	return semaphore->token;
+	if (semaphore->token + count < semaphore->token_reserved)
+		return 0;
+	uint64_t previous = semaphore->token_reserved;
+	semaphore->token_reserved = semaphore->token + count + TOKEN_BLOCK;
+	int r = semaphore_save(store, semaphore);
+	if (r < 0)
+		semaphore->token_reserved = previous;
+	return r;
 }
 
 static void finish(struct store *store, struct waiter *waiter, int result, struct done_list *done);
@@ -657,6 +695,13 @@ static int delete_node(struct store *store, struct node *node, const char *who,
 
 	if (r < 0)
 		return r;
+	/* A re-created name must not hand out this one's tokens again. */
+	if (semaphore->token_reserved > store->token_floor) {
+		r = backing_raise_token_floor(&store->backing, semaphore->token_reserved);
+		if (r < 0)
+			return r;
+		store->token_floor = semaphore->token_reserved;
+	}
 	semaphore_mark_removed(store, semaphore, who, done);
 	(void)sysv_remove(semaphore->semid);
 	(void)backing_remove(&store->backing, path);
@@ -716,21 +761,74 @@ static void finish(struct store *store, struct waiter *waiter, int result, struc
 		waiter->state = WAITER_DONE;
 }
 
-static void grant(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
-		  enum command_verb verb)
+/* What a grant needs, made ready before the unit is taken: its token
+ * reserved on disk and its holder record allocated. */
+static int grant_prepare(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			 enum command_verb verb, struct holder **holder)
 {
-	waiter->token = next_token(store, semaphore);
+	int r = token_reserve(store, semaphore, 1);
+	if (r < 0)
+		return r;
+	*holder = holder_get(semaphore, verb == VERB_ACQUIRE ? waiter->owner : NULL, waiter->who);
+	return *holder ? 0 : -ENOMEM;
+}
+
+static void grant(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		  enum command_verb verb, struct holder *holder)
+{
+	waiter->token = ++semaphore->token;
 	waiter->changed_something = true;
 	semaphore->grants++;
 	store->grants_total++;
-	if (verb == VERB_ACQUIRE) {
-		holder_add(semaphore, waiter->owner, waiter->who);
-	} else {
+	holder->units++;
+	if (verb == VERB_ACQUIRE)
+		semaphore->acquired++;
+	else
 		waiter->lock_units++;
-		holder_add(semaphore, NULL, waiter->who);
-	}
 	journal_event(store, semaphore, command_verb_name(verb), waiter->who, waiter->token, NULL,
 		      waiter->announced_by_reply);
+}
+
+static bool sysv_gone(int r)
+{
+	return r == -EIDRM || r == -EINVAL;
+}
+
+/* Units beyond the limit came from outside (another SysV user's semop, or a
+ * SETVAL): take them back before anyone is handed one. The kernel's value
+ * plus the acquired units may never pass the limit; plain units in use are
+ * limit - value - acquired. Returns the value, or -errno. */
+static int limit_guard(struct store *store, struct semaphore *semaphore)
+{
+	for (int attempt = 0;; attempt++) {
+		int value = sysv_value(semaphore->semid);
+		if (value < 0)
+			return value;
+		int excess = value + (int)semaphore->acquired - (int)semaphore->limit;
+		if (excess <= 0)
+			return value;
+		int pid = sysv_last_pid(semaphore->semid);
+		int r = sysv_adjust(semaphore->semid, -excess, false);
+		if (r == -EAGAIN && attempt < 3)
+			continue; /* someone took one meanwhile: look again */
+		if (r < 0)
+			return r;
+		char who[32], extra[32];
+		snprintf(who, sizeof(who), "sysv:%d", pid);
+		snprintf(extra, sizeof(extra), "reverted=%d", excess);
+		journal_event(store, semaphore, "outside-change", who, 0, extra, false);
+		if (time(NULL) - store->excess_logged >= 60) {
+			store->excess_logged = time(NULL);
+			char path[PATH_MAX] = "?";
+			if (semaphore->node)
+				(void)node_path(semaphore->node, path, sizeof(path));
+			log_warnx(
+			    "semaphore %s: pid %d raised its SysV value past the limit by %d; "
+			    "taken back (logged once a minute)",
+			    path, pid, excess);
+		}
+		return value - excess;
+	}
 }
 
 static void *helper_main(void *argument);
@@ -786,12 +884,19 @@ static int take(struct store *store, struct semaphore *semaphore, struct waiter 
 		return -EINVAL;
 	/* Only an empty queue may try the kernel directly: no barging. */
 	if (!semaphore->head) {
-		int r = sysv_adjust(semaphore->semid, -1, acquire);
+		struct holder *holder;
+		int r = grant_prepare(store, semaphore, waiter, command->verb, &holder);
+		if (r < 0)
+			return r;
+		r = limit_guard(store, semaphore);
+		if (r >= 0)
+			r = sysv_adjust(semaphore->semid, -1, acquire);
 		if (r == 0) {
-			grant(store, semaphore, waiter, command->verb);
+			grant(store, semaphore, waiter, command->verb, holder);
 			return 0;
 		}
-		if (r == -EIDRM || r == -EINVAL) {
+		holder_put_back(holder);
+		if (sysv_gone(r)) {
 			semaphore_mark_removed(store, semaphore, "sysv", done);
 			return -EIDRM;
 		}
@@ -832,12 +937,13 @@ static int command_lock(struct store *store, struct semaphore *semaphore, struct
 static int command_unlock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
 			  const struct command *command, struct done_list *done)
 {
-	int value = sysv_value(semaphore->semid);
+	int value = limit_guard(store, semaphore);
 
 	if (value < 0)
 		return value;
-	/* Bounded: a unit beyond the limit is a double unlock. */
-	if ((unsigned)value >= semaphore->limit)
+	/* unlock returns plain units only: with none in use (every unit home, or
+	 * held by an acquire owner) it would be a double unlock. */
+	if ((unsigned)value + semaphore->acquired >= semaphore->limit)
 		return -EOVERFLOW;
 	int r = sysv_adjust(semaphore->semid, 1, false);
 	if (r < 0)
@@ -856,7 +962,10 @@ static int command_relax(struct store *store, struct semaphore *semaphore, struc
 	struct waiter *relaxed = semaphore->head;
 	size_t count = semaphore->waiting;
 	char extra[32];
+	int r = token_reserve(store, semaphore, count);
 
+	if (r < 0)
+		return r;
 	semaphore->head = semaphore->tail = NULL;
 	semaphore->waiting = 0;
 	waiter->changed_something = true;
@@ -868,11 +977,11 @@ static int command_relax(struct store *store, struct semaphore *semaphore, struc
 		note_queued_write(store, relaxed, -1);
 		relaxed->queue_prev = relaxed->queue_next = NULL;
 		relaxed->state = WAITER_RUNNING;
-		relaxed->token = next_token(store, semaphore);
+		relaxed->token = ++semaphore->token;
 		semaphore->grants++;
 		store->grants_total++;
 		relaxed->next++;
-		int r = execute(store, semaphore, relaxed, done);
+		r = execute(store, semaphore, relaxed, done);
 		if (r != STORE_QUEUED)
 			finish(store, relaxed, r, done);
 		relaxed = next;
@@ -896,6 +1005,7 @@ static int command_release(struct store *store, struct semaphore *semaphore, str
 	int r = sysv_adjust(semaphore->semid, 1, true);
 	if (r < 0)
 		return r;
+	semaphore->acquired--;
 	if (--holder->units == 0)
 		holder_unlink(holder);
 	waiter->changed_something = true;
@@ -918,14 +1028,22 @@ static int command_limit(struct store *store, struct semaphore *semaphore, struc
 		if (value < -difference)
 			return -EBUSY;
 	}
-	int r = sysv_adjust(semaphore->semid, difference, false);
-	if (r == -EAGAIN)
-		return -EBUSY;
-	if (r < 0)
-		return r;
-	snprintf(extra, sizeof(extra), "was=%u", semaphore->limit);
+	/* On disk first: a crash in between leaves the larger limit's units
+	 * missing, never more units than the recorded limit. */
+	unsigned previous = semaphore->limit;
 	semaphore->limit = (unsigned)command->number;
-	semaphore_save(store, semaphore);
+	int r = semaphore_save(store, semaphore);
+	if (r < 0) {
+		semaphore->limit = previous;
+		return r;
+	}
+	r = sysv_adjust(semaphore->semid, difference, false);
+	if (r < 0) {
+		semaphore->limit = previous;
+		(void)semaphore_save(store, semaphore);
+		return r == -EAGAIN ? -EBUSY : r;
+	}
+	snprintf(extra, sizeof(extra), "was=%u", previous);
 	waiter->changed_something = true;
 	journal_event(store, semaphore, "limit", waiter->who, 0, extra, waiter->announced_by_reply);
 	return 0;
@@ -934,9 +1052,10 @@ static int command_limit(struct store *store, struct semaphore *semaphore, struc
 static int command_set(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
 		       const struct command *command, struct done_list *done)
 {
-	if ((unsigned)command->number > semaphore->limit)
+	/* Units an acquire owner holds are not set's to hand out. */
+	if ((unsigned)command->number + semaphore->acquired > semaphore->limit)
 		return -ERANGE;
-	int value = sysv_value(semaphore->semid);
+	int value = limit_guard(store, semaphore);
 	if (value < 0)
 		return value;
 	int r = sysv_adjust(semaphore->semid, command->number - value, false);
@@ -1037,6 +1156,7 @@ static void release_holder(struct store *store, struct holder *holder, const cha
 
 	if (!semaphore->removed)
 		(void)sysv_adjust(semaphore->semid, (int)holder->units, true);
+	semaphore->acquired -= holder->units;
 	holder_unlink(holder);
 	if (!semaphore->removed)
 		journal_event(store, semaphore, "release", who, 0, "reason=close", false);
@@ -1081,23 +1201,35 @@ static void hand_unit(struct store *store, struct semaphore *semaphore, struct d
 	struct waiter *waiter = semaphore->head;
 
 	if (!waiter) {
-		(void)sysv_adjust(semaphore->semid, 1, true);
+		/* Back home, unless home is already full: then an outside
+		 * semop added a unit while this one was in flight. */
+		int value = sysv_value(semaphore->semid);
+		if (value >= 0 && value + (int)semaphore->acquired + 1 > (int)semaphore->limit &&
+		    sysv_undo_to_plain(semaphore->semid) == 0)
+			journal_event(store, semaphore, "outside-change", "sysv", 0, "reverted=1",
+				      false);
+		else
+			(void)sysv_adjust(semaphore->semid, 1, true);
 		return;
 	}
 	const struct command *command = &waiter->commands[waiter->next];
+	struct holder *holder;
+	int r = grant_prepare(store, semaphore, waiter, command->verb, &holder);
 	queue_remove(semaphore, waiter);
 	waiter->state = WAITER_RUNNING;
-	if (command->verb == VERB_LOCK) {
-		int r = sysv_undo_to_plain(semaphore->semid);
-		if (r < 0) {
-			(void)sysv_adjust(semaphore->semid, 1, true);
-			finish(store, waiter, r, done);
-			return;
-		}
+	if (r == 0 && command->verb == VERB_LOCK) {
+		r = sysv_undo_to_plain(semaphore->semid);
+		if (r < 0)
+			holder_put_back(holder);
 	}
-	grant(store, semaphore, waiter, command->verb);
+	if (r < 0) {
+		(void)sysv_adjust(semaphore->semid, 1, true);
+		finish(store, waiter, r, done);
+		return;
+	}
+	grant(store, semaphore, waiter, command->verb, holder);
 	waiter->next++;
-	int r = execute(store, semaphore, waiter, done);
+	r = execute(store, semaphore, waiter, done);
 	if (r != STORE_QUEUED)
 		finish(store, waiter, r, done);
 }
@@ -1135,15 +1267,16 @@ static void *helper_main(void *argument)
 			pthread_mutex_lock(&store->lock);
 			continue;
 		}
+		helper_kicked = 0;
 		struct timespec timeout = helper_timeout(store, semaphore);
 		int semid = semaphore->semid;
 		pthread_mutex_unlock(&store->lock);
 		run_done(&done);
-		int r = sysv_take(semid, &timeout);
+		int r = helper_kicked ? -EINTR : sysv_take(semid, &timeout);
 		pthread_mutex_lock(&store->lock);
 		if (r == 0)
 			hand_unit(store, semaphore, &done);
-		else if (r == -EIDRM || r == -EINVAL)
+		else if (sysv_gone(r))
 			semaphore_mark_removed(store, semaphore, "sysv", &done);
 	}
 	semaphore->helper_running = false;
@@ -1157,7 +1290,8 @@ static void *helper_main(void *argument)
 
 static void kick_handler(int signal_number)
 {
-	(void)signal_number; /* only interrupts semtimedop */
+	(void)signal_number; /* interrupts semtimedop, or is seen before it */
+	helper_kicked = 1;
 }
 
 /* ---- outside changes ------------------------------------------------------ */
@@ -1166,8 +1300,8 @@ static void monitor_check(struct store *store, struct done_list *done)
 {
 	for (struct semaphore *s = store->live, *next; s; s = next) {
 		next = s->live_next;
-		int value = sysv_value(s->semid);
-		if (value == -EINVAL || value == -EIDRM) {
+		int value = limit_guard(store, s);
+		if (sysv_gone(value)) {
 			semaphore_mark_removed(store, s, "sysv", done);
 			continue;
 		}
@@ -1190,7 +1324,7 @@ static void *monitor_main(void *argument)
 	pthread_setname_np(pthread_self(), "semfs-monitor");
 	pthread_mutex_lock(&store->lock);
 	while (!store->stopping) {
-		struct timespec wake = clock_after(CLOCK_REALTIME, MONITOR_PERIOD);
+		struct timespec wake = clock_after(CLOCK_MONOTONIC, MONITOR_PERIOD);
 		pthread_cond_timedwait(&store->monitor_wake, &store->lock, &wake);
 		if (store->stopping)
 			break;
@@ -1261,16 +1395,22 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	}
 
 	struct backing_record record;
-	char full[PATH_MAX];
+	char full[PATH_MAX], moved[PATH_MAX];
 	int semid, r = backing_read(&store->backing, path, &record);
 	bool fresh = false;
 
 	if (r < 0) {
-		snprintf(restore->error, restore->error_size, "%s/%s: unreadable record: %s",
-			 store->backing.root, path, strerror(-r));
-		return r;
+		/* One bad record (a full disk at create, a stray file) must not
+		 * keep every other semaphore from starting. */
+		int moving = backing_set_aside(&store->backing, path, moved, sizeof(moved));
+		log_warnx("%s/%s: unreadable record (%s): %s%s; the other semaphores start",
+			  store->backing.root, path, strerror(-r),
+			  moving == 0 ? "moved to " : "left in place: ",
+			  moving == 0 ? moved : strerror(-moving));
+		return 0;
 	}
-	r = sysv_attach(record.key, &semid);
+	/* Adopt only a set that is ours: one semaphore, made by this user. */
+	r = sysv_attach(record.key, geteuid(), &semid);
 	if (r == -ENOENT) {
 		/* After a reboot: the same key again if free, else a new one. */
 		r = sysv_create_at(record.key, (int)record.mode, &semid);
@@ -1282,12 +1422,17 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 			r = sysv_adjust(semid, (int)record.limit, false);
 		fresh = true;
 	} else if (r == -EINVAL) {
+		log_warnx("%s/%s: the SysV set at key 0x%08x is not ours (not one semaphore, or "
+			  "made by another user): a new set replaces it",
+			  store->backing.root, path, (unsigned)record.key);
 		backing_full_path(&store->backing, path, full, sizeof(full));
 		r = sysv_create(full, (int)record.mode, &record.key, &semid);
 		if (r == 0)
 			r = sysv_adjust(semid, (int)record.limit, false);
 		fresh = true;
 	}
+	if (r == 0)
+		r = sysv_set_owner(semid, record.uid, record.gid, record.mode);
 	if (r < 0) {
 		snprintf(restore->error, restore->error_size, "%s/%s: semaphore key 0x%08x: %s",
 			 store->backing.root, path, (unsigned)record.key, strerror(-r));
@@ -1300,11 +1445,21 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	if (!semaphore)
 		return -ENOMEM;
 	node_attach_semaphore(node, semaphore);
-	semaphore->token = record.token_reserved;
-	semaphore->token_reserved = record.token_reserved + TOKEN_BLOCK;
+	/* Tokens below the reservation may have been handed out; the first
+	 * grant reserves a new block. */
+	semaphore->token = semaphore->token_reserved = record.token_reserved;
+	if (record.token_reserved > store->token_floor)
+		store->token_floor = record.token_reserved;
 	semaphore->undefined = record.undefined;
-	semaphore_save(store, semaphore);
+	if (fresh) {
+		r = semaphore_save(store, semaphore); /* a new key */
+		if (r < 0)
+			log_warnx("%s/%s: cannot record its new key 0x%08x: %s",
+				  store->backing.root, path, (unsigned)record.key, strerror(-r));
+	}
 	journal_event(store, semaphore, fresh ? "create" : "restore", "semfs", 0, NULL, false);
+	if (!fresh)
+		(void)limit_guard(store, semaphore); /* value <= limit, as recorded */
 	return 0;
 }
 
@@ -1330,6 +1485,7 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	pthread_cond_init(&store->helpers_gone, NULL);
 	pthread_condattr_t condition_attributes;
 	pthread_condattr_init(&condition_attributes);
+	pthread_condattr_setclock(&condition_attributes, CLOCK_MONOTONIC); /* no wall-clock jumps */
 	pthread_cond_init(&store->monitor_wake, &condition_attributes);
 	pthread_condattr_destroy(&condition_attributes);
 	sigemptyset(&kick.sa_mask);
@@ -1358,6 +1514,7 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	r = backing_open(&store->backing, options->state_dir, error, error_size);
 	if (r < 0)
 		goto fail;
+	store->token_floor = backing_token_floor(&store->backing);
 	struct restore restore = {store, error, error_size};
 	r = backing_walk(&store->backing, restore_entry, &restore);
 	if (r < 0)
@@ -1603,6 +1760,11 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 		(void)backing_remove(&store->backing, path);
 		r = backing_create(&store->backing, path);
 	}
+	if ((r == -ENOSPC || r == -EDQUOT) && time(NULL) - store->state_full_logged >= 60) {
+		store->state_full_logged = time(NULL);
+		log_warnx("cannot create semaphore %s: state_dir %s is full (%s)", path,
+			  store->state_dir, strerror(-r));
+	}
 	if (r < 0)
 		return r;
 	backing_full_path(&store->backing, path, full, sizeof(full));
@@ -1617,8 +1779,8 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 	}
 	if (r == 0)
 		r = sysv_adjust(semid, (int)limit, false);
-	if (r == 0 && uid != geteuid())
-		(void)sysv_set_owner(semid, uid, gid, mode);
+	if (r == 0)
+		r = sysv_set_owner(semid, uid, gid, mode);
 	if (r == 0) {
 		node = node_new(store, parent, name, NODE_SEMAPHORE, S_IFREG | (mode & 07777), uid,
 				gid);
@@ -1627,10 +1789,14 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 			r = -ENOMEM;
 		} else {
 			node_attach_semaphore(node, semaphore);
-			semaphore->token_reserved = TOKEN_BLOCK;
+			/* Above every token a deleted semaphore of any name had. */
+			semaphore->token = store->token_floor;
+			semaphore->token_reserved = store->token_floor + TOKEN_BLOCK;
 			semaphore->undefined = undefined;
-			semaphore_save(store, semaphore);
-			journal_event(store, semaphore, "create", who, 0, NULL, false);
+			r = semaphore_save(store, semaphore);
+		}
+		if (r == 0) {
+			journal_event(store, node->semaphore, "create", who, 0, NULL, false);
 			parent->mtime = parent->ctime = node->mtime;
 			*out = node;
 		}
@@ -1780,6 +1946,9 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 		r = -EPERM;
 		goto out;
 	}
+	mode_t old_mode = node->mode;
+	uid_t old_uid = node->uid;
+	gid_t old_gid = node->gid;
 	if (mode)
 		node->mode = (node->mode & S_IFMT) | (*mode & 07777);
 	if (uid)
@@ -1787,17 +1956,29 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 	if (gid)
 		node->gid = *gid;
 	if (mode || uid || gid) {
-		timespec_now(CLOCK_REALTIME, &node->ctime);
 		char path[PATH_MAX];
+		/* Saved first, then the SysV set follows: it must never admit
+		 * anyone the file (as recorded) would refuse. */
 		if (node->kind == NODE_SEMAPHORE && node->semaphore && !node->unlinked) {
-			(void)sysv_set_owner(node->semaphore->semid, node->uid, node->gid,
-					     node->mode);
-			semaphore_save(store, node->semaphore);
-		} else if (node->kind == NODE_DIRECTORY && node->parent &&
-			   node_path(node, path, sizeof(path)) == 0) {
-			(void)backing_chmod_dir(&store->backing, path, node->mode, node->uid,
-						node->gid);
+			r = semaphore_save(store, node->semaphore);
+			if (r == 0)
+				r = sysv_set_owner(node->semaphore->semid, node->uid, node->gid,
+						   node->mode);
+		} else if (node->kind == NODE_DIRECTORY && node->parent) {
+			r = node_path(node, path, sizeof(path));
+			if (r == 0)
+				r = backing_chmod_dir(&store->backing, path, node->mode, node->uid,
+						      node->gid);
 		}
+		if (r < 0) {
+			node->mode = old_mode;
+			node->uid = old_uid;
+			node->gid = old_gid;
+			if (node->kind == NODE_SEMAPHORE && node->semaphore && !node->unlinked)
+				(void)semaphore_save(store, node->semaphore);
+			goto out;
+		}
+		timespec_now(CLOCK_REALTIME, &node->ctime);
 	}
 	if (mtime && node->kind != NODE_STATUS)
 		node->mtime = *mtime;
@@ -2207,10 +2388,15 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 				 "semaphore_%s = %u: more units than that are in use", path, limit);
 	}
 	if (r == 0) {
-		node->semaphore->defined = true;
+		bool was_undefined = node->semaphore->undefined;
 		node->semaphore->undefined = false;
-		semaphore_save(store, node->semaphore);
-	} else if (r != -EBUSY) {
+		r = semaphore_save(store, node->semaphore);
+		if (r == 0)
+			node->semaphore->defined = true;
+		else
+			node->semaphore->undefined = was_undefined;
+	}
+	if (r < 0 && r != -EBUSY) {
 		snprintf(error, error_size, "semaphore_%s: %s", path, strerror(-r));
 	}
 	pthread_mutex_unlock(&store->lock);

@@ -58,7 +58,7 @@ int sysv_create(const char *path, int permissions, key_t *key, int *semid)
 	return -ENOSPC;
 }
 
-int sysv_attach(key_t key, int *semid)
+int sysv_attach(key_t key, uid_t creator, int *semid)
 {
 	struct semid_ds info;
 	union semun argument = {.buf = &info};
@@ -68,7 +68,7 @@ int sysv_attach(key_t key, int *semid)
 		return -errno;
 	if (semctl(id, 0, IPC_STAT, argument) < 0)
 		return -errno;
-	if (info.sem_nsems != 1)
+	if (info.sem_nsems != 1 || info.sem_perm.cuid != creator)
 		return -EINVAL;
 	*semid = id;
 	return 0;

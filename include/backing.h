@@ -12,8 +12,11 @@
 #include <sys/types.h>
 
 struct backing {
+	char state_dir[PATH_MAX];
 	char root[PATH_MAX]; /* STATE_DIR/tree */
 	int root_fd;
+	int state_fd; /* STATE_DIR: its lock file, tmp/, aside/, the token floor */
+	int lock_fd;  /* STATE_DIR/lock, flock'd while this daemon runs */
 };
 
 struct backing_record {
@@ -26,18 +29,29 @@ struct backing_record {
 	bool undefined;		 /* made by an ACE acquire: goes when idle */
 };
 
-/* Create STATE_DIR/tree as needed and open it. -errno, message in `error`. */
+/* Create STATE_DIR/tree as needed, open it and lock STATE_DIR against a second
+ * daemon (-EBUSY). -errno, message in `error`. */
 int backing_open(struct backing *backing, const char *state_dir, char *error, size_t error_size);
 void backing_close(struct backing *backing);
 
 /* Paths are relative to the tree, "dir/name", never empty. */
 int backing_create(struct backing *backing, const char *path); /* O_EXCL */
+/* Atomic and durable: a temporary file, fsync, rename over the record, and
+ * an fsync of its directory. Either the old record or the new one survives a
+ * crash; -errno if the new one may not have. */
 int backing_write(struct backing *backing, const char *path, const struct backing_record *record);
 int backing_read(struct backing *backing, const char *path, struct backing_record *record);
 int backing_remove(struct backing *backing, const char *path);
 int backing_mkdir(struct backing *backing, const char *path, mode_t mode);
 int backing_rmdir(struct backing *backing, const char *path);
 int backing_chmod_dir(struct backing *backing, const char *path, mode_t mode, uid_t uid, gid_t gid);
+/* Move a record that cannot be read to STATE_DIR/aside/ (its path with '/'
+ * as '%'), out of the way of the next start; the new place in `moved_to`. */
+int backing_set_aside(struct backing *backing, const char *path, char *moved_to, size_t size);
+/* The token floor: no semaphore, deleted or not, handed out a fencing token
+ * at or above it, so a new one starts there. Written durably. */
+uint64_t backing_token_floor(struct backing *backing);
+int backing_raise_token_floor(struct backing *backing, uint64_t floor);
 /* Full path for ftok(). */
 void backing_full_path(const struct backing *backing, const char *path, char *out, size_t size);
 

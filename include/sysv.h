@@ -17,8 +17,8 @@ int sysv_create(const char *path, int permissions, key_t *key, int *semid);
 int sysv_create_at(key_t key, int permissions, int *semid);
 
 /* Find the existing set at `key`; -ENOENT if none, -EINVAL if it is not a
- * one-semaphore set (so not ours). */
-int sysv_attach(key_t key, int *semid);
+ * one-semaphore set created by `creator` (so not ours). */
+int sysv_attach(key_t key, uid_t creator, int *semid);
 
 int sysv_value(int semid);
 int sysv_last_pid(int semid);
@@ -35,6 +35,8 @@ int sysv_take(int semid, const struct timespec *timeout);
  * (outlives everything), atomically: the value never changes. */
 int sysv_undo_to_plain(int semid);
 
+/* The set admits whom the file admits: owner, group and the file's
+ * read/write bits as SysV read/alter. */
 int sysv_set_owner(int semid, uid_t uid, gid_t gid, mode_t mode);
 int sysv_remove(int semid);
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/sem.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -629,4 +630,61 @@ Test(ace, undefined_semaphores_held_at_a_crash_are_gone_after_restart)
 	cr_assert(wait_gone("crashed", 1000));
 	cr_assert_eq(e2e_xattr("kept", "value"), 1, "a created semaphore stays");
 	cr_assert_eq(e2e_xattr("pool", "limit"), 3);
+}
+
+/* ---- the limit holds for every actor (issue 12) ----------------------------- */
+
+static int semid_of(const char *name)
+{
+	long semid = e2e_xattr(name, "semid");
+	cr_assert_geq(semid, 0);
+	return (int)semid;
+}
+
+/* An acquire holder's unit cannot be unlocked from the mount, the native
+ * dialect or set away; after kill -9 the kernel gives it back once. */
+Test(native, an_acquired_unit_is_nobody_elses_to_unlock)
+{
+	int fd = net_connect();
+	ask(fd, "create m 1", "ok");
+	int holder = open(e2e_path("m"), O_WRONLY);
+	cr_assert_geq(holder, 0);
+	cr_assert_eq(write(holder, "acquire\n", 8), 8);
+	cr_assert_eq(e2e_write("m", "unlock"), EOVERFLOW);
+	ask(fd, "unlock m", "err EOVERFLOW ");
+	ask(fd, "set m 1", "err ERANGE ");
+	cr_assert_eq(semctl(semid_of("m"), 0, GETVAL), 0, "the kernel's value rose");
+	kill(e2e.daemon, SIGKILL);
+	waitpid(e2e.daemon, NULL, 0);
+	e2e.daemon = 0;
+	close(holder);
+	close(fd);
+	e2e_restart();
+	cr_assert_eq(semctl(semid_of("m"), 0, GETVAL), 1, "SEM_UNDO gave the unit back once");
+	cr_assert_eq(e2e_write("m", "lock 0"), 0);
+	cr_assert_eq(e2e_write("m", "lock 0"), EAGAIN, "two holders on a limit-1 semaphore");
+	cr_assert_eq(e2e_write("m", "unlock"), 0);
+	cr_assert_eq(e2e_write("m", "unlock"), EOVERFLOW);
+}
+
+Test(native, a_second_daemon_on_the_same_state_dir_is_refused)
+{
+	char config[400], mnt[400], log[400], command[1600];
+	snprintf(config, sizeof(config), "%s/second.ini", e2e.dir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt2", e2e.dir);
+	snprintf(log, sizeof(log), "%s/second.log", e2e.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	FILE *file = fopen(config, "we");
+	cr_assert_not_null(file);
+	fprintf(file, "[service_network_semaphore]\nenabled = no\n[semfs]\nstate_dir = %s\n",
+		e2e.state);
+	fclose(file);
+	/* In the background, as an administrator would start it: the refusal
+	 * still reaches the terminal. */
+	snprintf(command, sizeof(command), "timeout 10 %s -c %s %s 2>%s", getenv("SEMFS_BIN"),
+		 config, mnt, log);
+	int status = system(command);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "a second daemon started");
+	e2e_expect_text("../second.log", "in use by another semfs");
+	cr_assert_eq(e2e_write("probe", "lock 0"), 0, "the first daemon is unharmed");
 }

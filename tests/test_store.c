@@ -6,9 +6,12 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sem.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static struct store *store;
@@ -64,11 +67,10 @@ static void setup(void)
 	completed_count = 0;
 }
 
-static void teardown(void)
+/* Remove every semaphore through the store (it removes the SysV sets), close it. */
+static void teardown_store(void)
 {
-	char command[128];
 	store_shutdown(store);
-	/* Remove every semaphore through the store: it removes the SysV sets. */
 	struct store_entry *entries;
 	size_t count;
 	if (store_list(store, STORE_ROOT_INO, &entries, &count) == 0) {
@@ -78,7 +80,16 @@ static void teardown(void)
 		store_list_free(entries, count);
 	}
 	store_close(store);
-	snprintf(command, sizeof(command), "rm -rf %s", state_dir);
+	store = NULL;
+}
+
+static void teardown(void)
+{
+	char command[160];
+	if (store)
+		teardown_store();
+	snprintf(command, sizeof(command), "umount %s 2>/dev/null; rm -rf %s", state_dir,
+		 state_dir);
 	cr_assert_eq(system(command), 0);
 }
 
@@ -270,4 +281,253 @@ Test(store, limit_and_set_are_bounded)
 	cr_assert_eq(store_submit(store, s, &w.waiter), 0);
 	cr_assert_eq(store_submit(store, s, &w.waiter), -EOVERFLOW);
 	store_close_semaphore(store, s, s_ino);
+}
+
+/* ---- the limit holds against every actor (issue 12) ----------------------- */
+
+static int run_one(struct semaphore *s, enum command_verb verb, int number, struct owner *owner)
+{
+	struct test_waiter w;
+	memset(&w, 0, sizeof(w));
+	w.command = (struct command){.verb = verb, .number = number};
+	w.waiter.commands = &w.command;
+	w.waiter.count = 1;
+	w.waiter.owner = owner;
+	w.waiter.complete = fake_complete;
+	snprintf(w.waiter.who, sizeof(w.waiter.who), "test:run");
+	return store_submit(store, s, &w.waiter);
+}
+
+static int semid_of(struct semaphore *s)
+{
+	char *text;
+	cr_assert_geq(store_attribute(store, s, "semid", &text), 0);
+	int semid = atoi(text);
+	free(text);
+	return semid;
+}
+
+static int kernel_value(struct semaphore *s)
+{
+	int value = semctl(semid_of(s), 0, GETVAL);
+	cr_assert_geq(value, 0);
+	return value;
+}
+
+Test(store, unlock_never_hands_out_an_acquired_unit)
+{
+	struct semaphore *s = make("held");
+	struct owner owner = {0};
+	struct test_waiter w;
+	cr_assert_eq(submit(s, &w, 1, VERB_ACQUIRE, COMMAND_NO_TIMEOUT, &owner), 0);
+	cr_assert_eq(run_one(s, VERB_UNLOCK, 0, NULL), -EOVERFLOW,
+		     "unlock returned the acquire holder's unit");
+	cr_assert_eq(kernel_value(s), 0);
+	store_release_owner(store, &owner, "test");
+	cr_assert_eq(kernel_value(s), 1);
+	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), 0);
+	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), -EAGAIN, "two holders on limit 1");
+	cr_assert_eq(run_one(s, VERB_UNLOCK, 0, NULL), 0);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, set_is_bounded_by_acquired_units)
+{
+	struct semaphore *s = make("set");
+	struct owner owner = {0};
+	struct test_waiter w;
+	cr_assert_eq(run_one(s, VERB_LIMIT, 2, NULL), 0);
+	cr_assert_eq(submit(s, &w, 1, VERB_ACQUIRE, COMMAND_NO_TIMEOUT, &owner), 0);
+	cr_assert_eq(run_one(s, VERB_SET, 2, NULL), -ERANGE, "set gave out an acquired unit");
+	cr_assert_eq(run_one(s, VERB_SET, 1, NULL), 0);
+	cr_assert_eq(run_one(s, VERB_SET, 0, NULL), 0);
+	store_release_owner(store, &owner, "test");
+	cr_assert_eq(kernel_value(s), 1);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, sysv_set_admits_whom_the_file_admits)
+{
+	struct semaphore *s = make("perm"); /* 0644, the test's uid */
+	struct semid_ds info;
+	cr_assert_eq(semctl(semid_of(s), 0, IPC_STAT, &info), 0);
+	cr_assert_eq(info.sem_perm.mode & 0777, 0644, "set mode %o", info.sem_perm.mode & 0777);
+	cr_assert_eq(info.sem_perm.uid, getuid());
+	mode_t mode = 0600;
+	uid_t nobody = 65534;
+	struct store_attr attr;
+	cr_assert_eq(store_setattr(store, s_ino, &mode, &nobody, NULL, NULL, &attr), 0);
+	cr_assert_eq(semctl(semid_of(s), 0, IPC_STAT, &info), 0);
+	cr_assert_eq(info.sem_perm.mode & 0777, 0600);
+	cr_assert_eq(info.sem_perm.uid, nobody);
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, an_outside_change_past_the_limit_is_reverted)
+{
+	struct semaphore *s = make("outside");
+	struct sembuf up = {.sem_num = 0, .sem_op = 3, .sem_flg = IPC_NOWAIT};
+	cr_assert_eq(semop(semid_of(s), &up, 1), 0); /* value 4 on limit 1 */
+	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), 0);
+	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), -EAGAIN, "an outside excess was handed out");
+	cr_assert_eq(kernel_value(s), 0);
+	char buffer[4096];
+	size_t n = store_read_journal(store, s, 0, buffer, sizeof(buffer) - 1);
+	buffer[n] = '\0';
+	cr_assert(strstr(buffer, "reverted=3"), "%s", buffer);
+	store_start(store);
+	/* Value 3 on limit 1 with one plain unit out: the kernel cannot say who
+	 * holds a plain unit, so the value is brought back to the limit. */
+	cr_assert_eq(semop(semid_of(s), &up, 1), 0);
+	usleep(600000); /* the monitor reverts it by itself */
+	cr_assert_eq(kernel_value(s), 1);
+	store_close_semaphore(store, s, s_ino);
+}
+
+/* Two outside programs pass the unit back and forth; a waiter of ours still
+ * gets it (it keeps its place in the kernel's queue). */
+Test(store, outside_users_cannot_starve_our_waiters)
+{
+	struct semaphore *s = make("starve");
+	struct test_waiter w;
+	int semid = semid_of(s);
+	struct sembuf down = {.sem_num = 0, .sem_op = -1}, up = {.sem_num = 0, .sem_op = 1};
+	pid_t children[2];
+	cr_assert_eq(semop(semid, &down, 1), 0); /* the first program holds it */
+	for (int i = 0; i < 2; i++) {
+		children[i] = fork();
+		cr_assert_geq(children[i], 0);
+		if (children[i] == 0) {
+			if (i == 0) {
+				usleep(300000);
+				semop(semid, &up, 1);
+			}
+			for (int round = 0; round < 60; round++) {
+				if (semop(semid, &down, 1) < 0)
+					_exit(0);
+				usleep(300000);
+				semop(semid, &up, 1);
+			}
+			_exit(0);
+		}
+	}
+	usleep(100000);
+	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, 4.0, NULL), STORE_QUEUED);
+	usleep(200000);
+	cr_assert(wait_completed(1, 6000));
+	int error = errors[0];
+	for (int i = 0; i < 2; i++) {
+		kill(children[i], SIGKILL);
+		waitpid(children[i], NULL, 0);
+	}
+	cr_assert_eq(error, 0, "our waiter was starved: %s", strerror(error));
+	store_close_semaphore(store, s, s_ino);
+}
+
+Test(store, tokens_never_repeat_for_a_name)
+{
+	struct semaphore *s = make("token");
+	struct test_waiter w;
+	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, 0, NULL), 0);
+	uint64_t first = w.waiter.token;
+	store_close_semaphore(store, s, s_ino);
+	cr_assert_eq(store_unlink(store, STORE_ROOT_INO, "token"), 0);
+	s = make("token");
+	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, 0, NULL), 0);
+	cr_assert_gt(w.waiter.token, first, "token %lu handed out again",
+		     (unsigned long)w.waiter.token);
+	store_close_semaphore(store, s, s_ino);
+}
+
+static void reopen(void)
+{
+	char error[256];
+	store_shutdown(store);
+	store_close(store);
+	struct store_options options = {
+	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+}
+
+Test(store, a_second_store_on_one_state_dir_is_refused)
+{
+	char error[256] = "";
+	struct store *second = NULL;
+	struct store_options options = {
+	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
+	cr_assert_lt(store_open(&second, &options, error, sizeof(error)), 0);
+	cr_assert(strstr(error, state_dir), "the refusal names the directory: %s", error);
+}
+
+Test(store, an_unreadable_record_is_set_aside)
+{
+	struct semaphore *s = make("good");
+	store_close_semaphore(store, s, s_ino);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/tree/empty", state_dir);
+	FILE *file = fopen(path, "w"); /* what a full disk at create left */
+	cr_assert_not_null(file);
+	fclose(file);
+	reopen();
+	struct store_attr attr;
+	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, "good", true, &attr), 0);
+	store_forget(store, attr.nodeid, 1);
+	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, "empty", true, &attr), -ENOENT);
+	cr_assert_neq(access(path, F_OK), 0, "the bad record is still in the tree");
+}
+
+/* A record that cannot be written refuses the change: nothing unsaved is
+ * acknowledged, and the kernel value does not move. The state_dir is a small
+ * tmpfs, made read-only, then full. */
+/* `before STATE_DIR after` */
+static void tmpfs_command(const char *before, const char *after)
+{
+	char command[256];
+	snprintf(command, sizeof(command), "%s%s%s", before, state_dir, after);
+	cr_assert_eq(system(command), 0, "%s", command);
+}
+
+Test(store, an_unsaved_change_is_refused)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a tmpfs");
+	char error[256];
+	struct store_options options = {
+	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
+	store_shutdown(store);
+	store_close(store);
+	tmpfs_command("mount -t tmpfs -o size=256k tmpfs ", "");
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	struct semaphore *s = make("disk");
+	uint64_t ino = s_ino;
+	int results[4];
+
+	tmpfs_command("mount -o remount,ro ", "");
+	results[0] = run_one(s, VERB_LIMIT, 5, NULL);
+	mode_t mode = 0600;
+	struct store_attr attr;
+	results[1] = store_setattr(store, ino, &mode, NULL, NULL, NULL, &attr);
+	tmpfs_command("mount -o remount,rw ", "");
+	tmpfs_command("dd if=/dev/zero bs=4k 2>/dev/null of=", "/fill; true");
+	results[2] = run_one(s, VERB_LIMIT, 5, NULL);
+	results[3] = store_create(store, STORE_ROOT_INO, "new", 0644, getuid(), getgid(), &attr);
+	int value = kernel_value(s);
+	char *limit_text;
+	cr_assert_geq(store_attribute(store, s, "limit", &limit_text), 0);
+	int limit = atoi(limit_text);
+	free(limit_text);
+	cr_assert_eq(store_getattr(store, ino, &attr), 0);
+	tmpfs_command("rm -f ", "/fill");
+	store_close_semaphore(store, s, ino);
+	teardown_store();
+	tmpfs_command("umount ", "");
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+
+	cr_assert_eq(results[0], -EROFS, "limit on a read-only state_dir: %d", results[0]);
+	cr_assert_eq(results[1], -EROFS, "chmod on a read-only state_dir: %d", results[1]);
+	cr_assert_eq(results[2], -ENOSPC, "limit on a full state_dir: %d", results[2]);
+	cr_assert_eq(results[3], -ENOSPC, "create on a full state_dir: %d", results[3]);
+	cr_assert_eq(value, 1, "the kernel value moved to %d", value);
+	cr_assert_eq(limit, 1, "the limit changed to %d", limit);
+	cr_assert_eq(attr.mode & 07777, 0644, "the mode changed");
 }
