@@ -1,4 +1,5 @@
-/* clock.c: timespec arithmetic shared by the store and the mount. */
+/* clock.c: timespec arithmetic and monotonic condition variables, shared by
+ * the store, the mount and the stats writer. */
 #include "clock.h"
 
 struct timespec clock_add(struct timespec t, double seconds)
@@ -41,4 +42,14 @@ struct timespec clock_difference(const struct timespec *later, const struct time
 	if (d.tv_sec < 0)
 		d.tv_sec = d.tv_nsec = 0;
 	return d;
+}
+
+void clock_condition_init(pthread_cond_t *condition)
+{
+	pthread_condattr_t attributes;
+
+	pthread_condattr_init(&attributes);
+	pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+	pthread_cond_init(condition, &attributes);
+	pthread_condattr_destroy(&attributes);
 }

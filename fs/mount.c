@@ -818,7 +818,7 @@ static void *notifier_main(void *argument)
 			changes = next;
 		}
 		pthread_mutex_lock(&mount->notify_lock);
-		struct timespec pause = clock_after(CLOCK_REALTIME, NOTIFY_INTERVAL);
+		struct timespec pause = clock_after(CLOCK_MONOTONIC, NOTIFY_INTERVAL);
 		mount->notifier_pausing = true;
 		while (!mount->notifier_stop &&
 		       pthread_cond_timedwait(&mount->notify_wake, &mount->notify_lock, &pause) ==
@@ -841,7 +841,7 @@ struct mount *mount_new(void)
 	pthread_mutex_init(&mount->poll_lock, NULL);
 	pthread_mutex_init(&mount->notify_lock, NULL);
 	pthread_mutex_init(&mount->session_lock, NULL);
-	pthread_cond_init(&mount->notify_wake, NULL);
+	clock_condition_init(&mount->notify_wake);
 	return mount;
 }
 

@@ -1482,12 +1482,8 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	store->next_ino = STORE_ROOT_INO;
 	store->backing.root_fd = -1;
 	pthread_mutex_init(&store->lock, NULL);
-	pthread_cond_init(&store->helpers_gone, NULL);
-	pthread_condattr_t condition_attributes;
-	pthread_condattr_init(&condition_attributes);
-	pthread_condattr_setclock(&condition_attributes, CLOCK_MONOTONIC); /* no wall-clock jumps */
-	pthread_cond_init(&store->monitor_wake, &condition_attributes);
-	pthread_condattr_destroy(&condition_attributes);
+	clock_condition_init(&store->helpers_gone);
+	clock_condition_init(&store->monitor_wake);
 	sigemptyset(&kick.sa_mask);
 	sigaction(HELPER_KICK_SIGNAL, &kick, NULL); /* no SA_RESTART */
 
@@ -1572,9 +1568,7 @@ void store_shutdown(struct store *store)
 		for (struct semaphore *s = store->live; s; s = s->live_next)
 			if (s->helper_running)
 				helper_kick(s);
-		struct timespec wake;
-		timespec_now(CLOCK_REALTIME, &wake);
-		wake.tv_sec += 1;
+		struct timespec wake = clock_after(CLOCK_MONOTONIC, 1.0);
 		pthread_cond_timedwait(&store->helpers_gone, &store->lock, &wake);
 	}
 	pthread_mutex_unlock(&store->lock);
@@ -1803,6 +1797,8 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 	}
 	if (r < 0) {
 		if (node) {
+			if (node->semaphore)
+				live_remove(store, node->semaphore); /* the monitor's list */
 			node_detach(store, node);
 			node_free(store, node);
 		}
@@ -1855,8 +1851,12 @@ static int make_entry(struct store *store, uint64_t parent_ino, const char *name
 		r = create_semaphore(store, parent, name, mode, uid, gid,
 				     store->options.default_limit, false, "semfs", &node);
 	if (r == 0) {
-		node->lookups++;
+		/* An alias, as for a lookup: the creating descriptor may wait in
+		 * a write, and the notifier touches the node's own inode. */
+		struct node *chosen = lookup_choice(store, node, false);
+		chosen->lookups++;
 		node_fill_attr(store, node, attr);
+		attr->nodeid = chosen->ino;
 	}
 	pthread_mutex_unlock(&store->lock);
 	return r;
@@ -2184,7 +2184,8 @@ size_t store_watchable_nodeids(struct store *store, uint64_t ino, uint64_t *out,
 
 	pthread_mutex_lock(&store->lock);
 	struct node *node = node_by_ino(store, ino);
-	if (node && node->lookups > 0 && count < max)
+	/* A touch of an inode whose lock a waiting write holds would wait too. */
+	if (node && node->lookups > 0 && node->queued_writes == 0 && count < max)
 		out[count++] = node->ino;
 	for (struct node *a = node ? node->first_alias : NULL; a && count < max; a = a->alias_next)
 		if (a->lookups > 0 && a->opens == 0 && a->queued_writes == 0)

@@ -113,6 +113,7 @@ struct server {
 	struct connection *graveyard; /* freed after the current batch of events */
 	struct connection *to_flush;  /* output waiting for the end of the batch */
 	bool accept_paused;
+	time_t accept_failure_logged;
 
 	time_t reject_second;
 	unsigned rejects_logged, rejects_suppressed;
@@ -207,11 +208,14 @@ static bool flush_output(struct connection *c)
 	return true;
 }
 
-static void send_bytes(struct connection *c, const char *data, size_t length)
+/* Queue output. A reply the client asked for (a status of any size) goes
+ * whole if the reader has kept up so far; a stream (`watch`) may not pass
+ * OUTPUT_MAX. */
+static void queue_output(struct connection *c, const char *data, size_t length, bool whole)
 {
 	if (c->fd < 0 || length == 0)
 		return;
-	if (c->out.length + length > OUTPUT_MAX) {
+	if (c->out.length + (whole ? 0 : length) > OUTPUT_MAX) {
 		connection_close(c, "reader too slow: output buffer full");
 		return;
 	}
@@ -242,6 +246,11 @@ static void send_bytes(struct connection *c, const char *data, size_t length)
 		c->flush_next = c->server->to_flush;
 		c->server->to_flush = c;
 	}
+}
+
+static void send_bytes(struct connection *c, const char *data, size_t length)
+{
+	queue_output(c, data, length, false);
 }
 
 static void flush_queued(struct server *server)
@@ -346,6 +355,19 @@ static void connection_let_go(struct connection *c)
 	watch_stop(c);
 }
 
+/* Accepting was paused for want of descriptors: try again. Called when a
+ * connection goes and on every tick, since the descriptors may have been
+ * taken by something else than connections (and a closed connection's is
+ * freed only after this batch of events). */
+static void accept_resume(struct server *server)
+{
+	if (!server->accept_paused)
+		return;
+	struct epoll_event event = {.events = EPOLLIN, .data.ptr = &tag_listen};
+	if (epoll_ctl(server->epoll_fd, EPOLL_CTL_MOD, server->listen_fd, &event) == 0)
+		server->accept_paused = false;
+}
+
 static void connection_bury(struct connection *c)
 {
 	struct server *server = c->server;
@@ -359,11 +381,7 @@ static void connection_bury(struct connection *c)
 	server->count--;
 	c->next = server->graveyard;
 	server->graveyard = c;
-	if (server->accept_paused) {
-		struct epoll_event event = {.events = EPOLLIN, .data.ptr = &tag_listen};
-		if (epoll_ctl(server->epoll_fd, EPOLL_CTL_MOD, server->listen_fd, &event) == 0)
-			server->accept_paused = false;
-	}
+	accept_resume(server);
 }
 
 /* `reason`: logged (a protocol violation); NULL for an ordinary end. */
@@ -521,6 +539,7 @@ static void ace_process(struct connection *c)
 		case ACE_NONE:
 			break;
 		case ACE_ACQUIRE:
+			c->last_activity = now_monotonic();
 			ace_acquire(c, c->ace->name);
 			break;
 		case ACE_KEEPALIVE:
@@ -549,6 +568,7 @@ static void native_command_done(struct connection *c, int result)
 {
 	enum command_verb verb = c->command.verb;
 
+	c->last_activity = now_monotonic(); /* idle from the reply on */
 	if (result == 0 && verb == VERB_ACQUIRE)
 		c->acquired++;
 	if (result == 0 && verb == VERB_RELEASE)
@@ -578,7 +598,7 @@ static void native_status(struct connection *c, const char *name)
 		for (size_t i = 0; i < length; i++)
 			lines += text[i] == '\n';
 		reply(c, "ok lines=%zu", lines);
-		send_bytes(c, text, length);
+		queue_output(c, text, length, true);
 		free(text);
 		return;
 	}
@@ -592,7 +612,10 @@ static void native_status(struct connection *c, const char *name)
 		reply_error(c, -r, name);
 		return;
 	}
-	reply(c, "ok %s", text);
+	/* Not through reply(): a status line has no length limit. */
+	send_text(c, "ok ");
+	queue_output(c, text, strlen(text), true);
+	send_text(c, "\n");
 	free(text);
 }
 
@@ -620,7 +643,8 @@ static void native_request(struct connection *c, const char *line, size_t length
 	int r = native_parse(line, length, &request, error, sizeof(error));
 
 	if (r == 0)
-		return; /* a blank line */
+		return; /* a blank line: no activity, idle_timeout runs on */
+	c->last_activity = now_monotonic();
 	if (r < 0) {
 		const char *error_name = strerrorname_np(-r);
 		char reason[300];
@@ -788,7 +812,6 @@ static void connection_readable(struct connection *c)
 		connection_close(c, NULL); /* reset */
 		return;
 	}
-	c->last_activity = now_monotonic();
 	if (c->peer_closed && c->pending && store_cancel(c->server->options.store, &c->waiter)) {
 		/* The waiter was queued and is ours again, having taken nothing. */
 		c->pending = false;
@@ -801,7 +824,7 @@ static void connection_readable(struct connection *c)
 	if (c->fd < 0)
 		return;
 	if (c->partial && !was_partial)
-		c->partial_since = c->last_activity;
+		c->partial_since = now_monotonic();
 	set_events(c);
 }
 
@@ -857,8 +880,15 @@ static void accept_connections(struct server *server)
 				continue;
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
-				/* Out of descriptors: stop accepting until one closes. */
-				log_warn("accept");
+				/* Out of descriptors: pause accepting; a closed
+				 * connection or the next tick tries again. */
+				if (time(NULL) - server->accept_failure_logged >= 60) {
+					server->accept_failure_logged = time(NULL);
+					log_warn(
+					    "cannot accept connections (retrying every %.2f s; "
+					    "logged once a minute)",
+					    TICK_SECONDS);
+				}
 				struct epoll_event event = {.events = 0, .data.ptr = &tag_listen};
 				epoll_ctl(server->epoll_fd, EPOLL_CTL_MOD, server->listen_fd,
 					  &event);
@@ -944,6 +974,7 @@ static void tick(struct server *server)
 	struct timespec now = now_monotonic();
 	double idle = server->options.idle_timeout, request = server->options.request_timeout;
 
+	accept_resume(server);
 	for (struct connection *c = server->connections, *next; c; c = next) {
 		next = c->next;
 		if (c->fd < 0)

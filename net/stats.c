@@ -202,7 +202,7 @@ int stats_open(struct stats **out, struct store *store, const char *directory, c
 	stats->store = store;
 	snprintf(stats->directory, sizeof(stats->directory), "%s", directory);
 	pthread_mutex_init(&stats->lock, NULL);
-	pthread_cond_init(&stats->wake, NULL);
+	clock_condition_init(&stats->wake);
 	*out = stats;
 	return 0;
 }
@@ -226,7 +226,7 @@ static void *stats_main(void *argument)
 			log_warnx("stats_dir %s: %s", stats->directory, strerror(-r));
 		complained = r < 0;
 		/* Pace: bursts of changes cost one rewrite per interval. */
-		struct timespec until = clock_after(CLOCK_REALTIME, STATS_MIN_INTERVAL);
+		struct timespec until = clock_after(CLOCK_MONOTONIC, STATS_MIN_INTERVAL);
 		pthread_mutex_lock(&stats->lock);
 		while (!stats->stopping &&
 		       pthread_cond_timedwait(&stats->wake, &stats->lock, &until) != ETIMEDOUT)

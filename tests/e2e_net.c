@@ -70,6 +70,34 @@ const char *net_line(int fd, int ms)
 	return line;
 }
 
+char *net_long_line(int fd, int ms)
+{
+	size_t length = 0, allocated = 65536;
+	char *line = malloc(allocated);
+	double end = e2e_now() + ms / 1000.0;
+
+	cr_assert_not_null(line);
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int left = (int)((end - e2e_now()) * 1000);
+		char c;
+		if (left < 0 || poll(&p, 1, left) <= 0 || read(fd, &c, 1) != 1) {
+			free(line);
+			return NULL;
+		}
+		if (c == '\n')
+			break;
+		if (length + 1 == allocated) {
+			allocated *= 2;
+			line = realloc(line, allocated);
+			cr_assert_not_null(line);
+		}
+		line[length++] = c;
+	}
+	line[length] = '\0';
+	return line;
+}
+
 void expect_line(int fd, const char *prefix)
 {
 	const char *line = net_line(fd, 3000);

@@ -11,6 +11,8 @@ int net_connect(void); /* to e2e.port; fails the test if refused */
 void net_send(int fd, const char *text);
 /* One line without its newline (static buffer), or NULL after `ms` or EOF. */
 const char *net_line(int fd, int ms);
+/* A line of any length, malloc'd, or NULL after `ms` or EOF. */
+char *net_long_line(int fd, int ms);
 void expect_line(int fd, const char *prefix);
 /* A request and the start of its one-line reply. */
 void ask(int fd, const char *request, const char *prefix);

@@ -525,3 +525,33 @@ Test(mount_configured, bad_config_is_a_startup_error)
 	cr_assert(strstr(text, "bad.ini:2: default_limit = lots"), "%s", text);
 	cr_assert(strstr(text, "bad.ini:3: unknown key 'colour'"), "%s", text);
 }
+
+/* A write waiting on the very descriptor that created its file holds that
+ * inode's lock; the notifier must not wait for it (issue 12). */
+Test(mount, a_wait_on_the_creating_descriptor_stalls_no_notification)
+{
+	pid_t creator = e2e_fork();
+	if (creator == 0) {
+		int fd = open(e2e_path("db"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd < 0)
+			_exit(1);
+		(void)write(fd, "lock\nlock\n", 10); /* the second lock waits */
+		_exit(0);
+	}
+	cr_assert(e2e_wait_xattr("db", "waiting", 1, 3000));
+	create("other");
+	cr_assert_eq(e2e_write("other", "lock\n"), 0);
+	int watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	cr_assert_geq(inotify_add_watch(watch, e2e_path("other"), IN_MODIFY | IN_ATTRIB), 0);
+	char buffer[4096];
+	usleep(200000);
+	while (read(watch, buffer, sizeof(buffer)) > 0) /* events up to now */
+		;
+	pid_t waiter = e2e_spawn_write("other", "lock 0.3\n");
+	cr_assert_eq(e2e_wait_exit(waiter, 3000), ETIMEDOUT);
+	struct pollfd pfd = {.fd = watch, .events = POLLIN};
+	cr_assert_eq(poll(&pfd, 1, 2000), 1, "no inotify event: the notifier is stuck");
+	close(watch);
+	cr_assert_eq(e2e_write("db", "relax\n"), 0);
+	cr_assert_eq(e2e_wait_exit(creator, 3000), 0);
+}

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -687,4 +688,100 @@ Test(native, a_second_daemon_on_the_same_state_dir_is_refused)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "a second daemon started");
 	e2e_expect_text("../second.log", "in use by another semfs");
 	cr_assert_eq(e2e_write("probe", "lock 0"), 0, "the first daemon is unharmed");
+}
+
+/* ---- liveness of the network front-end (issue 12) ------------------------- */
+
+Test(net_configured, blank_lines_do_not_keep_an_idle_connection)
+{
+	e2e_start("idle_timeout = 1\n");
+	int fd = net_connect();
+	ask(fd, "ping", "ok pong");
+	double start = e2e_now();
+	bool closed = false;
+	while (!closed && e2e_now() - start < 4.0) {
+		if (send(fd, "\n", 1, MSG_NOSIGNAL) < 0)
+			break;
+		closed = closed_by_server(fd, 300);
+	}
+	cr_assert(closed, "blank lines kept an idle connection open for 4 s");
+	close(fd);
+}
+
+static void pipeline(int fd, const char *request, int count, const char *prefix)
+{
+	char batch[8192];
+	for (int sent = 0; sent < count;) {
+		size_t used = 0;
+		int in_batch = 0;
+		while (sent + in_batch < count && used + strlen(request) + 1 < sizeof(batch)) {
+			used +=
+			    (size_t)snprintf(batch + used, sizeof(batch) - used, "%s\n", request);
+			in_batch++;
+		}
+		net_send(fd, batch);
+		for (int i = 0; i < in_batch; i++) {
+			const char *line = net_line(fd, 5000);
+			cr_assert(line && strncmp(line, prefix, strlen(prefix)) == 0,
+				  "reply %d: %s", sent + i, line ? line : "(none)");
+		}
+		sent += in_batch;
+	}
+}
+
+Test(native, status_of_any_size_is_answered_whole)
+{
+	int fd = net_connect();
+	/* Each unit held shows its holder: 32,767 of them make a status line of
+	 * ~700 KB, two such semaphores a status over 1 MiB. */
+	ask(fd, "create a 32767", "ok");
+	ask(fd, "create b 32767", "ok");
+	pipeline(fd, "acquire a", 32767, "ok token=");
+	pipeline(fd, "acquire b", 32767, "ok token=");
+	net_send(fd, "status a\n");
+	char *line = net_long_line(fd, 10000);
+	cr_assert_not_null(line);
+	size_t length = strlen(line);
+	cr_assert_gt(length, 600000, "status a cut at %zu bytes", length);
+	cr_assert(strstr(line, " semid="), "status a lost its tail");
+	free(line);
+	net_send(fd, "status\n");
+	expect_line(fd, "ok lines=2");
+	for (int i = 0; i < 2; i++) {
+		line = net_long_line(fd, 10000);
+		cr_assert(line && strstr(line, " semid="), "status line %d missing or cut", i);
+		free(line);
+	}
+	ask(fd, "ping", "ok pong");
+	close(fd);
+}
+
+/* Out of descriptors at accept: once the limit is raised again (no
+ * connection of ours closed meanwhile), the listener accepts again. */
+Test(native, accepting_resumes_after_running_out_of_descriptors)
+{
+	char command[256];
+	bool used[4096] = {false};
+	snprintf(command, sizeof(command), "/proc/%d/fd", e2e.daemon);
+	DIR *directory = opendir(command);
+	cr_assert_not_null(directory);
+	for (struct dirent *entry; (entry = readdir(directory));)
+		if (entry->d_name[0] != '.' && atoi(entry->d_name) < 4096)
+			used[atoi(entry->d_name)] = true;
+	closedir(directory);
+	int open_fds = 0; /* the lowest free descriptor: the limit that stops accept */
+	while (used[open_fds])
+		open_fds++;
+	snprintf(command, sizeof(command), "prlimit --pid %d --nofile=%d:4096", e2e.daemon,
+		 open_fds);
+	cr_assert_eq(system(command), 0, "%s", command);
+	int fd = net_connect(); /* in the kernel's backlog; accept fails with EMFILE */
+	net_send(fd, "ping\n");
+	cr_assert_null(net_line(fd, 1000), "served with no descriptor free");
+	snprintf(command, sizeof(command), "prlimit --pid %d --nofile=4096:4096", e2e.daemon);
+	cr_assert_eq(system(command), 0, "%s", command);
+	const char *line = net_line(fd, 3000);
+	cr_assert(line && strcmp(line, "ok pong") == 0, "accepting never resumed");
+	close(fd);
+	e2e_expect_text("../semfs.log", "cannot accept connections");
 }
