@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <strings.h>
 #include <errno.h>
+#include <pwd.h>
 #include <ini.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +22,8 @@ enum config_type {
 	TYPE_HOST,    /* any host name or address */
 	TYPE_ALLOW,   /* allow-list */
 	TYPE_IGNORED, /* ACE's keys semfs has no use for */
+	TYPE_USER,    /* a local user, by name or uid: network_user */
+	TYPE_MODE,    /* octal permission bits */
 };
 
 #define NET	       "service_network_semaphore"
@@ -41,6 +44,9 @@ static const struct config_row {
      1000000},
     {"semfs", "idle_timeout", TYPE_UNSIGNED, offsetof(struct config, idle_timeout), 0, 86400 * 365},
     {"semfs", "request_timeout", TYPE_UNSIGNED, offsetof(struct config, request_timeout), 1, 3600},
+    {"semfs", "network_user", TYPE_USER, offsetof(struct config, network_user), 0, 0},
+    {"semfs", "network_mode", TYPE_MODE, offsetof(struct config, network_mode), 0, 0777},
+    {"semfs", "admin_ipv4", TYPE_ALLOW, offsetof(struct config, admins), 0, 0},
     {NET, "enabled", TYPE_BOOL, offsetof(struct config, net_enabled), 0, 0},
     {NET, "bind_address", TYPE_IPV4, offsetof(struct config, bind_address), 0, 0},
     {NET, "bind_port", TYPE_UNSIGNED, offsetof(struct config, bind_port), 0, 65535},
@@ -52,6 +58,30 @@ static const struct config_row {
     {NET, "class", TYPE_IGNORED, 0, 0, 0},
     {NET, "description", TYPE_IGNORED, 0, 0, 0},
 };
+
+/* network_user: a name from the password database, or a number. */
+static int config_set_user(struct config *config, const char *text)
+{
+	struct passwd *entry = getpwnam(text);
+	char *end;
+
+	if (!entry) {
+		errno = 0;
+		unsigned long uid = strtoul(text, &end, 10);
+		if (errno || end == text || *end || uid >= (uid_t)-1)
+			return -EINVAL;
+		entry = getpwuid((uid_t)uid);
+		config->network_uid = (uid_t)uid;
+		config->network_gid = entry ? entry->pw_gid : (gid_t)uid;
+	} else {
+		config->network_uid = entry->pw_uid;
+		config->network_gid = entry->pw_gid;
+	}
+	if (strlen(text) >= sizeof(config->network_user))
+		return -EINVAL;
+	snprintf(config->network_user, sizeof(config->network_user), "%s", text);
+	return 0;
+}
 
 void config_defaults(struct config *config)
 {
@@ -70,6 +100,13 @@ void config_defaults(struct config *config)
 	config->max_connections = 10000;
 	config->idle_timeout = 300;
 	config->request_timeout = 10;
+	/* Peers are strangers by default: they may use what "others" may. */
+	if (config_set_user(config, "nobody") < 0) {
+		config->network_uid = config->network_gid =
+		    65534; /* nobody, wherever it is missing */
+		snprintf(config->network_user, sizeof(config->network_user), "65534");
+	}
+	config->network_mode = 0666;
 	config->net_enabled = true;
 	snprintf(config->bind_address, sizeof(config->bind_address), "127.0.0.1");
 	config->bind_port = CONFIG_PORT;
@@ -260,6 +297,20 @@ static int config_handle(void *user, const char *section, const char *name, cons
 	switch (row->type) {
 	case TYPE_IGNORED:
 		break;
+	case TYPE_USER:
+		if (config_set_user(parse->config, value) < 0)
+			config_fail(parse, name, value, "expected a local user name or uid");
+		break;
+	case TYPE_MODE: {
+		char *end;
+		errno = 0;
+		unsigned long mode = strtoul(value, &end, 8);
+		if (errno || end == value || *end || mode > row->max)
+			config_fail(parse, name, value, "expected octal permission bits 0..0777");
+		else
+			*(unsigned *)field = (unsigned)mode;
+		break;
+	}
 	case TYPE_BOOL:
 		if (!parse_bool(value, (bool *)field))
 			config_fail(parse, name, value, "expected yes or no");

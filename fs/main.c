@@ -9,11 +9,13 @@
 #include "store.h"
 
 #include <fuse_lowlevel.h>
+#include <grp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 struct semfs_options {
 	char *config;
@@ -136,6 +138,24 @@ static int drop_mount_source(int argc, char *argv[])
 	return argc - 1;
 }
 
+/* What network peers act as: network_user with its groups. */
+static const struct store_caller *network_caller(const struct config *config,
+						 struct store_caller *caller)
+{
+	static gid_t groups[256];
+	int count = 256;
+
+	if (getgrouplist(config->network_user, config->network_gid, groups, &count) < 0)
+		count = 0; /* a bare uid, or too many groups: the primary one only */
+	*caller = (struct store_caller){
+	    .uid = config->network_uid,
+	    .gid = config->network_gid,
+	    .groups = groups,
+	    .group_count = (size_t)count,
+	};
+	return caller;
+}
+
 int main(int argc, char *argv[])
 {
 	argc = drop_mount_source(argc, argv);
@@ -143,6 +163,7 @@ int main(int argc, char *argv[])
 	struct semfs_options options = {0};
 	struct fuse_cmdline_opts command_line = {0};
 	struct config config;
+	static struct store_caller peer, admin; /* read by the server thread until exit */
 	struct store *store = NULL;
 	struct mount *mount = NULL;
 	struct server *server = NULL;
@@ -195,6 +216,9 @@ int main(int argc, char *argv[])
 		fatalx("out of memory");
 	struct store_options store_options = {
 	    .state_dir = config.state_dir,
+	    .network_uid = config.network_uid,
+	    .network_gid = config.network_gid,
+	    .network_mode = config.network_mode,
 	    .default_limit = config.default_limit,
 	    .journal_max = config.journal_max,
 	    .max_wait = wait_cap(),
@@ -202,6 +226,7 @@ int main(int argc, char *argv[])
 	    .changed_context = &observers,
 	};
 	observers.mount = mount;
+	admin = (struct store_caller){.uid = geteuid(), .gid = getegid()};
 	if (store_open(&store, &store_options, error, sizeof(error)) < 0) {
 		log_warnx("state directory %s: %s", config.state_dir, error);
 		goto out_mount;
@@ -230,6 +255,9 @@ int main(int argc, char *argv[])
 		    .idle_timeout = config.idle_timeout,
 		    .request_timeout = config.request_timeout,
 		    .default_limit = config.default_limit,
+		    .peer = network_caller(&config, &peer),
+		    .admin = &admin,
+		    .admins = &config.admins,
 		};
 		if (server_open(&server, &server_options, error, sizeof(error)) < 0) {
 			log_warnx("%s", error);

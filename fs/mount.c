@@ -362,6 +362,24 @@ static void open_file_free(struct mount *mount, struct open_file *file)
 	free(file);
 }
 
+/* semaphore.status as its opener may see it: the kernel's own rules for
+ * each directory above a semaphore (x) and the semaphore itself (r). */
+static int status_for_opener(fuse_req_t req, struct store *store, struct open_file *file)
+{
+	const struct fuse_ctx *context = fuse_req_ctx(req);
+	gid_t groups[64];
+	int count = fuse_req_getgroups(req, 64, groups);
+	struct store_caller caller = {
+	    .uid = context->uid,
+	    .gid = context->gid,
+	    .groups = groups,
+	    .group_count = count < 0	? 0
+			   : count > 64 ? 64
+					: (size_t)count,
+	};
+	return store_status_text(store, &caller, &file->status_text, &file->status_length);
+}
+
 static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mount *mount = mount_of(req);
@@ -377,8 +395,7 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		if ((fi->flags & O_ACCMODE) != O_RDONLY)
 			r = -EACCES;
 		else
-			r = store_status_text(mount->store, &file->status_text,
-					      &file->status_length);
+			r = status_for_opener(req, mount->store, file);
 	} else {
 		file->kind = OPEN_SEMAPHORE;
 		file->nodeid = ino;
@@ -753,6 +770,17 @@ static void wake_pollers(struct mount *mount)
 	} while (count == 64);
 }
 
+static bool still_watchable(struct mount *mount, uint64_t ino, uint64_t nodeid)
+{
+	uint64_t nodeids[64];
+	size_t count = store_watchable_nodeids(mount->store, ino, nodeids, 64);
+
+	for (size_t i = 0; i < count; i++)
+		if (nodeids[i] == nodeid)
+			return true;
+	return false;
+}
+
 /* Raise IN_ATTRIB on every inode of the semaphore a watch may hold: set its
  * times through the mount, by file handle so that each alias is reached. */
 static void touch(struct mount *mount, const struct change *change)
@@ -780,7 +808,11 @@ static void touch(struct mount *mount, const struct change *change)
 				mount->handles_work = false;
 			continue;
 		}
-		(void)utimensat(fd, "", NULL, AT_EMPTY_PATH);
+		/* Ask again at the last moment: an alias just looked up is often
+		 * opened and written at once, and a write that waits holds the
+		 * inode lock utimensat needs. */
+		if (still_watchable(mount, change->ino, nodeids[i]))
+			(void)utimensat(fd, "", NULL, AT_EMPTY_PATH);
 		close(fd);
 	}
 	if (root_fd >= 0)

@@ -61,6 +61,7 @@ struct node {
 	struct node *alias_of;		     /* an alias: the node it stands for */
 	struct node *first_alias;	     /* live aliases of this node */
 	struct node *alias_prev, *alias_next;
+	bool implicit;		/* a directory made for a name: goes when it empties */
 	unsigned opens;		/* open files on this nodeid */
 	unsigned queued_writes; /* waits holding this nodeid's inode lock */
 };
@@ -683,6 +684,8 @@ static void semaphore_mark_removed(struct store *store, struct semaphore *semaph
 	journal_event(store, semaphore, "delete", who, 0, NULL, false);
 }
 
+static void prune_implicit(struct store *store, struct node *directory);
+
 /* rm, `delete NAME`, an idle undefined semaphore: the set and its record go,
  * waiters fail with EIDRM, the node lives on while the kernel knows it. */
 static int delete_node(struct store *store, struct node *node, const char *who,
@@ -709,6 +712,7 @@ static int delete_node(struct store *store, struct node *node, const char *who,
 	timespec_now(CLOCK_REALTIME, &parent->mtime);
 	parent->ctime = parent->mtime;
 	node_release_if_unused(store, node);
+	prune_implicit(store, parent);
 	return 0;
 }
 
@@ -1367,8 +1371,15 @@ static void node_attach_semaphore(struct node *node, struct semaphore *semaphore
 	semaphore->ino = node->ino;
 }
 
-static int walk_to_parent(struct store *store, const char *path, bool make, struct node **parent,
-			  const char **leaf);
+/* Who owns the directories walk_to_parent makes, and with which mode. */
+struct maker {
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+};
+
+static int walk_to_parent(struct store *store, const char *path, const struct maker *make,
+			  struct node **parent, const char **leaf);
 
 struct restore {
 	struct store *store;
@@ -1384,7 +1395,7 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	const char *leaf;
 	struct node *parent;
 
-	if (walk_to_parent(store, path, false, &parent, &leaf) < 0 ||
+	if (walk_to_parent(store, path, NULL, &parent, &leaf) < 0 ||
 	    (parent == store->root && strcmp(leaf, STORE_STATUS_NAME) == 0))
 		return 0; /* not one of ours: leave it */
 	if (is_directory) {
@@ -1496,7 +1507,9 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	}
 	uid_t uid = geteuid();
 	gid_t gid = getegid();
-	store->root = node_new(store, NULL, "", NODE_DIRECTORY, S_IFDIR | 0755, uid, gid);
+	/* Like /dev/shm: anyone may make a name at the root, the sticky bit
+	 * keeps others' names safe. */
+	store->root = node_new(store, NULL, "", NODE_DIRECTORY, S_IFDIR | 01777, uid, gid);
 	store->status =
 	    node_new(store, NULL, STORE_STATUS_NAME, NODE_STATUS, S_IFREG | 0444, uid, gid);
 	if (!store->root || !store->status) {
@@ -1624,6 +1637,8 @@ void store_close(struct store *store)
 
 /* ---- the tree, for the mount --------------------------------------------- */
 
+static bool node_permits(const struct node *node, const struct store_caller *caller, unsigned bits);
+
 static void node_fill_attr(struct store *store, struct node *node, struct store_attr *attr)
 {
 	memset(attr, 0, sizeof(*attr));
@@ -1679,7 +1694,7 @@ int store_lookup(struct store *store, uint64_t parent_ino, const char *name, boo
 	if (r == 0 && attr->kind == NODE_STATUS) {
 		char *text;
 		size_t length;
-		if (store_status_text(store, &text, &length) == 0) {
+		if (store_status_text(store, NULL, &text, &length) == 0) {
 			attr->size = length;
 			free(text);
 		}
@@ -1714,7 +1729,7 @@ int store_getattr(struct store *store, uint64_t ino, struct store_attr *attr)
 	if (r == 0 && attr->kind == NODE_STATUS) {
 		char *text;
 		size_t length;
-		if (store_status_text(store, &text, &length) == 0) {
+		if (store_status_text(store, NULL, &text, &length) == 0) {
 			attr->size = length;
 			free(text);
 		}
@@ -1790,7 +1805,10 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 			r = semaphore_save(store, semaphore);
 		}
 		if (r == 0) {
-			journal_event(store, node->semaphore, "create", who, 0, NULL, false);
+			/* Announced already (IN_CREATE on the directory), and no
+			 * touch: the creator opens and may wait in a write on this
+			 * very inode before the notifier would get to it. */
+			journal_event(store, node->semaphore, "create", who, 0, NULL, true);
 			parent->mtime = parent->ctime = node->mtime;
 			*out = node;
 		}
@@ -2107,31 +2125,43 @@ static void status_line(struct text *text, struct node *node)
 		return;
 	if (value < 0)
 		value = 0;
-	text_append(text, "%s: %d limit=%u value=%d waiting=%zu holders=", path,
-		    (int)s->limit - value, s->limit, value, s->waiting);
+	/* A name may hold any byte but '/': a newline must not start a line. */
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f || *p == '\\')
+			text_append(text, "\\%03o", *p);
+		else
+			text_append(text, "%c", *p);
+	}
+	text_append(text, ": %d limit=%u value=%d waiting=%zu holders=", (int)s->limit - value,
+		    s->limit, value, s->waiting);
 	append_holders(text, s, ",");
 	text_append(text, " token=%" PRIu64 " key=0x%08x semid=%d\n", s->token, (unsigned)s->key,
 		    s->semid);
 }
 
-static void status_of_subtree(struct store *store, struct node *directory, struct text *text)
+static void status_of_subtree(struct store *store, struct node *directory,
+			      const struct store_caller *caller, struct text *text)
 {
+	if (!node_permits(directory, caller, 1))
+		return; /* what a reader cannot reach, it does not see */
 	for (struct node *node = directory->first_child; node; node = node->next_sibling) {
 		if (node->kind == NODE_DIRECTORY) {
-			status_of_subtree(store, node, text);
+			status_of_subtree(store, node, caller, text);
 			continue;
 		}
-		status_line(text, node);
+		if (node_permits(node, caller, 4))
+			status_line(text, node);
 	}
 }
 
-int store_status_text(struct store *store, char **out, size_t *length)
+int store_status_text(struct store *store, const struct store_caller *caller, char **out,
+		      size_t *length)
 {
 	struct text text = {0};
 
 	pthread_mutex_lock(&store->lock);
 	text_append(&text, "%s", "");
-	status_of_subtree(store, store->root, &text);
+	status_of_subtree(store, store->root, caller, &text);
 	pthread_mutex_unlock(&store->lock);
 	if (text.failed) {
 		free(text.data);
@@ -2253,16 +2283,19 @@ int store_attribute(struct store *store, struct semaphore *semaphore, const char
 
 /* ---- names, for the network and the configuration ------------------------- */
 
+static void prune_implicit(struct store *store, struct node *directory);
+
 /* "a/b/c": the directory holding the last component, and that component.
- * `make` creates missing directories (0755, the daemon's). */
-static int walk_to_parent(struct store *store, const char *path, bool make, struct node **parent,
-			  const char **leaf)
+ * `make` creates missing directories (at most STORE_DEPTH_MAX deep), marked
+ * implicit: they go again when they empty. */
+static int walk_to_parent(struct store *store, const char *path, const struct maker *make,
+			  struct node **parent, const char **leaf)
 {
 	char component[STORE_NAME_MAX + 1];
 	struct node *node = store->root;
 	const char *p = path;
 
-	for (;;) {
+	for (unsigned depth = 0;; depth++) {
 		const char *slash = strchr(p, '/');
 		if (!slash) {
 			if (!name_valid(p))
@@ -2282,10 +2315,15 @@ static int walk_to_parent(struct store *store, const char *path, bool make, stru
 		if (!child) {
 			if (!make)
 				return -ENOENT;
-			int r = make_directory(store, node, component, 0755, geteuid(), getegid(),
-					       &child);
-			if (r < 0)
+			int r = depth >= STORE_DEPTH_MAX
+				    ? -ENAMETOOLONG
+				    : make_directory(store, node, component, make->mode, make->uid,
+						     make->gid, &child);
+			if (r < 0) {
+				prune_implicit(store, node); /* what this walk made */
 				return r;
+			}
+			child->implicit = true;
 		} else if (child->kind != NODE_DIRECTORY) {
 			return -ENOTDIR;
 		}
@@ -2294,11 +2332,122 @@ static int walk_to_parent(struct store *store, const char *path, bool make, stru
 	}
 }
 
+/* Directories made for a name go when their last entry goes. */
+static void prune_implicit(struct store *store, struct node *directory)
+{
+	char path[PATH_MAX];
+
+	while (directory != store->root && directory->implicit && !directory->first_child &&
+	       !directory->unlinked) {
+		struct node *up = directory->parent;
+		if (node_path(directory, path, sizeof(path)) < 0 ||
+		    backing_rmdir(&store->backing, path) < 0)
+			return;
+		node_detach(store, directory);
+		timespec_now(CLOCK_REALTIME, &up->mtime);
+		up->ctime = up->mtime;
+		node_release_if_unused(store, directory);
+		directory = up;
+	}
+}
+
+/* ---- permissions, for the network and semaphore.status -------------------- */
+
+static bool caller_in_group(const struct store_caller *caller, gid_t gid)
+{
+	if (caller->gid == gid)
+		return true;
+	for (size_t i = 0; i < caller->group_count; i++)
+		if (caller->groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* The kernel's rule for a mode: owner bits, else group bits, else others. */
+static bool node_permits(const struct node *node, const struct store_caller *caller, unsigned bits)
+{
+	if (!caller || caller->uid == 0)
+		return true;
+	unsigned have = node->mode & 7;
+	if (caller->uid == node->uid)
+		have = (node->mode >> 6) & 7;
+	else if (caller_in_group(caller, node->gid))
+		have = (node->mode >> 3) & 7;
+	return (have & bits) == bits;
+}
+
+int store_access_path(struct store *store, const char *path, const struct store_caller *caller,
+		      enum store_access access)
+{
+	char component[STORE_NAME_MAX + 1];
+	int r = 0;
+
+	pthread_mutex_lock(&store->lock);
+	struct node *directory = store->root;
+	const char *p = path;
+	for (;;) {
+		if (!node_permits(directory, caller, 1)) {
+			r = -EACCES;
+			break;
+		}
+		const char *slash = strchr(p, '/');
+		size_t length = slash ? (size_t)(slash - p) : strlen(p);
+		if (length == 0 || length > STORE_NAME_MAX) {
+			r = -EINVAL;
+			break;
+		}
+		memcpy(component, p, length);
+		component[length] = '\0';
+		struct node *child =
+		    directory == store->root && strcmp(component, STORE_STATUS_NAME) == 0 && !slash
+			? store->status
+			: node_child(store, directory, component);
+		if (!child) {
+			/* Made from here on down: the last directory must let us. */
+			if (access == STORE_CREATE)
+				r = node_permits(directory, caller, 3) ? 0 : -EACCES;
+			else
+				r = -ENOENT;
+			break;
+		}
+		if (slash) {
+			if (child->kind != NODE_DIRECTORY) {
+				r = -ENOTDIR;
+				break;
+			}
+			directory = child;
+			p = slash + 1;
+			continue;
+		}
+		switch (access) {
+		case STORE_READ:
+			r = node_permits(child, caller, 4) ? 0 : -EACCES;
+			break;
+		case STORE_WRITE:
+			r = node_permits(child, caller, 2) ? 0 : -EACCES;
+			break;
+		case STORE_CREATE:
+			r = 0; /* taken: the create itself says EEXIST */
+			break;
+		case STORE_DELETE:
+			if (!node_permits(directory, caller, 3))
+				r = -EACCES;
+			else if ((directory->mode & S_ISVTX) && caller && caller->uid != 0 &&
+				 caller->uid != child->uid && caller->uid != directory->uid)
+				r = -EPERM;
+			break;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
 static int find_semaphore(struct store *store, const char *path, struct node **out)
 {
 	struct node *parent, *node;
 	const char *leaf;
-	int r = walk_to_parent(store, path, false, &parent, &leaf);
+	int r = walk_to_parent(store, path, NULL, &parent, &leaf);
 
 	if (r < 0)
 		return r;
@@ -2322,10 +2471,11 @@ int store_open_path(struct store *store, const char *path, bool undefined_if_mis
 	pthread_mutex_lock(&store->lock);
 	int r = store->stopping ? -ECANCELED : find_semaphore(store, path, &node);
 	if (r == -ENOENT && undefined_if_missing) {
-		r = walk_to_parent(store, path, false, &parent, &leaf);
+		r = walk_to_parent(store, path, NULL, &parent, &leaf);
 		if (r == 0)
-			r = create_semaphore(store, parent, leaf, STORE_NETWORK_MODE, geteuid(),
-					     getegid(), 1, true, "semfs:undefined", &node);
+			r = create_semaphore(store, parent, leaf, store->options.network_mode,
+					     store->options.network_uid, store->options.network_gid,
+					     1, true, "semfs:undefined", &node);
 	}
 	if (r == 0) {
 		node->semaphore->references++;
@@ -2335,16 +2485,28 @@ int store_open_path(struct store *store, const char *path, bool undefined_if_mis
 	return r;
 }
 
+/* A directory for a network name: x wherever the semaphores' mode has r. */
+static mode_t directory_mode(mode_t mode)
+{
+	return (mode & 0777) | ((mode & 0444) >> 2);
+}
+
 int store_create_path(struct store *store, const char *path, unsigned limit, const char *who)
 {
-	struct node *parent, *node;
+	struct node *parent = NULL, *node;
 	const char *leaf;
 
+	struct maker network = {store->options.network_uid, store->options.network_gid,
+				directory_mode(store->options.network_mode)};
+
 	pthread_mutex_lock(&store->lock);
-	int r = walk_to_parent(store, path, true, &parent, &leaf);
+	int r = walk_to_parent(store, path, &network, &parent, &leaf);
 	if (r == 0)
-		r = create_semaphore(store, parent, leaf, STORE_NETWORK_MODE, geteuid(), getegid(),
-				     limit, false, who, &node);
+		r = create_semaphore(store, parent, leaf, store->options.network_mode,
+				     store->options.network_uid, store->options.network_gid, limit,
+				     false, who, &node);
+	if (r < 0 && parent)
+		prune_implicit(store, parent); /* what this request made for nothing */
 	pthread_mutex_unlock(&store->lock);
 	return r;
 }
@@ -2375,9 +2537,10 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 	pthread_mutex_lock(&store->lock);
 	int r = find_semaphore(store, path, &node);
 	if (r == -ENOENT) {
-		r = walk_to_parent(store, path, true, &parent, &leaf);
+		struct maker daemon = {geteuid(), getegid(), 0755};
+		r = walk_to_parent(store, path, &daemon, &parent, &leaf);
 		if (r == 0)
-			r = create_semaphore(store, parent, leaf, STORE_NETWORK_MODE, geteuid(),
+			r = create_semaphore(store, parent, leaf, STORE_DEFINED_MODE, geteuid(),
 					     getegid(), limit, false, "config", &node);
 	} else if (r == 0 && node->semaphore->limit != limit) {
 		struct command command = {.verb = VERB_LIMIT, .number = (int)limit};
@@ -2431,14 +2594,19 @@ int store_semaphore_status(struct store *store, struct semaphore *semaphore, cha
 	return 0;
 }
 
-static void metrics_of_subtree(struct store *store, struct node *directory, store_metric_fn *visit,
+static void metrics_of_subtree(struct store *store, struct node *directory,
+			       const struct store_caller *caller, store_metric_fn *visit,
 			       void *context)
 {
+	if (!node_permits(directory, caller, 1))
+		return;
 	for (struct node *node = directory->first_child; node; node = node->next_sibling) {
 		if (node->kind == NODE_DIRECTORY) {
-			metrics_of_subtree(store, node, visit, context);
+			metrics_of_subtree(store, node, caller, visit, context);
 			continue;
 		}
+		if (!node_permits(node, caller, 4))
+			continue;
 		struct semaphore *s = node->semaphore;
 		char path[PATH_MAX];
 		int value = s->removed ? 0 : sysv_value(s->semid);
@@ -2459,11 +2627,11 @@ static void metrics_of_subtree(struct store *store, struct node *directory, stor
 	}
 }
 
-void store_metrics(struct store *store, store_metric_fn *visit, void *context,
-		   struct store_totals *totals)
+void store_metrics(struct store *store, const struct store_caller *caller, store_metric_fn *visit,
+		   void *context, struct store_totals *totals)
 {
 	pthread_mutex_lock(&store->lock);
-	metrics_of_subtree(store, store->root, visit, context);
+	metrics_of_subtree(store, store->root, caller, visit, context);
 	totals->semaphores = store->live_count;
 	totals->grants = store->grants_total;
 	totals->timeouts = store->timeouts_total;

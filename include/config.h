@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define CONFIG_HOST_MAX 256
 
@@ -27,6 +28,14 @@ struct config {
 	unsigned max_connections; /* open network connections at once */
 	unsigned idle_timeout;	  /* s: a connection holding, awaiting, watching nothing */
 	unsigned request_timeout; /* s: to finish a request line once begun */
+	/* Who network peers are: they act as network_user, for the same
+	 * permission checks the kernel makes in the mount; what they make gets
+	 * network_mode. admin_ipv4 peers act as semfs's own user instead. */
+	char network_user[CONFIG_HOST_MAX];
+	uid_t network_uid;
+	gid_t network_gid;
+	unsigned network_mode;
+	struct allow_list admins;
 
 	/* [service_network_semaphore] */
 	bool net_enabled;

@@ -19,6 +19,10 @@ struct server_options {
 	unsigned idle_timeout;	  /* s, 0 for none */
 	unsigned request_timeout; /* s */
 	unsigned default_limit;	  /* `create NAME` without a limit */
+	/* Every request is checked as the mount's kernel would check `peer`;
+	 * a peer in `admins` is `admin` instead (semfs's own user). */
+	const struct store_caller *peer, *admin;
+	const struct allow_list *admins; /* NULL: none */
 };
 
 struct server;

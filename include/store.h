@@ -94,8 +94,23 @@ struct waiter {
 typedef void store_changed_fn(void *context, uint64_t ino, const char *path,
 			      bool announced_by_reply);
 
+/* Who asks: the permission checks the kernel makes for the mount
+ * (default_permissions), made by the store for the network and for
+ * semaphore.status. uid 0 may do everything. */
+struct store_caller {
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups; /* supplementary groups */
+	size_t group_count;
+};
+
 struct store_options {
 	const char *state_dir;
+	/* Semaphores and directories made over the network (create, ACE's
+	 * undefined names): their owner and mode (directories add x bits). */
+	uid_t network_uid;
+	gid_t network_gid;
+	mode_t network_mode;
 	unsigned default_limit;
 	size_t journal_max;
 	double max_wait; /* seconds, 0 for none: every wait ends (ETIMEDOUT) before */
@@ -134,8 +149,12 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 		  const gid_t *gid, const struct timespec *mtime, struct store_attr *attr);
 int store_list(struct store *store, uint64_t ino, struct store_entry **entries, size_t *count);
 void store_list_free(struct store_entry *entries, size_t count);
-/* semaphore.status: one line per semaphore, "NAME: IN_USE key=value...". */
-int store_status_text(struct store *store, char **text, size_t *length);
+/* semaphore.status: one line per semaphore, "NAME: IN_USE key=value...",
+ * only those `caller` may see (every directory above searchable, the file
+ * readable); NULL: all. Control characters and '\\' in names are written as
+ * \ooo, so no name can forge a line. */
+int store_status_text(struct store *store, const struct store_caller *caller, char **text,
+		      size_t *length);
 
 /* Semaphores. open takes a reference that close (with the same nodeid, or 0
  * for store_open_path) drops. */
@@ -171,9 +190,23 @@ void store_journal_position(struct store *store, struct semaphore *semaphore, ui
 			    uint64_t *restarts);
 
 /* ---- Names, for the network and the configuration. A path is "a/b/c" below
- * the root, already checked by name_check(). Semaphores made here have mode
- * STORE_NETWORK_MODE: whoever may reach the network may use them anyway. */
-#define STORE_NETWORK_MODE 0666
+ * the root, already checked by name_check(). Semaphores made over the network
+ * get the options' network owner and mode; defined ones (the configuration)
+ * belong to semfs's user with STORE_DEFINED_MODE, so any peer may use them.
+ * Directories made for a name go again when they empty. */
+#define STORE_DEFINED_MODE 0666
+#define STORE_DEPTH_MAX	   16 /* directories a network name may have */
+
+enum store_access {
+	STORE_READ,   /* status NAME, watch: r on the file */
+	STORE_WRITE,  /* every command: w on the file */
+	STORE_CREATE, /* create, an undefined name: w+x on the deepest directory there */
+	STORE_DELETE, /* w+x on the directory, and its sticky bit's rule */
+};
+/* May `caller` do `access` at `path`? 0, -EACCES, -EPERM (sticky), -ENOENT
+ * (a directory missing; or the semaphore, except for CREATE), -ENOTDIR. */
+int store_access_path(struct store *store, const char *path, const struct store_caller *caller,
+		      enum store_access access);
 
 /* Take a reference on the semaphore at `path` (drop it with
  * store_close_semaphore(store, semaphore, 0)). -ENOENT if missing, unless
@@ -208,8 +241,9 @@ struct store_totals {
 };
 /* Called under the store lock: copy, format, do not call back. */
 typedef void store_metric_fn(void *context, const struct store_metric *metric);
-void store_metrics(struct store *store, store_metric_fn *visit, void *context,
-		   struct store_totals *totals);
+/* Only the semaphores `caller` may see (NULL: all), as store_status_text. */
+void store_metrics(struct store *store, const struct store_caller *caller, store_metric_fn *visit,
+		   void *context, struct store_totals *totals);
 
 /* Extended attributes: "value", "limit", "waiting", "key", "semid", "holders",
  * "token". Returns the length and a malloc'd text, or -ENODATA. */

@@ -63,7 +63,8 @@ struct connection {
 	struct buffer out;
 
 	struct owner owner;
-	unsigned acquired; /* units `owner` holds, as this thread counts them */
+	unsigned acquired;		   /* units `owner` holds, as this thread counts them */
+	const struct store_caller *caller; /* whose permissions its requests have */
 
 	/* The request in the store, if `pending`. */
 	struct waiter waiter;
@@ -296,7 +297,10 @@ static const char *explain(int error)
 	case EEXIST:
 		return "a semaphore or directory of that name exists";
 	case EPERM:
-		return "defined in the configuration: it cannot be deleted";
+		return "not allowed: defined in the configuration, or another user's name in a "
+		       "sticky directory";
+	case EACCES:
+		return "permission denied: this peer acts as network_user (see semfs(8))";
 	case ENOLCK:
 		return "this connection holds no unit of it";
 	case EOVERFLOW:
@@ -498,7 +502,13 @@ static void ace_granted(struct connection *c)
 static void ace_acquire(struct connection *c, const char *name)
 {
 	struct semaphore *semaphore;
-	int r = store_open_path(c->server->options.store, name, true, &semaphore);
+	struct store *store = c->server->options.store;
+	/* Use it (w), or make it if it is missing (w+x on its directory). */
+	int r = store_access_path(store, name, c->caller, STORE_WRITE);
+	if (r == -ENOENT)
+		r = store_access_path(store, name, c->caller, STORE_CREATE);
+	if (r == 0)
+		r = store_open_path(store, name, true, &semaphore);
 
 	if (r < 0) {
 		char reason[NAME_MAX_LENGTH + 64];
@@ -589,7 +599,7 @@ static void native_status(struct connection *c, const char *name)
 	size_t length = 0;
 
 	if (!name[0]) {
-		int r = store_status_text(store, &text, &length);
+		int r = store_status_text(store, c->caller, &text, &length);
 		if (r < 0) {
 			reply_error(c, -r, NULL);
 			return;
@@ -603,7 +613,9 @@ static void native_status(struct connection *c, const char *name)
 		return;
 	}
 	struct semaphore *semaphore;
-	int r = store_open_path(store, name, false, &semaphore);
+	int r = store_access_path(store, name, c->caller, STORE_READ);
+	if (r == 0)
+		r = store_open_path(store, name, false, &semaphore);
 	if (r == 0) {
 		r = store_semaphore_status(store, semaphore, &text);
 		store_close_semaphore(store, semaphore, 0);
@@ -623,7 +635,9 @@ static void native_watch(struct connection *c, const char *name)
 {
 	struct store *store = c->server->options.store;
 	struct semaphore *semaphore;
-	int r = store_open_path(store, name, false, &semaphore);
+	int r = store_access_path(store, name, c->caller, STORE_READ);
+	if (r == 0)
+		r = store_open_path(store, name, false, &semaphore);
 
 	if (r < 0) {
 		reply_error(c, -r, name);
@@ -657,7 +671,9 @@ static void native_request(struct connection *c, const char *line, size_t length
 	case NATIVE_COMMAND: {
 		struct semaphore *semaphore;
 		c->command = request.command;
-		r = store_open_path(store, request.name, false, &semaphore);
+		r = store_access_path(store, request.name, c->caller, STORE_WRITE);
+		if (r == 0)
+			r = store_open_path(store, request.name, false, &semaphore);
 		if (r < 0) {
 			reply_error(c, -r, request.name);
 			return;
@@ -673,9 +689,12 @@ static void native_request(struct connection *c, const char *line, size_t length
 		return;
 	}
 	case NATIVE_CREATE:
-		r = store_create_path(
-		    store, request.name,
-		    request.has_limit ? request.limit : c->server->options.default_limit, c->who);
+		r = store_access_path(store, request.name, c->caller, STORE_CREATE);
+		if (r == 0)
+			r = store_create_path(store, request.name,
+					      request.has_limit ? request.limit
+								: c->server->options.default_limit,
+					      c->who);
 		if (r < 0)
 			reply_error(c, -r, request.name);
 		else
@@ -683,7 +702,9 @@ static void native_request(struct connection *c, const char *line, size_t length
 			      request.has_limit ? request.limit : c->server->options.default_limit);
 		return;
 	case NATIVE_DELETE:
-		r = store_delete_path(store, request.name, c->who);
+		r = store_access_path(store, request.name, c->caller, STORE_DELETE);
+		if (r == 0)
+			r = store_delete_path(store, request.name, c->who);
 		if (r < 0)
 			reply_error(c, -r, request.name);
 		else
@@ -926,6 +947,10 @@ static void accept_connections(struct server *server)
 		c->server = server;
 		c->fd = fd;
 		snprintf(c->who, sizeof(c->who), "tcp:%s", peer);
+		c->caller = server->options.admins && allow_contains(server->options.admins,
+								     ntohl(address.sin_addr.s_addr))
+				? server->options.admin
+				: server->options.peer;
 		c->last_activity = now_monotonic();
 		c->events = EPOLLIN | EPOLLRDHUP;
 		struct epoll_event event = {.events = c->events, .data.ptr = c};

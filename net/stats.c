@@ -17,6 +17,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The files are for whoever can read stats_dir: they show what any user may
+ * see (others' bits), never a name hidden in a private directory. */
+static const struct store_caller stats_reader = {.uid = (uid_t)-1, .gid = (gid_t)-1};
+
 struct stats {
 	struct store *store;
 	char directory[PATH_MAX];
@@ -119,7 +123,7 @@ static int prometheus_text(struct store *store, char **text, size_t *length)
 			r = -ENOMEM;
 	}
 	if (r == 0)
-		store_metrics(store, put_metric, &prometheus, &totals);
+		store_metrics(store, &stats_reader, put_metric, &prometheus, &totals);
 	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
 		if (prometheus.out[i] && fclose(prometheus.out[i]) != 0)
 			r = -ENOMEM;
@@ -150,7 +154,7 @@ int stats_write(struct store *store, const char *directory)
 {
 	char *text = NULL;
 	size_t length = 0;
-	int r = store_status_text(store, &text, &length);
+	int r = store_status_text(store, &stats_reader, &text, &length);
 
 	if (r == 0)
 		r = write_atomically(directory, STATS_STATUS_FILE, text, length);

@@ -88,6 +88,10 @@ Test(config, bad_values_are_errors)
 	    "[service_network_semaphore]\nsemaphore_a = -1\n",
 	    "[service_network_semaphore]\nsemaphore_a b = 1\n",
 	    "[semfs]\nmax_connections = 0\n",
+	    "[semfs]\nnetwork_user = no-such-user-here\n",
+	    "[semfs]\nnetwork_mode = 0999\n",
+	    "[semfs]\nnetwork_mode = 01777\n",
+	    "[semfs]\nadmin_ipv4 = everyone\n",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct config c;
@@ -164,5 +168,31 @@ Test(config, network_defaults_and_switches)
 	snprintf(expect, sizeof(expect), "%s:4: unknown key 'colour'", path);
 	cr_assert(strstr(warnings, expect), "%s", warnings);
 	unlink(path);
+	config_free(&c);
+}
+
+/* Who network peers are: a user from the password database (its primary
+ * group comes along), a bare uid, the mode of what they make, the admins. */
+Test(config, network_identity)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_str_eq(c.network_user, "nobody");
+	cr_assert_eq(c.network_uid, 65534);
+	cr_assert_eq(c.network_mode, 0666);
+	cr_assert_eq(c.admins.count, 0, "no admin peers by default");
+	char *path = write_file("[semfs]\nnetwork_user = root\nnetwork_mode = 0640\n"
+				"admin_ipv4 = 127.0.0.1, 10.0.0.0/8\n");
+	cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), 0, "%s", error);
+	unlink(path);
+	cr_assert_eq(c.network_uid, 0);
+	cr_assert_eq(c.network_gid, 0);
+	cr_assert_eq(c.network_mode, 0640);
+	cr_assert_eq(c.admins.count, 2);
+	path = write_file("[semfs]\nnetwork_user = 4242\n");
+	cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), 0, "%s", error);
+	unlink(path);
+	cr_assert_eq(c.network_uid, 4242);
 	config_free(&c);
 }

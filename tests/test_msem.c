@@ -261,6 +261,7 @@ Test(msem, follow_and_status_over_tcp)
 Test(msem, waiters_queue_in_fifo_order)
 {
 	cr_assert_eq(msem(LOCAL, "-c", e2e_path("q"), NULL), 0);
+	cr_assert_eq(chmod(e2e_path("q"), 0666), 0); /* shared with network peers */
 	cr_assert_eq(msem(LOCAL, "-l", e2e_path("q"), NULL), 0);
 	pid_t first = msem_background(LOCAL, -1, "-l", e2e_path("q"), NULL);
 	cr_assert(e2e_wait_xattr("q", "waiting", 1, 5000));

@@ -296,6 +296,7 @@ Test(ace, invalid_input_closes_the_connection)
 Test(ace, mount_lock_blocks_network_acquire_until_unlock)
 {
 	cr_assert_eq(e2e_write("shared", "lock\n"), 0);
+	cr_assert_eq(chmod(e2e_path("shared"), 0666), 0); /* shared with network peers */
 	struct ace_client client = ace_spawn("shared");
 	ace_expect(&client, "wait", 2500);
 	cr_assert_eq(e2e_write("shared", "unlock\n"), 0);
@@ -784,4 +785,162 @@ Test(native, accepting_resumes_after_running_out_of_descriptors)
 	cr_assert(line && strcmp(line, "ok pong") == 0, "accepting never resumed");
 	close(fd);
 	e2e_expect_text("../semfs.log", "cannot accept connections");
+}
+
+/* ---- who may do what over the network (issue 12) ---------------------------
+ * Peers act as network_user (nobody); 127.0.0.1 is in admin_ipv4 here and
+ * acts as semfs's own user. Each verb meets each permission case. */
+
+static void start_permissions(void)
+{
+	e2e_start("admin_ipv4 = 127.0.0.1\n[service_network_semaphore]\n"
+		  "allowed_ipv4 = 127.0.0.0/8\n");
+	/* Made by root in the mount, as a local administrator would. */
+	cr_assert_eq(e2e_write("private", "limit 1\n"), 0);
+	cr_assert_eq(chmod(e2e_path("private"), 0600), 0);
+	cr_assert_eq(e2e_write("readable", "limit 1\n"), 0);
+	cr_assert_eq(chmod(e2e_path("readable"), 0644), 0);
+	cr_assert_eq(e2e_write("shared", "limit 1\n"), 0);
+	cr_assert_eq(chmod(e2e_path("shared"), 0666), 0);
+	cr_assert_eq(mkdir(e2e_path("secret"), 0700), 0);
+	cr_assert_eq(e2e_write("secret/inner", "limit 1\n"), 0);
+	cr_assert_eq(chmod(e2e_path("secret/inner"), 0666), 0);
+}
+
+TestSuite(permissions, .init = start_permissions, .fini = e2e_teardown, .timeout = 60);
+
+static int stranger(void)
+{
+	int fd = connect_from("127.0.0.2", e2e.port);
+	cr_assert_geq(fd, 0);
+	return fd;
+}
+
+Test(permissions, every_verb_meets_the_files_mode)
+{
+	static const char *const verbs[][2] = {{"lock", " 0"},	  {"unlock", ""},  {"relax", ""},
+					       {"acquire", " 0"}, {"release", ""}, {"limit", " 2"},
+					       {"set", " 0"}};
+	static const char *const names[] = {"private", "readable", "secret/inner"};
+	int fd = stranger();
+	char request[128];
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		for (size_t target = 0; target < sizeof(names) / sizeof(names[0]); target++) {
+			snprintf(request, sizeof(request), "%s %s%s", verbs[i][0], names[target],
+				 verbs[i][1]);
+			ask(fd, request, "err EACCES ");
+		}
+	}
+	ask(fd, "status private", "err EACCES ");
+	ask(fd, "status secret/inner", "err EACCES ");
+	ask(fd, "status readable", "ok readable: ");
+	ask(fd, "create secret/new", "err EACCES ");
+	ask(fd, "delete private", "err EPERM "); /* the root's sticky bit */
+	ask(fd, "delete shared", "err EPERM ");
+	ask(fd, "delete secret/inner", "err EACCES ");
+	/* Nothing moved: root still has every unit. */
+	cr_assert_eq(e2e_xattr("private", "value"), 1);
+	cr_assert_eq(e2e_xattr("readable", "limit"), 1);
+	cr_assert_eq(e2e_xattr("secret/inner", "value"), 1);
+	/* What the mode allows, it may do. */
+	ask(fd, "lock shared 0", "ok token=");
+	ask(fd, "unlock shared", "ok");
+	ask(fd, "create mine 2", "ok limit=2");
+	ask(fd, "delete mine", "ok");
+	/* An ACE client is closed, as for any refusal. */
+	int ace = stranger();
+	net_send(ace, "acquire:secret/inner|");
+	cr_assert(closed_by_server(ace, 3000), "ACE acquired inside a 0700 directory");
+	close(ace);
+	close(fd);
+	e2e_expect_text("../semfs.log", "permission denied");
+}
+
+Test(permissions, an_admin_peer_acts_as_semfs_user)
+{
+	int fd = connect_from("127.0.0.1", e2e.port);
+	cr_assert_geq(fd, 0);
+	ask(fd, "lock private 0", "ok token=");
+	ask(fd, "unlock private", "ok");
+	ask(fd, "set secret/inner 0", "ok");
+	ask(fd, "set secret/inner 1", "ok");
+	ask(fd, "create secret/made", "ok");
+	ask(fd, "delete secret/made", "ok");
+	close(fd);
+}
+
+Test(permissions, status_shows_each_reader_what_it_may_see)
+{
+	/* Over TCP. */
+	int fd = stranger();
+	net_send(fd, "status\n");
+	const char *line = net_line(fd, 3000);
+	cr_assert(line && strncmp(line, "ok lines=", 9) == 0);
+	int lines = atoi(line + 9);
+	for (int i = 0; i < lines; i++) {
+		line = net_line(fd, 3000);
+		cr_assert_not_null(line);
+		cr_assert(!strstr(line, "secret/") && strncmp(line, "private:", 8) != 0,
+			  "a stranger sees %s", line);
+	}
+	cr_assert_eq(lines, 2, "readable and shared");
+	close(fd);
+	/* In the mount, as the second user nobody. */
+	int pipe_fds[2];
+	cr_assert_eq(pipe(pipe_fds), 0);
+	pid_t child = e2e_fork();
+	if (child == 0) {
+		close(pipe_fds[0]);
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(100);
+		int status = open(e2e_path("semaphore.status"), O_RDONLY);
+		char buffer[4096];
+		ssize_t n = status < 0 ? -1 : read(status, buffer, sizeof(buffer));
+		if (n > 0 && write(pipe_fds[1], buffer, (size_t)n) != n)
+			_exit(101);
+		_exit(n < 0 ? 102 : 0);
+	}
+	close(pipe_fds[1]);
+	char seen[4096] = "";
+	ssize_t n = read(pipe_fds[0], seen, sizeof(seen) - 1);
+	close(pipe_fds[0]);
+	cr_assert_eq(e2e_wait_exit(child, 3000), 0);
+	seen[n > 0 ? n : 0] = '\0';
+	cr_assert(strstr(seen, "shared: ") && !strstr(seen, "secret/") && !strstr(seen, "private:"),
+		  "nobody reads:\n%s", seen);
+	e2e_expect_text("semaphore.status", "secret/inner: "); /* root sees all */
+}
+
+Test(permissions, a_name_cannot_forge_a_status_line)
+{
+	cr_assert_eq(e2e_write("evil\nforged: 0 limit=9", "limit 1\n"), 0);
+	char *text = e2e_read("semaphore.status");
+	cr_assert(strstr(text, "evil\\012forged: 0 limit=9: 0 limit=1"), "%s", text);
+	cr_assert_null(strstr(text, "\nforged"), "%s", text);
+	free(text);
+}
+
+Test(permissions, network_names_make_bounded_directories_that_go_again)
+{
+	int fd = connect_from("127.0.0.1", e2e.port);
+	cr_assert_geq(fd, 0);
+	char deep[512] = "";
+	for (int i = 0; i < 40; i++)
+		strcat(deep, "d/");
+	strcat(deep, "x");
+	char request[600];
+	snprintf(request, sizeof(request), "create %s", deep);
+	ask(fd, request, "err ENAMETOOLONG ");
+	struct stat st;
+	cr_assert_eq(stat(e2e_path("d"), &st), -1, "a refused create left directories");
+	ask(fd, "create jobs/nightly/build", "ok");
+	cr_assert_eq(stat(e2e_path("jobs/nightly"), &st), 0);
+	cr_assert_eq(st.st_uid, 65534, "made for the network user");
+	ask(fd, "delete jobs/nightly/build", "ok");
+	/* The kernel may cache a directory's name for ENTRY_TIMEOUT (1 s). */
+	double start = e2e_now();
+	while (stat(e2e_path("jobs"), &st) == 0 && e2e_now() - start < 3.0)
+		usleep(100000);
+	cr_assert_eq(stat(e2e_path("jobs"), &st), -1, "emptied directories stayed");
+	close(fd);
 }

@@ -38,15 +38,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (strncmp(error, path, strlen(path)) != 0)
 			abort(); /* every error names the file (and line) */
 	} else {
-		if (config.journal_max < CONFIG_JOURNAL_MIN || config.journal_max > CONFIG_JOURNAL_MAX ||
-		    config.bind_port > 65535 || config.remote_port > 65535 ||
-		    config.state_dir[0] == '\0')
+		if (config.journal_max < CONFIG_JOURNAL_MIN ||
+		    config.journal_max > CONFIG_JOURNAL_MAX || config.bind_port > 65535 ||
+		    config.remote_port > 65535 || config.state_dir[0] == '\0' ||
+		    config.network_mode > 0777 || config.network_user[0] == '\0')
 			abort();
 		for (size_t i = 0; i < config.defined_count; i++)
-			if (config.defined[i].name[0] == '\0' ||
-			    config.defined[i].limit > 32767 ||
-			    name_check(config.defined[i].name, strlen(config.defined[i].name), error,
-				       sizeof(error)) != 0)
+			if (config.defined[i].name[0] == '\0' || config.defined[i].limit > 32767 ||
+			    name_check(config.defined[i].name, strlen(config.defined[i].name),
+				       error, sizeof(error)) != 0)
 				abort();
 	}
 	config_free(&config);
