@@ -1203,17 +1203,17 @@ static void expire_waiters(struct store *store, struct semaphore *semaphore, str
 static void hand_unit(struct store *store, struct semaphore *semaphore, struct done_list *done)
 {
 	struct waiter *waiter = semaphore->head;
-
+	/* The kernel woke us for a unit an outside semop added past the limit:
+	 * keep it from everyone (held by nobody), and take back the rest. */
+	int value = sysv_value(semaphore->semid);
+	if (value >= 0 && value + (int)semaphore->acquired + 1 > (int)semaphore->limit &&
+	    sysv_undo_to_plain(semaphore->semid) == 0) {
+		journal_event(store, semaphore, "outside-change", "sysv", 0, "reverted=1", false);
+		(void)limit_guard(store, semaphore);
+		return;
+	}
 	if (!waiter) {
-		/* Back home, unless home is already full: then an outside
-		 * semop added a unit while this one was in flight. */
-		int value = sysv_value(semaphore->semid);
-		if (value >= 0 && value + (int)semaphore->acquired + 1 > (int)semaphore->limit &&
-		    sysv_undo_to_plain(semaphore->semid) == 0)
-			journal_event(store, semaphore, "outside-change", "sysv", 0, "reverted=1",
-				      false);
-		else
-			(void)sysv_adjust(semaphore->semid, 1, true);
+		(void)sysv_adjust(semaphore->semid, 1, true); /* back home */
 		return;
 	}
 	const struct command *command = &waiter->commands[waiter->next];

@@ -86,7 +86,9 @@ class Semfs(Daemon):
         self.state = tempfile.mkdtemp(prefix="semfs-bench-state.", dir=shm)
         config = os.path.join(self.work, "semfs.ini")
         with open(config, "w") as out:
-            out.write("[semfs]\nstate_dir = %s\n[service_network_semaphore]\n" % self.state)
+            # Loopback clients administer: they use the semaphores made in the mount.
+            out.write("[semfs]\nstate_dir = %s\nadmin_ipv4 = 127.0.0.1\n"
+                      "[service_network_semaphore]\n" % self.state)
             out.write("bind_port = 0\n" if network else "enabled = no\n")
         log = os.path.join(self.work, "semfs.log")
         super().__init__([os.path.join(build, "semfs"), "-f", "-c", config, mount], mount, log)

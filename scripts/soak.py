@@ -13,6 +13,13 @@ Workers (threads, plus the processes some of them spawn and kill):
                  acquired units or waits for one
   ace            ACE's acquire:NAME| ... release|, or a reset while waiting
                  or holding
+  intruder       on the `guarded/` semaphores, where only acquire units are
+                 ever out: unlock through the mount and over TCP (EOVERFLOW;
+                 in the instant the helper hands a unit on, an unlock may be
+                 answered ok, and semfs must then keep that unit from
+                 everyone) and an outside semop +2 on the SysV set (semfs
+                 must take it back before anyone is granted it). The
+                 invariant, read from the kernel, proves no unit leaked out.
 
 Once a second every worker parks between operations (each operation has a
 timeout, so they all park soon), and the checker requires for every
@@ -112,22 +119,25 @@ class Soak:
         self.seconds = seconds
         self.random = random.Random(seed)
         self.names = ["s%d" % i for i in range(6)] + ["jobs/a", "jobs/b"]
+        # Only acquire units are ever out here: any unlock must fail.
+        self.guarded = ["guarded/a", "guarded/b"]
         self.limits = {}
         os.mkdir(semfs.path("jobs"))
-        for name in self.names:
+        os.mkdir(semfs.path("guarded"))
+        for name in self.names + self.guarded:
             limit = self.random.randint(1, 4)
             fd = os.open(semfs.path(name), os.O_WRONLY | os.O_CREAT, 0o644)
             os.write(fd, b"limit %d\n" % limit)
             os.close(fd)
             self.limits[name] = limit
         self.kinds = (["mount_lock"] * 3 + ["mount_acquire"] * 3 + ["mount_kill"] * 2 +
-                      ["native"] * 4 + ["ace"] * 4)
+                      ["native"] * 4 + ["ace"] * 4 + ["intruder"] * 2)
         self.ledger = Ledger(len(self.kinds))
 
     # ---- the workers --------------------------------------------------------
 
-    def pick(self, rng):
-        return rng.choice(self.names)
+    def pick(self, rng, acquire_only=False):
+        return rng.choice(self.names + self.guarded if acquire_only else self.names)
 
     def mount_lock(self, rng):
         held = collections.Counter()
@@ -160,7 +170,7 @@ class Soak:
 
     def mount_acquire(self, rng):
         while self.ledger.checkpoint():
-            name = self.pick(rng)
+            name = self.pick(rng, acquire_only=True)
             fd = os.open(self.semfs.path(name), os.O_WRONLY)
             units = 0
             try:
@@ -184,7 +194,7 @@ class Soak:
 
     def mount_kill(self, rng):
         while self.ledger.checkpoint():
-            name = self.pick(rng)
+            name = self.pick(rng, acquire_only=True)
             shell = subprocess.Popen(
                 ["sh", "-c", 'exec 9>"$1" && echo acquire 1 >&9 && exec sleep 5', "sh",
                  self.semfs.path(name)], stderr=subprocess.DEVNULL)
@@ -265,7 +275,7 @@ class Soak:
 
     def ace(self, rng):
         while self.ledger.checkpoint():
-            name = self.pick(rng)
+            name = self.pick(rng, acquire_only=True)
             sock = self.connect()
             sock.sendall(b"acquire:%s|" % name.encode())
             sock.settimeout(rng.uniform(0.05, 0.4))
@@ -299,6 +309,43 @@ class Soak:
             self.ledger.give(name)
             self.ledger.count("ace release")
 
+    def intruder(self, rng):
+        sock = self.connect()
+        reader = sock.makefile("rb")
+        while self.ledger.checkpoint():
+            name = rng.choice(self.guarded)
+            action = rng.random()
+            if action < 0.4:
+                fd = os.open(self.semfs.path(name), os.O_WRONLY)
+                try:
+                    os.write(fd, b"unlock\n")
+                    self.ledger.count("intruder unlock absorbed")
+                except OSError as error:
+                    if error.errno != errno.EOVERFLOW:
+                        raise
+                    self.ledger.count("intruder unlock refused")
+                finally:
+                    os.close(fd)
+            elif action < 0.7:
+                sock.sendall(b"unlock %s\n" % name.encode())
+                reply = reader.readline().decode().strip()
+                if reply == "ok":
+                    self.ledger.count("intruder unlock absorbed")
+                elif reply.startswith("err EOVERFLOW"):
+                    self.ledger.count("intruder unlock refused")
+                else:
+                    raise Failure("intruder: unlock %s over TCP: %s" % (name, reply))
+            else:
+                key = int(os.getxattr(self.semfs.path(name), "user.semfs.key"), 0)
+                semid = libc.semget(ctypes.c_int(key), 0, 0)
+                up = struct.pack("Hhh", 0, 2, 0x800)  # +2, IPC_NOWAIT
+                if semid < 0 or libc.semop(semid, up, 1) < 0:
+                    raise Failure("intruder: semop: %s" % os.strerror(ctypes.get_errno()))
+                self.ledger.count("intruder outside +2")
+            time.sleep(rng.uniform(0, 0.05))
+        reader.close()
+        sock.close()
+
     def run_worker(self, kind, seed):
         rng = random.Random(seed)
         try:
@@ -327,7 +374,7 @@ class Soak:
         start = time.time()
         while True:
             wrong = []
-            for name in self.names:
+            for name in self.names + self.guarded:
                 value = self.kernel_value(name)
                 held = self.ledger.held[name]
                 limit = self.attribute(name, "limit")
