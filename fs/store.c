@@ -684,6 +684,72 @@ static void semaphore_mark_removed(struct store *store, struct semaphore *semaph
 	journal_event(store, semaphore, "delete", who, 0, NULL, false);
 }
 
+static void helper_kick(struct semaphore *semaphore);
+static int take(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		const struct command *command, struct done_list *done);
+
+/* The set went from outside (ipcrm). A defined semaphore must always exist:
+ * a new set with its limit replaces it, the acquire units still out are
+ * taken again for their owners (with SEM_UNDO, as before), waiters keep
+ * their place; plain units that were out are lost, and the journal says so.
+ * Any other semaphore is gone. true: recreated. */
+static bool set_gone_from_outside(struct store *store, struct semaphore *semaphore,
+				  struct done_list *done)
+{
+	char path[PATH_MAX], full[PATH_MAX], extra[64];
+	key_t key;
+	int semid = -1;
+
+	if (!semaphore->defined || semaphore->removed || store->stopping || !semaphore->node ||
+	    node_path(semaphore->node, path, sizeof(path)) < 0) {
+		semaphore_mark_removed(store, semaphore, "sysv", done);
+		return false;
+	}
+	backing_full_path(&store->backing, path, full, sizeof(full));
+	int r = sysv_create(full, (int)semaphore->node->mode, &key, &semid);
+	if (r == 0)
+		r = sysv_adjust(semid, (int)semaphore->limit, false);
+	if (r == 0)
+		r = sysv_set_owner(semid, semaphore->node->uid, semaphore->node->gid,
+				   semaphore->node->mode);
+	if (r == 0)
+		r = sysv_adjust(semid, -(int)semaphore->acquired, true);
+	key_t old_key = semaphore->key;
+	int old_semid = semaphore->semid;
+	if (r == 0) {
+		semaphore->key = key;
+		semaphore->semid = semid;
+		r = semaphore_save(store, semaphore);
+	}
+	if (r < 0) {
+		semaphore->key = old_key;
+		semaphore->semid = old_semid;
+		if (semid >= 0)
+			(void)sysv_remove(semid);
+		log_warnx("defined semaphore %s: its SysV set was removed from outside and cannot "
+			  "be made again: %s",
+			  path, strerror(-r));
+		semaphore_mark_removed(store, semaphore, "sysv", done);
+		return false;
+	}
+	unsigned lost = 0; /* plain units that were out: their set is gone */
+	for (struct holder *h = semaphore->holders, *next; h; h = next) {
+		next = h->next_in_semaphore;
+		if (!h->owner) {
+			lost += h->units;
+			holder_unlink(h);
+		}
+	}
+	snprintf(extra, sizeof(extra), "was=0x%08x lost=%u", (unsigned)old_key, lost);
+	journal_event(store, semaphore, "recreate", "sysv", 0, extra, false);
+	log_warnx("defined semaphore %s: its SysV set 0x%08x was removed from outside; made "
+		  "again at key 0x%08x with limit %u",
+		  path, (unsigned)old_key, (unsigned)key, semaphore->limit);
+	if (semaphore->helper_running)
+		helper_kick(semaphore); /* to sleep on the new set */
+	return true;
+}
+
 static void prune_implicit(struct store *store, struct node *directory);
 
 /* rm, `delete NAME`, an idle undefined semaphore: the set and its record go,
@@ -901,7 +967,8 @@ static int take(struct store *store, struct semaphore *semaphore, struct waiter 
 		}
 		holder_put_back(holder);
 		if (sysv_gone(r)) {
-			semaphore_mark_removed(store, semaphore, "sysv", done);
+			if (set_gone_from_outside(store, semaphore, done))
+				return take(store, semaphore, waiter, command, done);
 			return -EIDRM;
 		}
 		if (r != -EAGAIN)
@@ -1281,7 +1348,7 @@ static void *helper_main(void *argument)
 		if (r == 0)
 			hand_unit(store, semaphore, &done);
 		else if (sysv_gone(r))
-			semaphore_mark_removed(store, semaphore, "sysv", &done);
+			(void)set_gone_from_outside(store, semaphore, &done);
 	}
 	semaphore->helper_running = false;
 	store->helpers--;
@@ -1306,7 +1373,7 @@ static void monitor_check(struct store *store, struct done_list *done)
 		next = s->live_next;
 		int value = limit_guard(store, s);
 		if (sysv_gone(value)) {
-			semaphore_mark_removed(store, s, "sysv", done);
+			(void)set_gone_from_outside(store, s, done);
 			continue;
 		}
 		if (value < 0 || value == s->last_value)

@@ -944,3 +944,30 @@ Test(permissions, network_names_make_bounded_directories_that_go_again)
 	cr_assert_eq(stat(e2e_path("jobs"), &st), -1, "emptied directories stayed");
 	close(fd);
 }
+
+/* An outside ipcrm of a defined semaphore's set: made again with its limit,
+ * acquire holders keep their units, the journal and the log say so. */
+Test(net_configured, a_defined_semaphore_outlives_an_outside_ipcrm)
+{
+	e2e_start("[service_network_semaphore]\nsemaphore_fixed = 2\n");
+	int fd = net_connect();
+	ask(fd, "acquire fixed", "ok token=");
+	cr_assert_eq(e2e_write("fixed", "lock\n"), 0);
+	long semid = e2e_xattr("fixed", "semid");
+	cr_assert_eq(semctl((int)semid, 0, IPC_RMID), 0);
+	double start = e2e_now();
+	while (e2e_xattr("fixed", "semid") == semid && e2e_now() - start < 3.0)
+		usleep(50000);
+	long fresh = e2e_xattr("fixed", "semid");
+	cr_assert_neq(fresh, semid, "not made again");
+	e2e_expect_text("fixed", "recreate by=sysv");
+	e2e_expect_text("fixed", "lost=1");
+	e2e_expect_text("../semfs.log", "removed from outside");
+	cr_assert_eq(semctl((int)fresh, 0, GETVAL), 1, "the acquire unit is still out");
+	ask(fd, "release fixed", "ok");
+	cr_assert_eq(semctl((int)fresh, 0, GETVAL), 2);
+	ask(fd, "lock fixed 0", "ok token=");
+	ask(fd, "lock fixed 0", "ok token=");
+	ask(fd, "lock fixed 0", "err EAGAIN ");
+	close(fd);
+}
