@@ -395,5 +395,22 @@ int config_load(struct config *config, const char *path, config_warning_fn *warn
 			return -1;
 		}
 	}
+	/* state_dir/tree holds records only: a stats file there would be read
+	 * as a broken record at the next start. */
+	char tree[PATH_MAX + 8];
+	snprintf(tree, sizeof(tree), "%s/tree", config->state_dir);
+	char stats[PATH_MAX];
+	size_t length = strlen(tree);
+	snprintf(stats, sizeof(stats), "%s", config->stats_dir);
+	for (char *dot; (dot = strstr(stats, "/./"));) /* a/./b is a/b */
+		memmove(dot, dot + 2, strlen(dot + 2) + 1);
+	if (stats[0] && strncmp(stats, tree, length) == 0 &&
+	    (stats[length] == '\0' || stats[length] == '/')) {
+		snprintf(error, error_size,
+			 "%s: stats_dir = %s: inside %s, where every file is a semaphore's record; "
+			 "choose another directory",
+			 path, config->stats_dir, tree);
+		return -1;
+	}
 	return 0;
 }

@@ -196,3 +196,25 @@ Test(config, network_identity)
 	cr_assert_eq(c.network_uid, 4242);
 	config_free(&c);
 }
+
+/* state_dir/tree holds records only: stats files there would be taken for
+ * broken records at the next start. */
+Test(config, stats_dir_inside_the_record_tree_is_an_error)
+{
+	static const char *const bad[] = {"tree/stats", "./tree", "/tmp/semfs-sd/tree/x"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config c;
+		char error[512], text[256];
+		snprintf(text, sizeof(text),
+			 "[semfs]\nstate_dir = /tmp/semfs-sd\n[service_network_semaphore]\n"
+			 "stats_dir = %s\n",
+			 bad[i]);
+		char *path = write_file(text);
+		config_defaults(&c);
+		cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), -1,
+			     "accepted stats_dir = %s", bad[i]);
+		cr_assert(strstr(error, "semaphore's record"), "%s", error);
+		unlink(path);
+		config_free(&c);
+	}
+}

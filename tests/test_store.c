@@ -531,3 +531,68 @@ Test(store, an_unsaved_change_is_refused)
 	cr_assert_eq(limit, 1, "the limit changed to %d", limit);
 	cr_assert_eq(attr.mode & 07777, 0644, "the mode changed");
 }
+
+static struct semaphore *open_existing(const char *name)
+{
+	struct store_attr attr;
+	struct semaphore *semaphore;
+	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, name, true, &attr), 0);
+	cr_assert_eq(store_open_semaphore(store, attr.ino, &semaphore), 0);
+	store_forget(store, attr.nodeid, 1);
+	s_ino = attr.ino;
+	return semaphore;
+}
+
+static long attribute_of(struct semaphore *s, const char *name)
+{
+	char *text;
+	cr_assert_geq(store_attribute(store, s, name, &text), 0);
+	long value = strtol(text, NULL, 0);
+	free(text);
+	return value;
+}
+
+/* A restart adopts only a set that is one semaphore made by our user, and
+ * brings an adopted value down to the limit. */
+Test(store, restore_adopts_only_its_own_set_and_value)
+{
+	struct semaphore *s = make("adopt");
+	key_t key = (key_t)attribute_of(s, "key");
+	int semid = semid_of(s);
+	store_close_semaphore(store, s, s_ino);
+	s = make("over");
+	struct sembuf up = {.sem_num = 0, .sem_op = 3, .sem_flg = IPC_NOWAIT};
+	cr_assert_eq(semop(semid_of(s), &up, 1), 0);
+	store_close_semaphore(store, s, s_ino);
+	store_shutdown(store);
+	store_close(store);
+	/* Another user's one-semaphore set now sits at the recorded key. */
+	cr_assert_eq(semctl(semid, 0, IPC_RMID), 0);
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0)
+		_exit(setgid(65534) < 0 || setuid(65534) < 0 ||
+		      semget(key, 1, IPC_CREAT | IPC_EXCL | 0666) < 0);
+	int status;
+	cr_assert_eq(waitpid(child, &status, 0), child);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "no foreign set made");
+	int foreign = semget(key, 0, 0);
+	cr_assert_geq(foreign, 0);
+	char error[256];
+	struct store_options options = {
+	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	s = open_existing("adopt");
+	key_t now = (key_t)attribute_of(s, "key");
+	store_close_semaphore(store, s, s_ino);
+	s = open_existing("over");
+	int value = kernel_value(s);
+	store_close_semaphore(store, s, s_ino);
+	struct semid_ds info;
+	int foreign_alive = semctl(foreign, 0, IPC_STAT, &info);
+	semctl(foreign, 0, IPC_RMID);
+	cr_assert_neq(now, key, "adopted another user's set");
+	cr_assert_eq(foreign_alive, 0, "the foreign set was touched");
+	cr_assert_eq(info.sem_perm.cuid, 65534);
+	cr_assert_eq(value, 1, "restored above the limit: %d", value);
+}
