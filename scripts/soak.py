@@ -17,8 +17,10 @@ Workers (threads, plus the processes some of them spawn and kill):
                  ever out: unlock through the mount and over TCP (EOVERFLOW;
                  in the instant the helper hands a unit on, an unlock may be
                  answered ok, and semfs must then keep that unit from
-                 everyone) and an outside semop +2 on the SysV set (semfs
-                 must take it back before anyone is granted it). The
+                 everyone), `set LIMIT` over TCP (ERANGE while any acquire
+                 unit is out, else a no-op) and an outside semop +2 on the
+                 SysV set (semfs must take it back before anyone is granted
+                 it). The
                  invariant, read from the kernel, proves no unit leaked out.
 
 Once a second every worker parks between operations (each operation has a
@@ -326,7 +328,16 @@ class Soak:
                     self.ledger.count("intruder unlock refused")
                 finally:
                     os.close(fd)
-            elif action < 0.7:
+            elif action < 0.55:
+                sock.sendall(b"set %s %d\n" % (name.encode(), self.limits[name]))
+                reply = reader.readline().decode().strip()
+                if reply == "ok":
+                    self.ledger.count("intruder set, nothing out")
+                elif reply.startswith("err ERANGE"):
+                    self.ledger.count("intruder set refused")
+                else:
+                    raise Failure("intruder: set %s over TCP: %s" % (name, reply))
+            elif action < 0.75:
                 sock.sendall(b"unlock %s\n" % name.encode())
                 reply = reader.readline().decode().strip()
                 if reply == "ok":
