@@ -184,7 +184,9 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 	if (command_line.show_version) {
+		/* Ours first: libfuse's lines follow, written past stdio. */
 		printf("semfs %s\n", SEMFS_VERSION);
+		fflush(stdout);
 		fuse_lowlevel_version();
 		status = 0;
 		goto out_args;

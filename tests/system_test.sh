@@ -93,7 +93,9 @@ if [ -e "$unit" ]; then
 			fail "systemd-analyze verify complains"
 	fi
 fi
-"$root$prefix/sbin/semfs" --version | grep -q "^semfs " || fail "installed semfs --version"
+version=$("$root$prefix/sbin/semfs" --version)
+head -n 1 <<<"$version" | grep -q "^semfs " ||
+	fail "installed semfs --version: semfs's version is not on the first line"
 "$root$prefix/bin/msem" --version | grep -q "^msem " || fail "installed msem --version"
 
 if [ "$failures" -gt 0 ]; then
