@@ -250,19 +250,25 @@ int backing_set_aside(struct backing *backing, const char *path, char *moved_to,
 	return 0;
 }
 
-uint64_t backing_token_floor(struct backing *backing)
+int backing_token_floor(struct backing *backing, uint64_t *floor)
 {
 	char text[64];
+	unsigned long long number;
+
+	*floor = 0;
 	int fd = openat(backing->state_fd, "tokens", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return errno == ENOENT ? 0 : -errno; /* none yet: nothing was deleted */
 	ssize_t length = read(fd, text, sizeof(text) - 1);
+	int saved = errno;
 	close(fd);
-	text[length > 0 ? length : 0] = '\0';
-	unsigned long long floor = 0;
-	if (sscanf(text, "floor=%llu", &floor) != 1)
-		return 0;
-	return floor;
+	if (length < 0)
+		return -saved;
+	text[length] = '\0';
+	if (sscanf(text, "floor=%llu", &number) != 1)
+		return -EBADMSG;
+	*floor = number;
+	return 0;
 }
 
 int backing_raise_token_floor(struct backing *backing, uint64_t floor)

@@ -1590,7 +1590,11 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	r = backing_open(&store->backing, options->state_dir, error, error_size);
 	if (r < 0)
 		goto fail;
-	store->token_floor = backing_token_floor(&store->backing);
+	r = backing_token_floor(&store->backing, &store->token_floor);
+	if (r < 0)
+		log_warnx("%s/tokens: %s: new semaphores start above the highest recorded token "
+			  "only",
+			  options->state_dir, strerror(-r));
 	struct restore restore = {store, error, error_size};
 	r = backing_walk(&store->backing, restore_entry, &restore);
 	if (r < 0)
@@ -2192,12 +2196,19 @@ static void status_line(struct text *text, struct node *node)
 		return;
 	if (value < 0)
 		value = 0;
-	/* A name may hold any byte but '/': a newline must not start a line. */
-	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f || *p == '\\')
-			text_append(text, "\\%03o", *p);
-		else
-			text_append(text, "%c", *p);
+	/* A name may hold any byte but '/': a newline must not start a line.
+	 * Control characters and '\\' are written as \\ooo, the rest as is. */
+	const char *p = path;
+	for (;;) {
+		size_t plain = 0;
+		while (p[plain] && (unsigned char)p[plain] >= 0x20 && p[plain] != 0x7f &&
+		       p[plain] != '\\')
+			plain++;
+		text_append(text, "%.*s", (int)plain, p);
+		p += plain;
+		if (!*p)
+			break;
+		text_append(text, "\\%03o", (unsigned char)*p++);
 	}
 	text_append(text, ": %d limit=%u value=%d waiting=%zu holders=", (int)s->limit - value,
 		    s->limit, value, s->waiting);

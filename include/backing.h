@@ -49,8 +49,9 @@ int backing_chmod_dir(struct backing *backing, const char *path, mode_t mode, ui
  * as '%'), out of the way of the next start; the new place in `moved_to`. */
 int backing_set_aside(struct backing *backing, const char *path, char *moved_to, size_t size);
 /* The token floor: no semaphore, deleted or not, handed out a fencing token
- * at or above it, so a new one starts there. Written durably. */
-uint64_t backing_token_floor(struct backing *backing);
+ * at or above it, so a new one starts there. Written durably. Reading it:
+ * 0 (no file yet: floor 0) or -errno (unreadable: floor 0, the caller says so). */
+int backing_token_floor(struct backing *backing, uint64_t *floor);
 int backing_raise_token_floor(struct backing *backing, uint64_t floor);
 /* Full path for ftok(). */
 void backing_full_path(const struct backing *backing, const char *path, char *out, size_t size);

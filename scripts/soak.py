@@ -314,6 +314,17 @@ class Soak:
     def intruder(self, rng):
         sock = self.connect()
         reader = sock.makefile("rb")
+
+        def verdict(request, refusal, ok_count, refused_count):
+            """A request over TCP that must be refused, or be harmless if ok."""
+            sock.sendall(request.encode() + b"\n")
+            reply = reader.readline().decode().strip()
+            if reply == "ok":
+                self.ledger.count(ok_count)
+            elif reply.startswith(refusal):
+                self.ledger.count(refused_count)
+            else:
+                raise Failure("intruder: %s over TCP: %s" % (request, reply))
         while self.ledger.checkpoint():
             name = rng.choice(self.guarded)
             action = rng.random()
@@ -329,23 +340,11 @@ class Soak:
                 finally:
                     os.close(fd)
             elif action < 0.55:
-                sock.sendall(b"set %s %d\n" % (name.encode(), self.limits[name]))
-                reply = reader.readline().decode().strip()
-                if reply == "ok":
-                    self.ledger.count("intruder set, nothing out")
-                elif reply.startswith("err ERANGE"):
-                    self.ledger.count("intruder set refused")
-                else:
-                    raise Failure("intruder: set %s over TCP: %s" % (name, reply))
+                verdict("set %s %d" % (name, self.limits[name]), "err ERANGE",
+                        "intruder set, nothing out", "intruder set refused")
             elif action < 0.75:
-                sock.sendall(b"unlock %s\n" % name.encode())
-                reply = reader.readline().decode().strip()
-                if reply == "ok":
-                    self.ledger.count("intruder unlock absorbed")
-                elif reply.startswith("err EOVERFLOW"):
-                    self.ledger.count("intruder unlock refused")
-                else:
-                    raise Failure("intruder: unlock %s over TCP: %s" % (name, reply))
+                verdict("unlock " + name, "err EOVERFLOW",
+                        "intruder unlock absorbed", "intruder unlock refused")
             else:
                 key = int(os.getxattr(self.semfs.path(name), "user.semfs.key"), 0)
                 semid = libc.semget(ctypes.c_int(key), 0, 0)

@@ -107,18 +107,24 @@ static struct semaphore *make(const char *name)
 	return semaphore;
 }
 
-static int submit(struct semaphore *s, struct test_waiter *t, int id, enum command_verb verb,
-		  double timeout, struct owner *owner)
+static int submit_command(struct semaphore *s, struct test_waiter *t, int id,
+			  struct command command, struct owner *owner)
 {
 	memset(t, 0, sizeof(*t));
 	t->id = id;
-	t->command = (struct command){.verb = verb, .timeout = timeout};
+	t->command = command;
 	t->waiter.commands = &t->command;
 	t->waiter.count = 1;
 	t->waiter.owner = owner;
 	t->waiter.complete = fake_complete;
 	snprintf(t->waiter.who, sizeof(t->waiter.who), "test:%d", id);
 	return store_submit(store, s, &t->waiter);
+}
+
+static int submit(struct semaphore *s, struct test_waiter *t, int id, enum command_verb verb,
+		  double timeout, struct owner *owner)
+{
+	return submit_command(s, t, id, (struct command){.verb = verb, .timeout = timeout}, owner);
 }
 
 /* The holder takes the only unit; `count` lockers queue behind it, ids 0... */
@@ -288,14 +294,7 @@ Test(store, limit_and_set_are_bounded)
 static int run_one(struct semaphore *s, enum command_verb verb, int number, struct owner *owner)
 {
 	struct test_waiter w;
-	memset(&w, 0, sizeof(w));
-	w.command = (struct command){.verb = verb, .number = number};
-	w.waiter.commands = &w.command;
-	w.waiter.count = 1;
-	w.waiter.owner = owner;
-	w.waiter.complete = fake_complete;
-	snprintf(w.waiter.who, sizeof(w.waiter.who), "test:run");
-	return store_submit(store, s, &w.waiter);
+	return submit_command(s, &w, 99, (struct command){.verb = verb, .number = number}, owner);
 }
 
 static int semid_of(struct semaphore *s)
