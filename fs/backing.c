@@ -179,10 +179,10 @@ int backing_write(struct backing *backing, const char *path, const struct backin
 	char text[256];
 	int length =
 	    snprintf(text, sizeof(text),
-		     "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n%s",
+		     "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n%s%s",
 		     (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
 		     (unsigned)record->uid, (unsigned)record->gid, record->token_reserved,
-		     record->undefined ? "undefined=1\n" : "");
+		     record->undefined ? "undefined=1\n" : "", record->defined ? "defined=1\n" : "");
 	return replace_file(backing, "tmp/record", backing->root_fd, path, text, (size_t)length);
 }
 
@@ -200,7 +200,7 @@ int backing_read(struct backing *backing, const char *path, struct backing_recor
 	text[length] = '\0';
 
 	unsigned found = 0;
-	record->undefined = false;
+	record->undefined = record->defined = false;
 	for (char *line = text, *next; line && *line; line = next) {
 		next = strchr(line, '\n');
 		if (next)
@@ -228,6 +228,8 @@ int backing_read(struct backing *backing, const char *path, struct backing_recor
 			record->token_reserved = number, found |= 32;
 		else if (strcmp(line, "undefined") == 0)
 			record->undefined = number != 0;
+		else if (strcmp(line, "defined") == 0)
+			record->defined = number != 0;
 	}
 	return found == 63 ? 0 : -EBADMSG;
 }

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <strings.h>
 #include <errno.h>
 #include <pwd.h>
@@ -123,25 +124,60 @@ void config_free(struct config *config)
 	config->defined_count = 0;
 }
 
+/* One file being read. inih hands over a line at a time; what configparser
+ * (ACE's reader) does beyond that is done here: keys lower-cased, indented
+ * lines joined to the value above with '\n', long lines read whole. */
 struct config_parse {
 	struct config *config;
 	const char *path;
 	FILE *file;
-	unsigned line;
+	unsigned line;	    /* of the line last read */
 	bool line_complete; /* the last chunk read ended a line */
+	size_t line_length; /* bytes of the current line so far */
+	bool line_indented; /* it begins with a blank: a continuation, if a key is open */
+	const char *line_needs; /* what the line must contain: "=:" for a key, "]" */
+	bool line_has_need;
+	bool after_section; /* a section header since the open key */
+	/* The open key: applied once its last continuation line is read. */
+	bool pending;
+	char section[CONFIG_HOST_MAX];
+	char *name;
+	char *value;
+	unsigned pending_line;
+	/* Keys of semfs's sections, for configparser's duplicate-key rule. */
+	struct config_seen {
+		char *key; /* "section\nname" */
+		unsigned line;
+	} *seen;
+	size_t seen_count;
+	/* Sections semfs does not use: said once, in one line. */
+	unsigned unused_sections, unused_keys;
+	char unused_names[256];
+	char last_unused[CONFIG_HOST_MAX];
 	config_warning_fn *warn;
 	char *error;
 	size_t error_size;
-	bool failed;
+	bool failed;  /* the first error is in `error`; later lines are still checked */
+	bool stopped; /* nothing more is read */
 };
 
-static void config_warn(struct config_parse *parse, const char *text)
+/* Lines longer than this are refused, never cut: inih's heap buffer grows to
+ * ini_max_line, then would split the line (semfs once read the tail of a
+ * 295-byte allowed_ipv4 as an entry of its own). */
+#define CONFIG_LINE_MAX (1u << 20)
+
+static void config_warn_at(struct config_parse *parse, unsigned line, const char *text)
 {
 	char message[512];
 
-	snprintf(message, sizeof(message), "%s:%u: %s", parse->path, parse->line, text);
+	snprintf(message, sizeof(message), "%s:%u: %s", parse->path, line, text);
 	if (parse->warn)
 		parse->warn(message);
+}
+
+static void config_warn(struct config_parse *parse, const char *text)
+{
+	config_warn_at(parse, parse->line, text);
 }
 
 static void config_fail(struct config_parse *parse, const char *key, const char *value,
@@ -150,33 +186,67 @@ static void config_fail(struct config_parse *parse, const char *key, const char 
 	if (parse->failed)
 		return;
 	parse->failed = true;
-	snprintf(parse->error, parse->error_size, "%s:%u: %s = %s: %s", parse->path, parse->line,
-		 key, value, reason);
+	snprintf(parse->error, parse->error_size, "%s:%u: %s = %.200s%s: %s", parse->path,
+		 parse->line, key, value, strlen(value) > 200 ? "…" : "", reason);
 }
 
-/* inih's reader, wrapped to count lines and flag lines it would skip. */
+/* A line ended: one that is neither blank, a comment, a continuation, a
+ * section nor a key is said, as configparser would refuse it. */
+static void config_line_ended(struct config_parse *parse)
+{
+	if (parse->line_needs && !parse->line_has_need)
+		config_warn(parse, "malformed line ignored (neither [section] nor key = value)");
+	parse->line_needs = NULL;
+}
+
+/* inih's reader, wrapped to count lines, measure them and flag lines it
+ * would skip. inih asks again with more room while a line has no end. */
 static char *config_read_line(char *buffer, int size, void *stream)
 {
 	struct config_parse *parse = stream;
-	char *line = fgets(buffer, size, parse->file);
 
-	if (!line)
+	if (parse->stopped)
 		return NULL;
-	if (parse->line_complete)
-		parse->line++;
-	size_t length = strlen(line);
-	parse->line_complete = length > 0 && line[length - 1] == '\n';
-
-	const char *p = line + strspn(line, " \t\r\n");
-	if (*p && *p != ';' && *p != '#') {
-		if (*p == '[' ? !strchr(p, ']') : !strpbrk(p, "=:")) {
-			char text[128];
-			snprintf(text, sizeof(text), "malformed line ignored: %.60s", p);
-			text[strcspn(text, "\r\n")] = '\0';
-			config_warn(parse, text);
-		}
+	char *chunk = fgets(buffer, size, parse->file);
+	if (!chunk) {
+		if (!parse->line_complete)
+			config_line_ended(parse);
+		return NULL;
 	}
-	return line;
+	size_t length = strlen(chunk);
+	bool ends = length > 0 && chunk[length - 1] == '\n';
+
+	if (parse->line_complete) { /* a new line begins */
+		parse->line++;
+		parse->line_length = 0;
+		const char *p = chunk + strspn(chunk, " \t\r\n");
+		parse->line_indented = p != chunk && *p;
+		parse->line_needs = NULL;
+		parse->line_has_need = false;
+		if (!*p || *p == ';' || *p == '#')
+			;
+		else if (parse->line_indented && parse->pending && !parse->after_section)
+			; /* a continuation */
+		else if (*p == '[')
+			parse->line_needs = "]", parse->after_section = true;
+		else
+			parse->line_needs = "=:";
+	}
+	parse->line_length += length;
+	if (parse->line_needs && strpbrk(chunk, parse->line_needs))
+		parse->line_has_need = true;
+	if (parse->line_length > CONFIG_LINE_MAX - 4) {
+		if (!parse->failed)
+			snprintf(parse->error, parse->error_size,
+				 "%s:%u: line longer than %u bytes: refused rather than cut",
+				 parse->path, parse->line, CONFIG_LINE_MAX - 4);
+		parse->failed = parse->stopped = true;
+		return NULL;
+	}
+	parse->line_complete = ends;
+	if (ends)
+		config_line_ended(parse);
+	return chunk;
 }
 
 static bool parse_unsigned(const char *text, unsigned long long *out, bool allow_suffix)
@@ -255,38 +325,30 @@ static void define_semaphore(struct config_parse *parse, const char *key, const 
 	config->defined_count++;
 }
 
-static int config_handle(void *user, const char *section, const char *name, const char *value)
+/* Apply one complete `name = value` (name lower-cased) of `section`. */
+static void config_apply(struct config_parse *parse, const char *section, const char *name,
+			 const char *value)
 {
-	struct config_parse *parse = user;
 	const struct config_row *row = NULL;
-	bool known_section = false;
 
 	if (strcmp(section, NET) == 0 &&
 	    strncmp(name, DEFINED_PREFIX, strlen(DEFINED_PREFIX)) == 0) {
 		define_semaphore(parse, name, value);
-		return 1;
+		return;
 	}
 
 	for (size_t i = 0; i < sizeof(config_rows) / sizeof(config_rows[0]); i++) {
 		if (strcmp(config_rows[i].section, section) != 0)
 			continue;
-		known_section = true;
 		if (strcmp(config_rows[i].name, name) == 0)
 			row = &config_rows[i];
-	}
-	if (!known_section) {
-		char text[400];
-		snprintf(text, sizeof(text), "unknown section [%.100s]: key '%.100s' ignored",
-			 section, name);
-		config_warn(parse, text);
-		return 1;
 	}
 	if (!row) {
 		char text[400];
 		snprintf(text, sizeof(text), "unknown key '%.100s' in [%.100s] ignored", name,
 			 section);
 		config_warn(parse, text);
-		return 1;
+		return;
 	}
 
 	char *field = (char *)parse->config + row->offset;
@@ -331,6 +393,14 @@ static int config_handle(void *user, const char *section, const char *name, cons
 	case TYPE_ALLOW:
 		if (allow_parse((struct allow_list *)field, value, reason, sizeof(reason)) < 0)
 			config_fail(parse, name, value, reason);
+		else if (allow_admits_all((struct allow_list *)field))
+			config_warn(parse, strcmp(name, "admin_ipv4") == 0
+					       ? "admin_ipv4 admits every address: any peer "
+						 "acts as semfs's own user"
+					       : "allowed_ipv4 admits every address (0.0.0.0): any "
+						 "host that reaches the port may use the semaphores "
+						 "(ACE never enforced this list; semfs does: list "
+						 "your clients' addresses to restrict it)");
 		break;
 	case TYPE_PATH:
 		if (value[0] == '\0')
@@ -356,6 +426,113 @@ static int config_handle(void *user, const char *section, const char *name, cons
 		}
 		break;
 	}
+}
+
+static bool section_used(const char *section)
+{
+	for (size_t i = 0; i < sizeof(config_rows) / sizeof(config_rows[0]); i++)
+		if (strcmp(config_rows[i].section, section) == 0)
+			return true;
+	return false;
+}
+
+/* configparser refuses a key given twice in one section of one file; ACE
+ * would not start. semfs takes the later value and says so. */
+static void note_duplicate(struct config_parse *parse, const char *section, const char *name)
+{
+	size_t length = strlen(section) + strlen(name) + 2;
+	char *key = malloc(length);
+	if (!key)
+		return;
+	snprintf(key, length, "%s\n%s", section, name);
+	for (size_t i = 0; i < parse->seen_count; i++) {
+		if (strcmp(parse->seen[i].key, key) == 0) {
+			char text[400];
+			snprintf(text, sizeof(text),
+				 "'%.100s' in [%.100s] given again (first on line %u): the later "
+				 "value wins here; Python's configparser (ACE) refuses such a file",
+				 name, section, parse->seen[i].line);
+			config_warn_at(parse, parse->pending_line, text);
+			free(key);
+			return;
+		}
+	}
+	struct config_seen *bigger =
+	    realloc(parse->seen, (parse->seen_count + 1) * sizeof(*parse->seen));
+	if (!bigger) {
+		free(key);
+		return;
+	}
+	parse->seen = bigger;
+	parse->seen[parse->seen_count++] = (struct config_seen){key, parse->pending_line};
+}
+
+/* The open key is complete: apply it, with errors naming its first line. */
+static void commit_pending(struct config_parse *parse)
+{
+	if (!parse->pending)
+		return;
+	parse->pending = false;
+	if (!section_used(parse->section)) {
+		parse->unused_keys++;
+		if (strcmp(parse->section, parse->last_unused) != 0) {
+			snprintf(parse->last_unused, sizeof(parse->last_unused), "%s",
+				 parse->section);
+			parse->unused_sections++;
+			size_t used = strlen(parse->unused_names);
+			if (parse->unused_sections <= 4)
+				snprintf(parse->unused_names + used,
+					 sizeof(parse->unused_names) - used, "%s[%.40s]",
+					 used ? ", " : "", parse->section);
+		}
+	} else if (!parse->stopped) {
+		unsigned line = parse->line;
+		parse->line = parse->pending_line;
+		note_duplicate(parse, parse->section, parse->name);
+		config_apply(parse, parse->section, parse->name, parse->value);
+		parse->line = line;
+	}
+	free(parse->name);
+	free(parse->value);
+	parse->name = parse->value = NULL;
+}
+
+static int config_handle(void *user, const char *section, const char *name, const char *value)
+{
+	struct config_parse *parse = user;
+
+	if (parse->stopped)
+		return 1;
+	if (parse->line_indented && parse->pending && !parse->after_section) {
+		/* configparser joins continuation lines with a newline. */
+		size_t old = strlen(parse->value), more = strlen(value);
+		char *longer = realloc(parse->value, old + more + 2);
+		if (!longer) {
+			config_fail(parse, parse->name, "", "out of memory");
+			parse->stopped = true;
+			return 0;
+		}
+		longer[old] = '\n';
+		memcpy(longer + old + 1, value, more + 1);
+		parse->value = longer;
+		return 1;
+	}
+	commit_pending(parse);
+	parse->after_section = false;
+	parse->name = strdup(name);
+	parse->value = strdup(value);
+	if (!parse->name || !parse->value) {
+		config_fail(parse, name, "", "out of memory");
+		parse->stopped = true;
+		return 0;
+	}
+	/* configparser's optionxform: `Bind_Port` is `bind_port`, and
+	 * `semaphore_PCAP` defines `pcap`. Section names keep their case. */
+	for (char *c = parse->name; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	snprintf(parse->section, sizeof(parse->section), "%s", section);
+	parse->pending_line = parse->line;
+	parse->pending = true;
 	return 1;
 }
 
@@ -377,16 +554,39 @@ int config_load(struct config *config, const char *path, config_warning_fn *warn
 		snprintf(error, error_size, "%s: %s", path, strerror(errno));
 		return -1;
 	}
+	/* Debian's libinih takes its build options at run time: a heap line
+	 * buffer that grows, so no line is cut (see CONFIG_LINE_MAX). */
+	ini_use_stack = false;
+	ini_allow_realloc = true;
+	ini_max_line = (int)CONFIG_LINE_MAX;
+	ini_allow_multiline = true;
 	int r = ini_parse_stream(config_read_line, &parse, config_handle, &parse);
 	fclose(parse.file);
+	commit_pending(&parse);
+	free(parse.name);
+	free(parse.value);
+	for (size_t i = 0; i < parse.seen_count; i++)
+		free(parse.seen[i].key);
+	free(parse.seen);
 	if (r == -2) {
 		snprintf(error, error_size, "%s: out of memory", path);
 		return -1;
 	}
 	if (parse.failed)
 		return -1;
+	if (parse.unused_sections && warn) {
+		/* ACE keeps one file for all its services: one line for the rest. */
+		char message[600];
+		snprintf(message, sizeof(message),
+			 "%s: %u section%s semfs does not use ignored (%u key%s): %s%s", path,
+			 parse.unused_sections, parse.unused_sections == 1 ? "" : "s",
+			 parse.unused_keys, parse.unused_keys == 1 ? "" : "s", parse.unused_names,
+			 parse.unused_sections > 4 ? ", …" : "");
+		warn(message);
+	}
 	/* ACE's stats_dir is relative to its data directory; ours to state_dir. */
 	if (config->stats_dir[0] && config->stats_dir[0] != '/') {
+		config->stats_dir_relative = true;
 		char relative[PATH_MAX];
 		snprintf(relative, sizeof(relative), "%s", config->stats_dir);
 		if (snprintf(config->stats_dir, sizeof(config->stats_dir), "%s/%s",

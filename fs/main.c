@@ -17,18 +17,49 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#define CONFIG_FILES_MAX 16
+
 struct semfs_options {
-	char *config;
+	/* -c may be repeated: later files override earlier ones, as ACE
+	 * merges its configuration files. */
+	char *configs[CONFIG_FILES_MAX];
+	size_t config_count;
+	bool too_many_configs;
 	int check_only;
 };
 
+enum { KEY_CONFIG };
+
 static const struct fuse_opt semfs_option_table[] = {
-    {"-c %s", offsetof(struct semfs_options, config), 0},
-    {"--config=%s", offsetof(struct semfs_options, config), 0},
-    {"config=%s", offsetof(struct semfs_options, config), 0},
+    FUSE_OPT_KEY("-c ", KEY_CONFIG),
+    FUSE_OPT_KEY("--config=", KEY_CONFIG),
+    FUSE_OPT_KEY("config=", KEY_CONFIG),
     {"--check", offsetof(struct semfs_options, check_only), 1},
     FUSE_OPT_END,
 };
+
+/* libfuse hands over "-cFILE", "--config=FILE" or "config=FILE". */
+static int take_option(void *data, const char *argument, int key, struct fuse_args *args)
+{
+	struct semfs_options *options = data;
+	(void)args;
+
+	if (key != KEY_CONFIG)
+		return 1; /* keep it for libfuse */
+	const char *file = strncmp(argument, "--config=", 9) == 0 ? argument + 9
+			   : strncmp(argument, "config=", 7) == 0  ? argument + 7
+								   : argument + 2;
+	if (options->config_count == CONFIG_FILES_MAX) {
+		options->too_many_configs = true;
+		return 0;
+	}
+	/* libfuse frees `argument` when it joined "-c" and "FILE" for us. */
+	options->configs[options->config_count] = strdup(file);
+	if (!options->configs[options->config_count])
+		return -1;
+	options->config_count++;
+	return 0;
+}
 
 static void usage(const char *program)
 {
@@ -90,6 +121,19 @@ static void raise_file_limit(unsigned max_connections)
 static void config_warning(const char *message)
 {
 	log_warnx("%s", message);
+}
+
+/* Settings an ACE operator reads one way and semfs another: said once at
+ * start-up, so that nobody learns it from a refused client. */
+static void log_ace_differences(const struct config *config)
+{
+	if (config->net_enabled && !allow_admits_all(&config->allowed))
+		log_info("allowed_ipv4 is enforced: peers outside it are refused (ACE ignores "
+			 "the list)");
+	if (config->stats_dir_relative)
+		log_info("stats_dir is relative: it lands under state_dir, in %s (ACE puts it "
+			 "under its data_dir)",
+			 config->stats_dir);
 }
 
 /* Linux >= 6.15 can abort a FUSE request that outlives a timeout; waits
@@ -173,7 +217,7 @@ int main(int argc, char *argv[])
 	int status = 1;
 
 	log_init("semfs", false, false);
-	if (fuse_opt_parse(&args, &options, semfs_option_table, NULL) != 0 ||
+	if (fuse_opt_parse(&args, &options, semfs_option_table, take_option) != 0 ||
 	    fuse_parse_cmdline(&args, &command_line) != 0) {
 		fprintf(stderr, "semfs: bad arguments (see semfs --help)\n");
 		goto out_args;
@@ -193,10 +237,16 @@ int main(int argc, char *argv[])
 	}
 
 	config_defaults(&config);
-	if (options.config &&
-	    config_load(&config, options.config, config_warning, error, sizeof(error)) < 0) {
-		log_warnx("%s", error);
+	if (options.too_many_configs) {
+		log_warnx("more than %d configuration files (-c)", CONFIG_FILES_MAX);
 		goto out_config;
+	}
+	for (size_t i = 0; i < options.config_count; i++) {
+		if (config_load(&config, options.configs[i], config_warning, error,
+				sizeof(error)) < 0) {
+			log_warnx("%s", error);
+			goto out_config;
+		}
 	}
 	if (options.check_only) {
 		printf("configuration OK\n");
@@ -244,6 +294,7 @@ int main(int argc, char *argv[])
 			goto out_store;
 		}
 	}
+	store_defines_done(store);
 	/* Sockets and files are opened before daemonizing, so that errors reach
 	 * the terminal; threads start after, since fork() keeps none. */
 	if (config.net_enabled) {
@@ -289,6 +340,7 @@ int main(int argc, char *argv[])
 		goto out_store;
 	}
 	log_info("mounted on %s, state in %s", command_line.mountpoint, config.state_dir);
+	log_ace_differences(&config);
 	if (server)
 		log_info("listening on %s:%u (ACE and native dialects)", config.bind_address,
 			 server_port(server));
@@ -311,7 +363,8 @@ out_config:
 	config_free(&config);
 out_args:
 	free(command_line.mountpoint);
-	free(options.config);
+	for (size_t i = 0; i < options.config_count; i++)
+		free(options.configs[i]);
 	fuse_opt_free_args(&args);
 	return status;
 }

@@ -87,6 +87,7 @@ struct semaphore {
 	bool removed;	   /* the SysV set is gone: everything fails with EIDRM */
 	bool undefined;	   /* made by an ACE acquire of an unknown name: goes when idle */
 	bool defined;	   /* from the configuration: cannot be deleted */
+	bool defined_unconfirmed; /* restored as defined, not (yet) in this configuration */
 	uint64_t grants, timeouts;
 	struct journal journal;
 	struct waiter *head, *tail;
@@ -624,6 +625,7 @@ static void record_of(struct semaphore *semaphore, struct backing_record *record
 	    .gid = node ? node->gid : 0,
 	    .token_reserved = semaphore->token_reserved,
 	    .undefined = semaphore->undefined,
+	    .defined = semaphore->defined,
 	};
 }
 
@@ -1529,6 +1531,7 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 	if (record.token_reserved > store->token_floor)
 		store->token_floor = record.token_reserved;
 	semaphore->undefined = record.undefined;
+	semaphore->defined = semaphore->defined_unconfirmed = record.defined;
 	if (fresh) {
 		r = semaphore_save(store, semaphore); /* a new key */
 		if (r < 0)
@@ -2631,12 +2634,16 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 	}
 	if (r == 0) {
 		bool was_undefined = node->semaphore->undefined;
+		bool was_defined = node->semaphore->defined;
 		node->semaphore->undefined = false;
+		node->semaphore->defined = true;
 		r = semaphore_save(store, node->semaphore);
-		if (r == 0)
-			node->semaphore->defined = true;
-		else
+		if (r == 0) {
+			node->semaphore->defined_unconfirmed = false;
+		} else {
 			node->semaphore->undefined = was_undefined;
+			node->semaphore->defined = was_defined;
+		}
 	}
 	if (r < 0 && r != -EBUSY) {
 		snprintf(error, error_size, "semaphore_%s: %s", path, strerror(-r));
@@ -2644,6 +2651,53 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 	pthread_mutex_unlock(&store->lock);
 	run_done(&done);
 	return r;
+}
+
+/* A semaphore_NAME line gone from the configuration: as in ACE, NAME is an
+ * ordinary undefined semaphore again (limit 1, removed when idle). */
+static void undefine(struct store *store, struct semaphore *semaphore, struct done_list *done)
+{
+	char path[PATH_MAX] = "?";
+	unsigned old_limit = semaphore->limit;
+
+	if (semaphore->node)
+		(void)node_path(semaphore->node, path, sizeof(path));
+	semaphore->defined = semaphore->defined_unconfirmed = false;
+	semaphore->undefined = true;
+	if (semaphore->limit != 1) {
+		struct command command = {.verb = VERB_LIMIT, .number = 1};
+		struct waiter waiter = {.commands = &command, .count = 1, .who = "config"};
+		waiter.semaphore = semaphore;
+		if (command_limit(store, semaphore, &waiter, &command, done) < 0)
+			log_warnx("%s: no longer defined, but more than 1 unit is in use: its "
+				  "limit stays %u until they come back",
+				  path, semaphore->limit);
+	}
+	int r = semaphore_save(store, semaphore);
+	if (r < 0)
+		log_warnx("%s: cannot record that it is no longer defined: %s", path,
+			  strerror(-r));
+	char detail[64];
+	snprintf(detail, sizeof(detail), "was-limit=%u", old_limit);
+	journal_event(store, semaphore, "undefine", "config", 0, detail, false);
+	log_info("semaphore_%s is no longer in the configuration: %s is an undefined "
+		 "semaphore again (limit %u, removed when idle)",
+		 path, path, semaphore->limit);
+	reap_if_idle(store, semaphore, done);
+}
+
+void store_defines_done(struct store *store)
+{
+	struct done_list done = {0};
+
+	pthread_mutex_lock(&store->lock);
+	for (struct semaphore *s = store->live, *next; s; s = next) {
+		next = s->live_next;
+		if (s->defined_unconfirmed && !s->removed)
+			undefine(store, s, &done);
+	}
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
 }
 
 bool store_semaphore_removed(struct store *store, struct semaphore *semaphore)

@@ -27,6 +27,7 @@ struct backing_record {
 	gid_t gid;
 	uint64_t token_reserved; /* tokens below this may have been handed out */
 	bool undefined;		 /* made by an ACE acquire: goes when idle */
+	bool defined;		 /* by a semaphore_NAME line of the configuration */
 };
 
 /* Create STATE_DIR/tree as needed, open it and lock STATE_DIR against a second

@@ -45,6 +45,7 @@ struct config {
 	unsigned remote_port;
 	struct allow_list allowed;
 	char stats_dir[PATH_MAX]; /* "" for none; made absolute by config_load */
+	bool stats_dir_relative;  /* it was given relative: ACE would read it otherwise */
 	struct config_semaphore *defined;
 	size_t defined_count;
 };

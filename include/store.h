@@ -222,6 +222,10 @@ int store_delete_path(struct store *store, const char *path, const char *who);
  * it cannot be deleted. -errno with a message. */
 int store_define(struct store *store, const char *path, unsigned limit, char *error,
 		 size_t error_size);
+/* After the last store_define(): a semaphore restored as defined that the
+ * configuration no longer names becomes undefined (limit 1, removed when
+ * idle), journalled and logged. */
+void store_defines_done(struct store *store);
 /* Deleted (rm, `delete`, ipcrm): every operation fails with EIDRM now. */
 bool store_semaphore_removed(struct store *store, struct semaphore *semaphore);
 /* One semaphore.status line (no newline), malloc'd; -EIDRM once deleted. */

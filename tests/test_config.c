@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char warnings[4096];
+static char warnings[8192];
 
 static void collect(const char *message)
 {
@@ -67,7 +67,8 @@ Test(config, unknown_keys_and_malformed_lines_warn_with_file_and_line)
 	cr_assert(strstr(warnings, expect), "%s", warnings);
 	snprintf(expect, sizeof(expect), "%s:3: malformed line", path);
 	cr_assert(strstr(warnings, expect), "%s", warnings);
-	snprintf(expect, sizeof(expect), "%s:5: unknown section [other]", path);
+	snprintf(expect, sizeof(expect), "%s: 1 section semfs does not use ignored (2 keys): [other]",
+		 path);
 	cr_assert(strstr(warnings, expect), "%s", warnings);
 	unlink(path);
 }
@@ -129,7 +130,10 @@ Test(config, ace_section_loads_unchanged)
 	warnings[0] = '\0';
 	cr_assert_eq(config_load(&c, path, collect, error, sizeof(error)), 0, "%s", error);
 	unlink(path);
-	cr_assert_str_empty(warnings, "ACE's keys warned: %s", warnings);
+	/* The only warning: configparser would refuse the repeated key. */
+	cr_assert(strstr(warnings, "'semaphore_email' in [service_network_semaphore] given again"),
+		  "%s", warnings);
+	cr_assert_eq(strchr(warnings, '\n'), warnings + strlen(warnings) - 1, "%s", warnings);
 	cr_assert(c.net_enabled);
 	cr_assert_str_eq(c.bind_address, "127.0.0.1");
 	cr_assert_eq(c.bind_port, 53559);
@@ -217,4 +221,197 @@ Test(config, stats_dir_inside_the_record_tree_is_an_error)
 		unlink(path);
 		config_free(&c);
 	}
+}
+
+static int load_text(struct config *c, const char *text, char *error, size_t size)
+{
+	char *path = write_file(text);
+	warnings[0] = '\0';
+	int r = config_load(c, path, collect, error, size);
+	unlink(path);
+	return r;
+}
+
+/* inih cut lines at 199 bytes: the tail of a 295-byte allowed_ipv4 became an
+ * entry of its own ("10.14.0.0/1" read as 0.0.0.0/1, admitting 8.8.8.8). */
+Test(config, long_lines_are_read_whole)
+{
+	struct config c;
+	char error[512];
+	static char text[80 * 1024];
+	size_t used = (size_t)snprintf(text, sizeof(text), "[service_network_semaphore]\n"
+							   "allowed_ipv4 = ");
+	unsigned entries = 0;
+	/* 10.0.0.0/16 ... 10.255.0.0/16: 256 entries, about 3.5 KiB, then
+	 * filler spaces to pass 64 KiB before the last entry. */
+	for (unsigned i = 0; i < 255; i++, entries++)
+		used += (size_t)snprintf(text + used, sizeof(text) - used, "10.%u.0.0/16, ", i);
+	while (used < 66 * 1024)
+		text[used++] = ' ';
+	used += (size_t)snprintf(text + used, sizeof(text) - used, "10.255.0.0/16\n");
+	entries++;
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, text, error, sizeof(error)), 0, "%s", error);
+	cr_assert_eq(c.allowed.count, entries);
+	cr_assert(allow_contains(&c.allowed, 0x0aff0001), "the last entry, past 64 KiB, is read");
+	cr_assert_not(allow_contains(&c.allowed, 0x08080808));
+	cr_assert_str_empty(warnings, "%s", warnings);
+
+	/* The report's own case: 295 bytes ending in 10.14.0.0/16. */
+	used = (size_t)snprintf(text, sizeof(text), "[service_network_semaphore]\nallowed_ipv4 =");
+	while (used < 280)
+		used += (size_t)snprintf(text + used, sizeof(text) - used, " 192.168.1.1,");
+	snprintf(text + used, sizeof(text) - used, " 10.14.0.0/16\n");
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, text, error, sizeof(error)), 0, "%s", error);
+	cr_assert(allow_contains(&c.allowed, 0x0a0e0001));
+	cr_assert_not(allow_contains(&c.allowed, 0x08080808), "nothing admits 8.8.8.8");
+}
+
+Test(config, a_line_past_the_cap_is_refused_not_cut)
+{
+	struct config c;
+	char error[512];
+	size_t size = (2u << 20) + 64;
+	char *text = malloc(size);
+	cr_assert_not_null(text);
+	size_t used = (size_t)snprintf(text, size, "[semfs]\nstate_dir = /");
+	memset(text + used, 'x', size - used - 2);
+	text[size - 2] = '\n';
+	text[size - 1] = '\0';
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, text, error, sizeof(error)), -1);
+	free(text);
+	cr_assert(strstr(error, ":2: line longer than"), "%s", error);
+	cr_assert(strstr(error, "refused rather than cut"), "%s", error);
+}
+
+/* configparser joins indented lines to the value above with '\n'. */
+Test(config, continuation_lines_extend_the_value)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c,
+			       "[service_network_semaphore]\n"
+			       "allowed_ipv4 = 10.0.0.0/8,\n"
+			       "    192.168.1.0/24\n"
+			       "; a comment between continuation lines\n"
+			       "\t172.16.0.1\n"
+			       "bind_port = 4000\n",
+			       error, sizeof(error)),
+		     0, "%s", error);
+	cr_assert_eq(c.allowed.count, 3);
+	cr_assert(allow_contains(&c.allowed, 0xc0a80105));
+	cr_assert(allow_contains(&c.allowed, 0xac100001));
+	cr_assert_eq(c.bind_port, 4000);
+	cr_assert_str_empty(warnings, "%s", warnings);
+	/* A continuation of a number is still a bad number, at the key's line. */
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, "[semfs]\n\ndefault_limit = 2\n  3\n", error, sizeof(error)),
+		     -1);
+	cr_assert(strstr(error, ":3: default_limit = 2\n3"), "%s", error);
+}
+
+Test(config, keys_are_case_insensitive_sections_are_not)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c,
+			       "[service_network_semaphore]\nBind_Port = 4001\nsemaphore_PCAP = 3\n"
+			       "ALLOWED_IPV4 = 10.0.0.1\n[SEMFS]\ndefault_limit = 9\n",
+			       error, sizeof(error)),
+		     0, "%s", error);
+	cr_assert_eq(c.bind_port, 4001);
+	cr_assert_eq(c.defined_count, 1);
+	cr_assert_str_eq(c.defined[0].name, "pcap", "configparser lower-cases keys");
+	cr_assert_eq(c.defined[0].limit, 3);
+	cr_assert(allow_contains(&c.allowed, 0x0a000001));
+	cr_assert_eq(c.default_limit, 1, "[SEMFS] is another section, as in configparser");
+	cr_assert(strstr(warnings, "1 section semfs does not use ignored (1 key): [SEMFS]"), "%s",
+		  warnings);
+	config_free(&c);
+}
+
+/* Later files override earlier ones; defined semaphores add up. */
+Test(config, several_files_merge_in_order)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c,
+			       "[service_network_semaphore]\nbind_port = 4002\nsemaphore_a = 2\n"
+			       "semaphore_b = 5\n",
+			       error, sizeof(error)),
+		     0, "%s", error);
+	cr_assert_eq(load_text(&c,
+			       "[service_network_semaphore]\nbind_port = 4003\nsemaphore_b = 7\n"
+			       "[semfs]\ndefault_limit = 4\n",
+			       error, sizeof(error)),
+		     0, "%s", error);
+	cr_assert_eq(c.bind_port, 4003);
+	cr_assert_eq(c.default_limit, 4);
+	cr_assert_eq(c.defined_count, 2);
+	cr_assert_eq(c.defined[0].limit, 2);
+	cr_assert_eq(c.defined[1].limit, 7);
+	config_free(&c);
+}
+
+/* ACE keeps one large file for all its services. */
+Test(config, unused_sections_are_one_warning)
+{
+	struct config c;
+	char error[512];
+	static char text[200 * 1024];
+	size_t used = 0;
+	for (unsigned s = 0; s < 200; s++) {
+		used += (size_t)snprintf(text + used, sizeof(text) - used,
+					 "[service_%u]\nmodule = saq.x%u\n", s, s);
+		for (unsigned k = 0; k < 10; k++)
+			used += (size_t)snprintf(text + used, sizeof(text) - used,
+						 "key_%u = value %u\n", k, k);
+		used += (size_t)snprintf(text + used, sizeof(text) - used, "\n");
+	}
+	snprintf(text + used, sizeof(text) - used, "%s", ACE_SECTION);
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, text, error, sizeof(error)), 0, "%s", error);
+	cr_assert_eq(c.bind_port, 53559);
+	cr_assert(strstr(warnings, "200 sections semfs does not use ignored (2200 keys): "
+				   "[service_0], [service_1], [service_2], [service_3], …"),
+		  "%s", warnings);
+	cr_assert_eq(strchr(warnings, '\n'), warnings + strlen(warnings) - 1, "one line: %s",
+		     warnings);
+}
+
+Test(config, zero_address_admits_all_and_says_so)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, "[service_network_semaphore]\nallowed_ipv4 = 0.0.0.0\n", error,
+			       sizeof(error)),
+		     0, "%s", error);
+	cr_assert(allow_contains(&c.allowed, 0x08080808));
+	cr_assert(strstr(warnings, ":2: allowed_ipv4 admits every address"), "%s", warnings);
+	/* Host bits set: an error naming file and line, not a silent mask. */
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, "[service_network_semaphore]\n\nallowed_ipv4 = 10.1.2.3/8\n",
+			       error, sizeof(error)),
+		     -1);
+	cr_assert(strstr(error, ":3: allowed_ipv4 = 10.1.2.3/8: '10.1.2.3/8': host bits set"),
+		  "%s", error);
+}
+
+Test(config, a_key_given_twice_in_one_file_is_said)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, "[semfs]\ndefault_limit = 2\n\ndefault_limit = 3\n", error,
+			       sizeof(error)),
+		     0, "%s", error);
+	cr_assert_eq(c.default_limit, 3);
+	cr_assert(strstr(warnings, ":4: 'default_limit' in [semfs] given again (first on line 2)"),
+		  "%s", warnings);
 }

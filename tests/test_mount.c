@@ -555,3 +555,33 @@ Test(mount, a_wait_on_the_creating_descriptor_stalls_no_notification)
 	cr_assert_eq(e2e_write("db", "relax\n"), 0);
 	cr_assert_eq(e2e_wait_exit(creator, 3000), 0);
 }
+
+/* As in ACE: a semaphore_NAME line removed from the configuration leaves NAME
+ * an ordinary undefined semaphore after a restart (limit 1, gone when idle). */
+Test(mount, a_removed_definition_leaves_an_undefined_semaphore)
+{
+	struct stat st;
+	e2e_start("[service_network_semaphore]\nsemaphore_gone = 3\nsemaphore_held = 3\n"
+		  "semaphore_kept = 2");
+	cr_assert_eq(e2e_write("held", "lock 0"), 0);
+	e2e_stop();
+	FILE *config = fopen(e2e.config, "we");
+	cr_assert_not_null(config);
+	fprintf(config, "[service_network_semaphore]\nbind_port = %u\nsemaphore_kept = 2\n"
+			"[semfs]\nstate_dir = %s\n",
+		e2e.port, e2e.state);
+	fclose(config);
+	e2e_restart();
+	cr_assert_eq(stat(e2e_path("gone"), &st), -1, "an idle undefined semaphore is removed");
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(e2e_xattr("held", "limit"), 1, "back to an undefined semaphore's limit");
+	cr_assert_eq(e2e_xattr("held", "value"), 0, "its locked unit is still out");
+	cr_assert_eq(e2e_xattr("kept", "limit"), 2);
+	cr_assert_neq(e2e_write("kept", "delete"), 0, "kept is still defined");
+	e2e_expect_text("held", "undefine by=config");
+	e2e_expect_text("held", "was-limit=3");
+	cr_assert_eq(e2e_write("held", "unlock"), 0);
+	cr_assert_eq(stat(e2e_path("held"), &st), -1, "idle once its unit came home");
+	e2e_expect_text("../semfs.log", "semaphore_gone is no longer in the configuration");
+	e2e_teardown();
+}

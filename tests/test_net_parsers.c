@@ -19,22 +19,31 @@ Test(allow, addresses_and_ranges)
 {
 	struct allow_list list;
 	char error[128];
-	cr_assert_eq(allow_parse(&list, "127.0.0.1, 10.0.0.0/8 192.168.1.0/24,0.0.0.0/32", error,
-				 sizeof(error)),
+	cr_assert_eq(allow_parse(&list, "127.0.0.1, 10.0.0.0/8 192.168.1.0/24,\n\t172.16.0.0/12",
+				 error, sizeof(error)),
 		     0, "%s", error);
 	cr_assert_eq(list.count, 4);
+	cr_assert_not(allow_admits_all(&list));
+	cr_assert(allow_contains(&list, ip(172, 31, 0, 1)), "newline-separated entries count");
 	cr_assert(allow_contains(&list, ip(127, 0, 0, 1)));
 	cr_assert_not(allow_contains(&list, ip(127, 0, 0, 2)));
 	cr_assert(allow_contains(&list, ip(10, 200, 3, 4)));
 	cr_assert(allow_contains(&list, ip(192, 168, 1, 255)));
 	cr_assert_not(allow_contains(&list, ip(192, 168, 2, 1)));
-	cr_assert_eq(allow_parse(&list, "0.0.0.0/0", error, sizeof(error)), 0);
-	cr_assert(allow_contains(&list, ip(8, 8, 8, 8)));
+	/* ACE's shipped file says 0.0.0.0 and means anyone. */
+	static const char *const everyone[] = {"0.0.0.0", "0.0.0.0/0", "10.0.0.1, 0.0.0.0"};
+	for (size_t i = 0; i < sizeof(everyone) / sizeof(everyone[0]); i++) {
+		cr_assert_eq(allow_parse(&list, everyone[i], error, sizeof(error)), 0, "%s", error);
+		cr_assert(allow_contains(&list, ip(8, 8, 8, 8)), "%s", everyone[i]);
+		cr_assert(allow_admits_all(&list), "%s", everyone[i]);
+	}
 	cr_assert_eq(allow_parse(&list, "", error, sizeof(error)), 0);
 	cr_assert_not(allow_contains(&list, ip(127, 0, 0, 1)), "an empty list allows nobody");
-	/* A range given with host bits set still means the network. */
-	cr_assert_eq(allow_parse(&list, "10.1.2.3/16", error, sizeof(error)), 0);
-	cr_assert(allow_contains(&list, ip(10, 1, 200, 1)));
+	/* Host bits set: masking would admit more than was written. */
+	cr_assert_eq(allow_parse(&list, "10.1.2.3/8", error, sizeof(error)), -EINVAL);
+	cr_assert(strstr(error, "'10.1.2.3/8': host bits set"), "%s", error);
+	cr_assert(strstr(error, "10.0.0.0/8"), "suggests the network: %s", error);
+	cr_assert_eq(list.count, 0);
 }
 
 Test(allow, bad_items_are_named)
