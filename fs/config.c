@@ -25,6 +25,7 @@ enum config_type {
 	TYPE_IGNORED, /* ACE's keys semfs has no use for */
 	TYPE_USER,    /* a local user, by name or uid: network_user */
 	TYPE_MODE,    /* octal permission bits */
+	TYPE_FORMAT,  /* stats_format: semfs or ace */
 };
 
 #define NET	       "service_network_semaphore"
@@ -55,6 +56,7 @@ static const struct config_row {
     {NET, "remote_port", TYPE_UNSIGNED, offsetof(struct config, remote_port), 1, 65535},
     {NET, "allowed_ipv4", TYPE_ALLOW, offsetof(struct config, allowed), 0, 0},
     {NET, "stats_dir", TYPE_PATH, offsetof(struct config, stats_dir), 0, 0},
+    {NET, "stats_format", TYPE_FORMAT, offsetof(struct config, stats_ace_format), 0, 0},
     {NET, "module", TYPE_IGNORED, 0, 0, 0},
     {NET, "class", TYPE_IGNORED, 0, 0, 0},
     {NET, "description", TYPE_IGNORED, 0, 0, 0},
@@ -131,10 +133,10 @@ struct config_parse {
 	struct config *config;
 	const char *path;
 	FILE *file;
-	unsigned line;	    /* of the line last read */
-	bool line_complete; /* the last chunk read ended a line */
-	size_t line_length; /* bytes of the current line so far */
-	bool line_indented; /* it begins with a blank: a continuation, if a key is open */
+	unsigned line;		/* of the line last read */
+	bool line_complete;	/* the last chunk read ended a line */
+	size_t line_length;	/* bytes of the current line so far */
+	bool line_indented;	/* it begins with a blank: a continuation, if a key is open */
 	const char *line_needs; /* what the line must contain: "=:" for a key, "]" */
 	bool line_has_need;
 	bool after_section; /* a section header since the open key */
@@ -148,7 +150,7 @@ struct config_parse {
 	struct config_seen {
 		char *key; /* "section\nname" */
 		unsigned line;
-	} *seen;
+	} * seen;
 	size_t seen_count;
 	/* Sections semfs does not use: said once, in one line. */
 	unsigned unused_sections, unused_keys;
@@ -373,6 +375,12 @@ static void config_apply(struct config_parse *parse, const char *section, const 
 			*(unsigned *)field = (unsigned)mode;
 		break;
 	}
+	case TYPE_FORMAT:
+		if (strcmp(value, "semfs") == 0 || strcmp(value, "ace") == 0)
+			*(bool *)field = strcmp(value, "ace") == 0;
+		else
+			config_fail(parse, name, value, "expected semfs or ace");
+		break;
 	case TYPE_BOOL:
 		if (!parse_bool(value, (bool *)field))
 			config_fail(parse, name, value, "expected yes or no");
@@ -394,13 +402,14 @@ static void config_apply(struct config_parse *parse, const char *section, const 
 		if (allow_parse((struct allow_list *)field, value, reason, sizeof(reason)) < 0)
 			config_fail(parse, name, value, reason);
 		else if (allow_admits_all((struct allow_list *)field))
-			config_warn(parse, strcmp(name, "admin_ipv4") == 0
-					       ? "admin_ipv4 admits every address: any peer "
-						 "acts as semfs's own user"
-					       : "allowed_ipv4 admits every address (0.0.0.0): any "
-						 "host that reaches the port may use the semaphores "
-						 "(ACE never enforced this list; semfs does: list "
-						 "your clients' addresses to restrict it)");
+			config_warn(parse,
+				    strcmp(name, "admin_ipv4") == 0
+					? "admin_ipv4 admits every address: any peer "
+					  "acts as semfs's own user"
+					: "allowed_ipv4 admits every address (0.0.0.0): any "
+					  "host that reaches the port may use the semaphores "
+					  "(ACE never enforced this list; semfs does: list "
+					  "your clients' addresses to restrict it)");
 		break;
 	case TYPE_PATH:
 		if (value[0] == '\0')

@@ -10,6 +10,8 @@
 
 #include <fuse_lowlevel.h>
 #include <grp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,7 @@ struct semfs_options {
 	size_t config_count;
 	bool too_many_configs;
 	int check_only;
+	int no_mount; /* the TCP front-ends alone: hosts and containers without /dev/fuse */
 };
 
 enum { KEY_CONFIG };
@@ -35,6 +38,7 @@ static const struct fuse_opt semfs_option_table[] = {
     FUSE_OPT_KEY("--config=", KEY_CONFIG),
     FUSE_OPT_KEY("config=", KEY_CONFIG),
     {"--check", offsetof(struct semfs_options, check_only), 1},
+    {"--no-mount", offsetof(struct semfs_options, no_mount), 1},
     FUSE_OPT_END,
 };
 
@@ -47,8 +51,8 @@ static int take_option(void *data, const char *argument, int key, struct fuse_ar
 	if (key != KEY_CONFIG)
 		return 1; /* keep it for libfuse */
 	const char *file = strncmp(argument, "--config=", 9) == 0 ? argument + 9
-			   : strncmp(argument, "config=", 7) == 0  ? argument + 7
-								   : argument + 2;
+			   : strncmp(argument, "config=", 7) == 0 ? argument + 7
+								  : argument + 2;
 	if (options->config_count == CONFIG_FILES_MAX) {
 		options->too_many_configs = true;
 		return 0;
@@ -63,7 +67,8 @@ static int take_option(void *data, const char *argument, int key, struct fuse_ar
 
 static void usage(const char *program)
 {
-	printf("usage: %s [-f] [-d] [-c CONFIG] [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
+	printf("usage: %s [-f] [-d] [-c CONFIG]... [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
+	       "       %s --no-mount [-f] [-c CONFIG]...\n"
 	       "\n"
 	       "Mount a filesystem whose files are System V semaphores.\n"
 	       "\n"
@@ -71,6 +76,8 @@ static void usage(const char *program)
 	       "    -c CONFIG, --config=CONFIG, -o config=CONFIG\n"
 	       "                           INI configuration (default: built-in defaults)\n"
 	       "    --check                check the configuration, print 'configuration OK'\n"
+	       "    --no-mount             serve the network dialects only: no MOUNTPOINT, no\n"
+	       "                           /dev/fuse needed (containers)\n"
 	       "    -f                     stay in the foreground, log to stderr\n"
 	       "    -d                     debug: foreground, libfuse request tracing\n"
 	       "    -h, --help             this text and the FUSE options\n"
@@ -80,7 +87,7 @@ static void usage(const char *program)
 	       "fstab: semfs /mnt/sem fuse.semfs defaults,config=/etc/semfs.ini 0 0\n"
 	       "\n"
 	       "FUSE options (-o allow_other lets other users in; root may set it):\n",
-	       program);
+	       program, program);
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
@@ -96,7 +103,8 @@ static void changed(void *context, uint64_t ino, const char *path, bool announce
 {
 	struct observers *observers = context;
 
-	mount_changed(observers->mount, ino, path, announced_by_reply);
+	if (observers->mount)
+		mount_changed(observers->mount, ino, path, announced_by_reply);
 	if (observers->server)
 		server_changed(observers->server);
 	if (observers->stats)
@@ -134,6 +142,17 @@ static void log_ace_differences(const struct config *config)
 		log_info("stats_dir is relative: it lands under state_dir, in %s (ACE puts it "
 			 "under its data_dir)",
 			 config->stats_dir);
+}
+
+/* --no-mount: no FUSE loop to return on a signal; the main thread waits
+ * for one instead. The signals are blocked before any thread starts. */
+static void block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
 }
 
 /* Linux >= 6.15 can abort a FUSE request that outlives a timeout; waits
@@ -242,8 +261,8 @@ int main(int argc, char *argv[])
 		goto out_config;
 	}
 	for (size_t i = 0; i < options.config_count; i++) {
-		if (config_load(&config, options.configs[i], config_warning, error,
-				sizeof(error)) < 0) {
+		if (config_load(&config, options.configs[i], config_warning, error, sizeof(error)) <
+		    0) {
 			log_warnx("%s", error);
 			goto out_config;
 		}
@@ -253,9 +272,25 @@ int main(int argc, char *argv[])
 		status = 0;
 		goto out_config;
 	}
-	if (!command_line.mountpoint) {
+	if (options.no_mount && command_line.mountpoint) {
 		fprintf(stderr,
-			"usage: semfs [-f] [-d] [-c CONFIG] [-o OPTIONS] [SOURCE] MOUNTPOINT\n");
+			"semfs: --no-mount serves the network only: drop the mount point "
+			"%s\n",
+			command_line.mountpoint);
+		status = 2;
+		goto out_config;
+	}
+	if (options.no_mount && !config.net_enabled) {
+		fprintf(stderr, "semfs: --no-mount with the network front-end disabled (enabled = "
+				"no) would serve nothing\n");
+		status = 2;
+		goto out_config;
+	}
+	if (!command_line.mountpoint && !options.no_mount) {
+		fprintf(
+		    stderr,
+		    "usage: semfs [-f] [-d] [-c CONFIG]... [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
+		    "       semfs --no-mount [-f] [-c CONFIG]...  (the network front-end only)\n");
 		status = 2;
 		goto out_config;
 	}
@@ -263,9 +298,11 @@ int main(int argc, char *argv[])
 	/* Stderr until semfs is in the background: a start-up failure must reach
 	 * the terminal, not only a syslog that many hosts lack. */
 	log_init("semfs", false, command_line.debug);
-	mount = mount_new();
-	if (!mount)
-		fatalx("out of memory");
+	if (!options.no_mount) {
+		mount = mount_new();
+		if (!mount)
+			fatalx("out of memory");
+	}
 	struct store_options store_options = {
 	    .state_dir = config.state_dir,
 	    .network_uid = config.network_uid,
@@ -319,16 +356,22 @@ int main(int argc, char *argv[])
 		observers.server = server;
 	}
 	if (config.stats_dir[0] &&
-	    stats_open(&stats, store, config.stats_dir, error, sizeof(error)) < 0) {
+	    stats_open(&stats, store, config.stats_dir,
+		       config.stats_ace_format ? STATS_FORMAT_ACE : STATS_FORMAT_SEMFS, error,
+		       sizeof(error)) < 0) {
 		log_warnx("%s", error);
 		goto out_store;
 	}
 	observers.stats = stats;
 	/* Mounted last: once the mount shows, the port already accepts. */
-	if (mount_attach(mount, store, &args, command_line.mountpoint, error, sizeof(error)) < 0) {
+	if (mount &&
+	    mount_attach(mount, store, &args, command_line.mountpoint, error, sizeof(error)) < 0) {
 		log_warnx("%s", error);
 		goto out_store;
 	}
+	sigset_t stop_signals;
+	if (!mount)
+		block_stop_signals(&stop_signals);
 	if (fuse_daemonize(command_line.foreground) != 0) {
 		log_warnx("cannot go to the background");
 		goto out_store;
@@ -339,15 +382,26 @@ int main(int argc, char *argv[])
 		log_warnx("cannot start a thread");
 		goto out_store;
 	}
-	log_info("mounted on %s, state in %s", command_line.mountpoint, config.state_dir);
+	if (mount)
+		log_info("mounted on %s, state in %s", command_line.mountpoint, config.state_dir);
+	else
+		log_info("no mount (--no-mount): the network front-end only, state in %s",
+			 config.state_dir);
 	log_ace_differences(&config);
 	if (server)
 		log_info("listening on %s:%u (ACE and native dialects)", config.bind_address,
 			 server_port(server));
-	/* The loop returns 0 after an unmount, the signal's number after
-	 * SIGTERM/SIGINT/SIGHUP (both clean), a negative errno on failure. */
-	status = mount_run(mount) < 0 ? 1 : 0;
-	log_info("unmounted %s", command_line.mountpoint);
+	if (mount) {
+		/* The loop returns 0 after an unmount, the signal's number after
+		 * SIGTERM/SIGINT/SIGHUP (both clean), a negative errno on failure. */
+		status = mount_run(mount) < 0 ? 1 : 0;
+		log_info("unmounted %s", command_line.mountpoint);
+	} else {
+		int signal_number = 0;
+		sigwait(&stop_signals, &signal_number);
+		log_info("stopping on signal %d", signal_number);
+		status = 0;
+	}
 
 out_store:
 	/* The server's requests come back before the store cancels the rest;

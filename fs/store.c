@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "journal.h"
 #include "log.h"
+#include "name.h"
 #include "sysv.h"
 #include "thread.h"
 
@@ -82,11 +83,11 @@ struct semaphore {
 	int semid;
 	unsigned limit;
 	uint64_t token, token_reserved;
-	unsigned acquired; /* units held by owners (acquire), with SEM_UNDO */
-	int last_value;	   /* as of our last journal line: to notice outside changes */
-	bool removed;	   /* the SysV set is gone: everything fails with EIDRM */
-	bool undefined;	   /* made by an ACE acquire of an unknown name: goes when idle */
-	bool defined;	   /* from the configuration: cannot be deleted */
+	unsigned acquired;	  /* units held by owners (acquire), with SEM_UNDO */
+	int last_value;		  /* as of our last journal line: to notice outside changes */
+	bool removed;		  /* the SysV set is gone: everything fails with EIDRM */
+	bool undefined;		  /* made by an ACE acquire of an unknown name: goes when idle */
+	bool defined;		  /* from the configuration: cannot be deleted */
 	bool defined_unconfirmed; /* restored as defined, not (yet) in this configuration */
 	uint64_t grants, timeouts;
 	struct journal journal;
@@ -794,6 +795,9 @@ static void reap_if_idle(struct store *store, struct semaphore *semaphore, struc
 		return;
 	if (sysv_value(semaphore->semid) != (int)semaphore->limit)
 		return;
+	char path[PATH_MAX];
+	if (node_path(semaphore->node, path, sizeof(path)) == 0)
+		log_info("undefined semaphore %s removed: idle", path);
 	(void)delete_node(store, semaphore->node, "semfs:idle", done);
 }
 
@@ -1884,6 +1888,8 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 			 * very inode before the notifier would get to it. */
 			journal_event(store, node->semaphore, "create", who, 0, NULL, true);
 			parent->mtime = parent->ctime = node->mtime;
+			if (undefined) /* as ACE logs "adding undefined semaphore" */
+				log_info("undefined semaphore %s created (limit %u)", path, limit);
 			*out = node;
 		}
 	}
@@ -2543,6 +2549,27 @@ static int find_semaphore(struct store *store, const char *path, struct node **o
 	return 0;
 }
 
+/* A directory for a network name: x wherever the semaphores' mode has r. */
+static mode_t directory_mode(mode_t mode)
+{
+	return (mode & 0777) | ((mode & 0444) >> 2);
+}
+
+static enum name_kind kind_of_path(void *context, const char *path)
+{
+	struct node *node;
+	int r = find_semaphore(context, path, &node);
+	return r == 0 ? NAME_SEMAPHORE : r == -ENOENT ? NAME_ABSENT : NAME_BLOCKED;
+}
+
+int store_name_path(struct store *store, const char *name, char *path, size_t size)
+{
+	pthread_mutex_lock(&store->lock);
+	int r = name_resolve(name, strlen(name), kind_of_path, store, path, size);
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
 int store_open_path(struct store *store, const char *path, bool undefined_if_missing,
 		    struct semaphore **out)
 {
@@ -2552,11 +2579,17 @@ int store_open_path(struct store *store, const char *path, bool undefined_if_mis
 	pthread_mutex_lock(&store->lock);
 	int r = store->stopping ? -ECANCELED : find_semaphore(store, path, &node);
 	if (r == -ENOENT && undefined_if_missing) {
-		r = walk_to_parent(store, path, NULL, &parent, &leaf);
+		/* ACE's "jobs/nightly": its directories come and go with it. */
+		struct maker network = {store->options.network_uid, store->options.network_gid,
+					directory_mode(store->options.network_mode)};
+		parent = NULL;
+		r = walk_to_parent(store, path, &network, &parent, &leaf);
 		if (r == 0)
 			r = create_semaphore(store, parent, leaf, store->options.network_mode,
 					     store->options.network_uid, store->options.network_gid,
 					     1, true, "semfs:undefined", &node);
+		if (r < 0 && parent)
+			prune_implicit(store, parent);
 	}
 	if (r == 0) {
 		node->semaphore->references++;
@@ -2564,12 +2597,6 @@ int store_open_path(struct store *store, const char *path, bool undefined_if_mis
 	}
 	pthread_mutex_unlock(&store->lock);
 	return r;
-}
-
-/* A directory for a network name: x wherever the semaphores' mode has r. */
-static mode_t directory_mode(mode_t mode)
-{
-	return (mode & 0777) | ((mode & 0444) >> 2);
 }
 
 int store_create_path(struct store *store, const char *path, unsigned limit, const char *who)
@@ -2608,21 +2635,31 @@ int store_delete_path(struct store *store, const char *path, const char *who)
 	return r;
 }
 
-int store_define(struct store *store, const char *path, unsigned limit, char *error,
+int store_define(struct store *store, const char *name, unsigned limit, char *error,
 		 size_t error_size)
 {
 	struct done_list done = {0};
 	struct node *node, *parent;
 	const char *leaf;
+	char path[PATH_MAX];
 
 	pthread_mutex_lock(&store->lock);
-	int r = find_semaphore(store, path, &node);
+	int r = name_resolve(name, strlen(name), kind_of_path, store, path, sizeof(path));
+	if (r < 0) {
+		snprintf(error, error_size, "semaphore_%s: no file name can hold it: %s", name,
+			 strerror(-r));
+		pthread_mutex_unlock(&store->lock);
+		return r;
+	}
+	r = find_semaphore(store, path, &node);
 	if (r == -ENOENT) {
 		struct maker daemon = {geteuid(), getegid(), 0755};
 		r = walk_to_parent(store, path, &daemon, &parent, &leaf);
 		if (r == 0)
 			r = create_semaphore(store, parent, leaf, STORE_DEFINED_MODE, geteuid(),
 					     getegid(), limit, false, "config", &node);
+		if (r == 0)
+			log_info("defined semaphore %s created (limit %u)", path, limit);
 	} else if (r == 0 && node->semaphore->limit != limit) {
 		struct command command = {.verb = VERB_LIMIT, .number = (int)limit};
 		struct waiter waiter = {.commands = &command, .count = 1, .who = "config"};
@@ -2630,7 +2667,7 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 		r = command_limit(store, node->semaphore, &waiter, &command, &done);
 		if (r == -EBUSY)
 			snprintf(error, error_size,
-				 "semaphore_%s = %u: more units than that are in use", path, limit);
+				 "semaphore_%s = %u: more units than that are in use", name, limit);
 	}
 	if (r == 0) {
 		bool was_undefined = node->semaphore->undefined;
@@ -2646,7 +2683,7 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 		}
 	}
 	if (r < 0 && r != -EBUSY) {
-		snprintf(error, error_size, "semaphore_%s: %s", path, strerror(-r));
+		snprintf(error, error_size, "semaphore_%s: %s", name, strerror(-r));
 	}
 	pthread_mutex_unlock(&store->lock);
 	run_done(&done);
@@ -2675,8 +2712,7 @@ static void undefine(struct store *store, struct semaphore *semaphore, struct do
 	}
 	int r = semaphore_save(store, semaphore);
 	if (r < 0)
-		log_warnx("%s: cannot record that it is no longer defined: %s", path,
-			  strerror(-r));
+		log_warnx("%s: cannot record that it is no longer defined: %s", path, strerror(-r));
 	char detail[64];
 	snprintf(detail, sizeof(detail), "was-limit=%u", old_limit);
 	journal_event(store, semaphore, "undefine", "config", 0, detail, false);

@@ -46,6 +46,7 @@ struct config {
 	struct allow_list allowed;
 	char stats_dir[PATH_MAX]; /* "" for none; made absolute by config_load */
 	bool stats_dir_relative;  /* it was given relative: ACE would read it otherwise */
+	bool stats_ace_format;	  /* stats_format = ace: semaphore.status as ACE writes it */
 	struct config_semaphore *defined;
 	size_t defined_count;
 };

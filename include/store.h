@@ -212,14 +212,19 @@ int store_access_path(struct store *store, const char *path, const struct store_
  * store_close_semaphore(store, semaphore, 0)). -ENOENT if missing, unless
  * `undefined_if_missing`: then ACE's rule, a semaphore of limit 1 that goes
  * again once idle (no holder, waiter, open file or reference left). */
+/* The path in the mount of a client's name (see name.h): its escaped form
+ * if that exists, else itself where it can be a path, else its escaped form.
+ * 0, or -ENAMETOOLONG. The tree may change before the path is used. */
+int store_name_path(struct store *store, const char *name, char *path, size_t size);
 int store_open_path(struct store *store, const char *path, bool undefined_if_missing,
 		    struct semaphore **semaphore);
 /* `create NAME [LIMIT]`: missing directories are made. -EEXIST if taken. */
 int store_create_path(struct store *store, const char *path, unsigned limit, const char *who);
 /* `delete NAME`: -EPERM for a semaphore the configuration defines. */
 int store_delete_path(struct store *store, const char *path, const char *who);
-/* A `semaphore_NAME = LIMIT` line: create it or set its limit; from now on
- * it cannot be deleted. -errno with a message. */
+/* A `semaphore_NAME = LIMIT` line (NAME a client's name, placed as
+ * store_name_path() says): create it or set its limit; from now on it cannot
+ * be deleted. -errno with a message. */
 int store_define(struct store *store, const char *path, unsigned limit, char *error,
 		 size_t error_size);
 /* After the last store_define(): a semaphore restored as defined that the

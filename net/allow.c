@@ -8,8 +8,7 @@
 #include <string.h>
 
 /* 0, or -EINVAL with the reason in `error`. */
-static int parse_item(const char *item, struct allow_range *range, char *error,
-		      size_t error_size)
+static int parse_item(const char *item, struct allow_range *range, char *error, size_t error_size)
 {
 	char address[INET_ADDRSTRLEN];
 	const char *slash = strchr(item, '/');

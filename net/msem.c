@@ -2,6 +2,7 @@
  * works the same on a path inside a semfs mount (commands are writes to the
  * file) and, with -H or SEMFS_HOST, on a remote semfs (native dialect). */
 #include "client.h"
+#include "name.h"
 #include "config.h"
 
 #include <errno.h>
@@ -658,7 +659,9 @@ int main(int argc, char **argv)
 		const char *name = t.file;
 		while (*name == '/')
 			name++;
-		snprintf(t.name, sizeof(t.name), "%s", name);
+		/* The server takes any name; blanks and '%' travel as %XX. */
+		if (name_wire(name, t.name, sizeof(t.name)) < 0)
+			return usage_error("name too long: '%s'", name);
 		r = client_connect(host, port, &t.client, error, sizeof(error));
 		if (r < 0) {
 			fprintf(stderr, "msem: cannot reach %s\n", error);

@@ -80,6 +80,12 @@ static bool parse_limit(const char *word, size_t length, unsigned *out)
 	return true;
 }
 
+static int refuse_long_name(char *error, size_t error_size)
+{
+	snprintf(error, error_size, "name longer than %d bytes", NAME_MAX_LENGTH);
+	return -ENAMETOOLONG;
+}
+
 int native_parse(const char *line, size_t length, struct native_request *request, char *error,
 		 size_t error_size)
 {
@@ -111,11 +117,18 @@ int native_parse(const char *line, size_t length, struct native_request *request
 	if (row->name == NAME_REQUIRED && !has_name)
 		return usage(error, error_size, row);
 	if (has_name) {
-		int r = name_check(name, name_length, error, error_size);
+		/* The line cannot carry blanks or '%' in a name: %XX does. */
+		int n = name_decode(name, name_length, request->name, sizeof(request->name));
+		if (n == -EINVAL) {
+			snprintf(error, error_size, "bad %%XX escape in name '%.*s'",
+				 (int)(name_length > 60 ? 60 : name_length), name);
+			return n;
+		}
+		if (n < 0)
+			return refuse_long_name(error, error_size);
+		int r = name_check(request->name, (size_t)n, error, error_size);
 		if (r < 0)
 			return r;
-		memcpy(request->name, name, name_length);
-		request->name[name_length] = '\0';
 	}
 
 	const char *arguments = cursor;

@@ -11,12 +11,14 @@
 #include "ace.h"
 #include "clock.h"
 #include "log.h"
+#include "name.h"
 #include "native.h"
 #include "thread.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -79,6 +81,8 @@ struct connection {
 	enum ace_state ace_state;
 	bool release_asked; /* `release|` came while still queued */
 	struct timespec next_heartbeat;
+	struct connection *heartbeat_prev, *heartbeat_next; /* while ACE_WAITING */
+	bool heartbeat_queued;
 
 	/* `watch`. */
 	struct semaphore *watching;
@@ -99,6 +103,11 @@ struct server {
 	struct server_options options;
 	struct allow_list allowed;
 	int listen_fd, epoll_fd, wake_fd, tick_fd;
+	/* ACE waiters by next heartbeat, earliest first; heartbeat_fd fires at
+	 * the head's, so a beat leaves 1.0 s after the last, not on a tick. */
+	int heartbeat_fd;
+	struct connection *heartbeat_head, *heartbeat_tail;
+	struct timespec heartbeat_armed; /* {0, 0}: disarmed */
 	unsigned port;
 	pthread_t thread;
 	bool running;
@@ -125,7 +134,7 @@ struct server {
 static __thread bool in_server_thread;
 
 /* epoll tags for the server's own descriptors. */
-static char tag_listen, tag_wake, tag_tick;
+static char tag_listen, tag_wake, tag_tick, tag_heartbeat;
 
 static struct timespec now_monotonic(void)
 {
@@ -162,6 +171,7 @@ static void log_rejection(struct server *server, const char *peer, const char *r
 /* ---- output ---------------------------------------------------------------- */
 
 static void connection_close(struct connection *c, const char *reason);
+static void heartbeat_unqueue(struct connection *c);
 
 static void set_events(struct connection *c)
 {
@@ -329,8 +339,11 @@ static const char *explain(int error)
 static void reply_error(struct connection *c, int error, const char *name)
 {
 	const char *error_name = strerrorname_np(error);
+	char wire[3 * NAME_MAX_LENGTH + 1] = "";
+	if (name && name_wire(name, wire, sizeof(wire)) < 0)
+		wire[0] = '\0';
 	reply(c, "err %s %s%s%s", error_name ? error_name : "EIO", explain(error),
-	      name && name[0] ? ": " : "", name ? name : "");
+	      wire[0] ? ": " : "", wire);
 }
 
 /* ---- connections ------------------------------------------------------------ */
@@ -403,6 +416,7 @@ static void connection_close(struct connection *c, const char *reason)
 	epoll_ctl(server->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->fd = -1;
+	heartbeat_unqueue(c);
 	if (c->pending && store_cancel(server->options.store, &c->waiter))
 		c->pending = false;
 	if (c->pending) {
@@ -466,6 +480,78 @@ static void request_finish(struct connection *c)
 	}
 }
 
+/* ---- ACE heartbeats --------------------------------------------------------- */
+
+static void heartbeat_arm(struct server *server)
+{
+	struct timespec at = server->heartbeat_head ? server->heartbeat_head->next_heartbeat
+						    : (struct timespec){0, 0};
+	if (at.tv_sec == server->heartbeat_armed.tv_sec &&
+	    at.tv_nsec == server->heartbeat_armed.tv_nsec)
+		return;
+	struct itimerspec when = {.it_value = at}; /* zero disarms */
+	if (timerfd_settime(server->heartbeat_fd, TFD_TIMER_ABSTIME, &when, NULL) == 0)
+		server->heartbeat_armed = at;
+}
+
+/* Sorted insert from the tail: deadlines mostly arrive in order. */
+static void heartbeat_queue(struct server *server, struct connection *c)
+{
+	struct connection *after = server->heartbeat_tail;
+	while (after && clock_compare(&after->next_heartbeat, &c->next_heartbeat) > 0)
+		after = after->heartbeat_prev;
+	c->heartbeat_prev = after;
+	c->heartbeat_next = after ? after->heartbeat_next : server->heartbeat_head;
+	if (c->heartbeat_next)
+		c->heartbeat_next->heartbeat_prev = c;
+	else
+		server->heartbeat_tail = c;
+	if (after)
+		after->heartbeat_next = c;
+	else
+		server->heartbeat_head = c;
+	c->heartbeat_queued = true;
+	heartbeat_arm(server);
+}
+
+static void heartbeat_unqueue(struct connection *c)
+{
+	struct server *server = c->server;
+	if (!c->heartbeat_queued)
+		return;
+	if (c->heartbeat_prev)
+		c->heartbeat_prev->heartbeat_next = c->heartbeat_next;
+	else
+		server->heartbeat_head = c->heartbeat_next;
+	if (c->heartbeat_next)
+		c->heartbeat_next->heartbeat_prev = c->heartbeat_prev;
+	else
+		server->heartbeat_tail = c->heartbeat_prev;
+	c->heartbeat_prev = c->heartbeat_next = NULL;
+	c->heartbeat_queued = false;
+	heartbeat_arm(server);
+}
+
+/* ACE's server sends `wait|` each second a request waits, counted from
+ * the request: 1.0, 2.0, 3.0 s... */
+static void heartbeats_due(struct server *server)
+{
+	struct timespec now = now_monotonic();
+
+	while (server->heartbeat_head &&
+	       clock_compare(&server->heartbeat_head->next_heartbeat, &now) <= 0) {
+		struct connection *c = server->heartbeat_head;
+		heartbeat_unqueue(c);
+		send_text(c, ACE_WAIT);
+		if (c->fd < 0 || c->ace_state != ACE_WAITING)
+			continue;
+		while (clock_compare(&c->next_heartbeat, &now) <= 0) /* late: skip, no burst */
+			c->next_heartbeat = clock_add(c->next_heartbeat, HEARTBEAT_SECONDS);
+		heartbeat_queue(server, c);
+	}
+	heartbeat_arm(server);
+}
+
 /* ---- the ACE dialect ----------------------------------------------------------- */
 
 static void ace_release(struct connection *c)
@@ -492,6 +578,7 @@ static void ace_release(struct connection *c)
 
 static void ace_granted(struct connection *c)
 {
+	heartbeat_unqueue(c);
 	c->acquired++;
 	c->ace_state = ACE_HOLDING;
 	send_text(c, ACE_LOCKED);
@@ -499,20 +586,26 @@ static void ace_granted(struct connection *c)
 		ace_release(c);
 }
 
-static void ace_acquire(struct connection *c, const char *name)
+static void ace_acquire(struct connection *c, const char *ace_name)
 {
+	struct timespec asked = now_monotonic(); /* heartbeats count from here */
 	struct semaphore *semaphore;
 	struct store *store = c->server->options.store;
+	char name[PATH_MAX] = "", wire[3 * NAME_MAX_LENGTH + 1];
+	if (name_wire(ace_name, wire, sizeof(wire)) < 0)
+		wire[0] = '\0';
 	/* Use it (w), or make it if it is missing (w+x on its directory). */
-	int r = store_access_path(store, name, c->caller, STORE_WRITE);
+	int r = store_name_path(store, ace_name, name, sizeof(name));
+	if (r == 0)
+		r = store_access_path(store, name, c->caller, STORE_WRITE);
 	if (r == -ENOENT)
 		r = store_access_path(store, name, c->caller, STORE_CREATE);
 	if (r == 0)
 		r = store_open_path(store, name, true, &semaphore);
 
 	if (r < 0) {
-		char reason[NAME_MAX_LENGTH + 64];
-		snprintf(reason, sizeof(reason), "ACE acquire of %s: %s", name, explain(-r));
+		char reason[sizeof(wire) + 64];
+		snprintf(reason, sizeof(reason), "ACE acquire of %s: %s", wire, explain(-r));
 		connection_close(c, reason);
 		return;
 	}
@@ -522,10 +615,11 @@ static void ace_acquire(struct connection *c, const char *name)
 		ace_granted(c);
 	} else if (r == STORE_QUEUED) {
 		c->ace_state = ACE_WAITING;
-		c->next_heartbeat = clock_add(now_monotonic(), HEARTBEAT_SECONDS);
+		c->next_heartbeat = clock_add(asked, HEARTBEAT_SECONDS);
+		heartbeat_queue(c->server, c);
 	} else {
-		char reason[NAME_MAX_LENGTH + 64];
-		snprintf(reason, sizeof(reason), "ACE acquire of %s: %s", name, explain(-r));
+		char reason[sizeof(wire) + 64];
+		snprintf(reason, sizeof(reason), "ACE acquire of %s: %s", wire, explain(-r));
 		connection_close(c, reason);
 	}
 }
@@ -592,13 +686,14 @@ static void native_command_done(struct connection *c, int result)
 	request_finish(c);
 }
 
-static void native_status(struct connection *c, const char *name)
+static void native_status(struct connection *c, const char *asked)
 {
 	struct store *store = c->server->options.store;
 	char *text = NULL;
+	char name[PATH_MAX] = "";
 	size_t length = 0;
 
-	if (!name[0]) {
+	if (!asked[0]) {
 		int r = store_status_text(store, c->caller, &text, &length);
 		if (r < 0) {
 			reply_error(c, -r, NULL);
@@ -613,7 +708,9 @@ static void native_status(struct connection *c, const char *name)
 		return;
 	}
 	struct semaphore *semaphore;
-	int r = store_access_path(store, name, c->caller, STORE_READ);
+	int r = store_name_path(store, asked, name, sizeof(name));
+	if (r == 0)
+		r = store_access_path(store, name, c->caller, STORE_READ);
 	if (r == 0)
 		r = store_open_path(store, name, false, &semaphore);
 	if (r == 0) {
@@ -621,7 +718,7 @@ static void native_status(struct connection *c, const char *name)
 		store_close_semaphore(store, semaphore, 0);
 	}
 	if (r < 0) {
-		reply_error(c, -r, name);
+		reply_error(c, -r, asked);
 		return;
 	}
 	/* Not through reply(): a status line has no length limit. */
@@ -631,22 +728,27 @@ static void native_status(struct connection *c, const char *name)
 	free(text);
 }
 
-static void native_watch(struct connection *c, const char *name)
+static void native_watch(struct connection *c, const char *asked)
 {
 	struct store *store = c->server->options.store;
 	struct semaphore *semaphore;
-	int r = store_access_path(store, name, c->caller, STORE_READ);
+	char name[PATH_MAX], wire[3 * NAME_MAX_LENGTH + 1];
+	int r = store_name_path(store, asked, name, sizeof(name));
+	if (r == 0)
+		r = store_access_path(store, name, c->caller, STORE_READ);
 	if (r == 0)
 		r = store_open_path(store, name, false, &semaphore);
 
 	if (r < 0) {
-		reply_error(c, -r, name);
+		reply_error(c, -r, asked);
 		return;
 	}
 	c->watching = semaphore;
 	c->server->watchers++;
 	store_journal_position(store, semaphore, &c->watch_offset, &c->watch_restarts);
-	reply(c, "ok watching=%s", name);
+	if (name_wire(asked, wire, sizeof(wire)) < 0)
+		wire[0] = '\0';
+	reply(c, "ok watching=%s", wire);
 }
 
 static void native_request(struct connection *c, const char *line, size_t length)
@@ -667,13 +769,19 @@ static void native_request(struct connection *c, const char *line, size_t length
 		reply(c, "err %s %s", error_name ? error_name : "EINVAL", error);
 		return;
 	}
+	char path[PATH_MAX] = "";
+	if (request.name[0] && request.verb != NATIVE_STATUS && request.verb != NATIVE_WATCH &&
+	    (r = store_name_path(store, request.name, path, sizeof(path))) < 0) {
+		reply_error(c, -r, request.name);
+		return;
+	}
 	switch (request.verb) {
 	case NATIVE_COMMAND: {
 		struct semaphore *semaphore;
 		c->command = request.command;
-		r = store_access_path(store, request.name, c->caller, STORE_WRITE);
+		r = store_access_path(store, path, c->caller, STORE_WRITE);
 		if (r == 0)
-			r = store_open_path(store, request.name, false, &semaphore);
+			r = store_open_path(store, path, false, &semaphore);
 		if (r < 0) {
 			reply_error(c, -r, request.name);
 			return;
@@ -689,9 +797,9 @@ static void native_request(struct connection *c, const char *line, size_t length
 		return;
 	}
 	case NATIVE_CREATE:
-		r = store_access_path(store, request.name, c->caller, STORE_CREATE);
+		r = store_access_path(store, path, c->caller, STORE_CREATE);
 		if (r == 0)
-			r = store_create_path(store, request.name,
+			r = store_create_path(store, path,
 					      request.has_limit ? request.limit
 								: c->server->options.default_limit,
 					      c->who);
@@ -702,9 +810,9 @@ static void native_request(struct connection *c, const char *line, size_t length
 			      request.has_limit ? request.limit : c->server->options.default_limit);
 		return;
 	case NATIVE_DELETE:
-		r = store_access_path(store, request.name, c->caller, STORE_DELETE);
+		r = store_access_path(store, path, c->caller, STORE_DELETE);
 		if (r == 0)
-			r = store_delete_path(store, request.name, c->who);
+			r = store_delete_path(store, path, c->who);
 		if (r < 0)
 			reply_error(c, -r, request.name);
 		else
@@ -1004,11 +1112,8 @@ static void tick(struct server *server)
 		next = c->next;
 		if (c->fd < 0)
 			continue;
-		if (c->ace_state == ACE_WAITING && clock_compare(&now, &c->next_heartbeat) >= 0) {
-			c->next_heartbeat = clock_add(now, HEARTBEAT_SECONDS);
-			send_text(c, ACE_WAIT);
-			continue;
-		}
+		if (c->ace_state == ACE_WAITING)
+			continue; /* heartbeats keep it */
 		if (c->partial && clock_difference(&now, &c->partial_since).tv_sec >= request) {
 			if (c->dialect == DIALECT_NATIVE)
 				reply(c, "err ETIMEDOUT request not finished within %u s",
@@ -1062,6 +1167,10 @@ static void *server_main(void *argument)
 				handle_completions(server);
 				if (atomic_exchange(&server->changes, false))
 					pump_watches(server);
+			} else if (tag == &tag_heartbeat) {
+				if (read(server->heartbeat_fd, &count, sizeof(count)) > 0)
+					server->heartbeat_armed = (struct timespec){0, 0};
+				heartbeats_due(server);
 			} else if (tag == &tag_tick) {
 				if (read(server->tick_fd, &count, sizeof(count)) > 0)
 					tick(server);
@@ -1124,6 +1233,7 @@ int server_open(struct server **out, const struct server_options *options, char 
 	server->allowed = *options->allowed;
 	server->options.allowed = &server->allowed;
 	server->listen_fd = server->epoll_fd = server->wake_fd = server->tick_fd = -1;
+	server->heartbeat_fd = -1;
 	pthread_mutex_init(&server->completed_lock, NULL);
 	if (inet_pton(AF_INET, options->bind_address, &address.sin_addr) != 1) {
 		snprintf(error, error_size, "bind_address %s: not an IPv4 address",
@@ -1149,11 +1259,14 @@ int server_open(struct server **out, const struct server_options *options, char 
 	server->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	server->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	server->tick_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	server->heartbeat_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	struct itimerspec period = {
 	    .it_interval = {0, (long)(TICK_SECONDS * 1e9)},
 	    .it_value = {0, (long)(TICK_SECONDS * 1e9)},
 	};
 	if (server->epoll_fd < 0 || server->wake_fd < 0 || server->tick_fd < 0 ||
+	    server->heartbeat_fd < 0 ||
+	    watch_fd(server, server->heartbeat_fd, &tag_heartbeat) < 0 ||
 	    timerfd_settime(server->tick_fd, 0, &period, NULL) < 0 ||
 	    watch_fd(server, server->listen_fd, &tag_listen) < 0 ||
 	    watch_fd(server, server->wake_fd, &tag_wake) < 0 ||
@@ -1212,7 +1325,8 @@ void server_free(struct server *server)
 	if (!server)
 		return;
 	server_stop(server);
-	int fds[] = {server->listen_fd, server->epoll_fd, server->wake_fd, server->tick_fd};
+	int fds[] = {server->listen_fd, server->epoll_fd, server->wake_fd, server->tick_fd,
+		     server->heartbeat_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);

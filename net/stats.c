@@ -3,6 +3,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "name.h"
 #include "thread.h"
 
 #include <errno.h>
@@ -24,6 +25,7 @@ static const struct store_caller stats_reader = {.uid = (uid_t)-1, .gid = (gid_t
 struct stats {
 	struct store *store;
 	char directory[PATH_MAX];
+	enum stats_format format;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool dirty, stopping, running;
@@ -150,11 +152,41 @@ static int prometheus_text(struct store *store, char **text, size_t *length)
 	return r;
 }
 
-int stats_write(struct store *store, const char *directory)
+/* ACE's own shape: `name: count` for each defined semaphore, count being
+ * the units in use, the name as ACE clients spell it. */
+static void put_ace_line(void *context, const struct store_metric *metric)
+{
+	char name[NAME_MAX_LENGTH + 1];
+	if (!metric->defined ||
+	    name_decode(metric->path, strlen(metric->path), name, sizeof(name)) < 0)
+		return;
+	fprintf(context, "%s: %" PRIu64 "\n", name,
+		(uint64_t)metric->limit - (uint64_t)(metric->value < 0 ? 0 : metric->value));
+}
+
+static int ace_status_text(struct store *store, char **text, size_t *length)
+{
+	struct store_totals totals;
+	FILE *out = open_memstream(text, length);
+
+	if (!out)
+		return -ENOMEM;
+	store_metrics(store, &stats_reader, put_ace_line, out, &totals);
+	if (fclose(out) != 0) {
+		free(*text);
+		*text = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int stats_write(struct store *store, const char *directory, enum stats_format format)
 {
 	char *text = NULL;
 	size_t length = 0;
-	int r = store_status_text(store, &stats_reader, &text, &length);
+	int r = format == STATS_FORMAT_ACE
+		    ? ace_status_text(store, &text, &length)
+		    : store_status_text(store, &stats_reader, &text, &length);
 
 	if (r == 0)
 		r = write_atomically(directory, STATS_STATUS_FILE, text, length);
@@ -187,13 +219,13 @@ static int make_directories(const char *directory)
 	}
 }
 
-int stats_open(struct stats **out, struct store *store, const char *directory, char *error,
-	       size_t error_size)
+int stats_open(struct stats **out, struct store *store, const char *directory,
+	       enum stats_format format, char *error, size_t error_size)
 {
 	int r = make_directories(directory);
 
 	if (r == 0)
-		r = stats_write(store, directory);
+		r = stats_write(store, directory, format);
 	if (r < 0) {
 		snprintf(error, error_size, "stats_dir %s: %s", directory, strerror(-r));
 		return r;
@@ -204,6 +236,7 @@ int stats_open(struct stats **out, struct store *store, const char *directory, c
 		return -ENOMEM;
 	}
 	stats->store = store;
+	stats->format = format;
 	snprintf(stats->directory, sizeof(stats->directory), "%s", directory);
 	pthread_mutex_init(&stats->lock, NULL);
 	clock_condition_init(&stats->wake);
@@ -219,13 +252,17 @@ static void *stats_main(void *argument)
 	pthread_setname_np(pthread_self(), "semfs-stats");
 	pthread_mutex_lock(&stats->lock);
 	for (;;) {
-		while (!stats->dirty && !stats->stopping)
-			pthread_cond_wait(&stats->wake, &stats->lock);
+		/* At least once a second, as ACE does: the files' mtime says
+		 * semfs is alive. */
+		struct timespec due = clock_after(CLOCK_MONOTONIC, STATS_MAX_INTERVAL);
+		while (!stats->dirty && !stats->stopping &&
+		       pthread_cond_timedwait(&stats->wake, &stats->lock, &due) != ETIMEDOUT)
+			;
 		if (stats->stopping)
 			break;
 		stats->dirty = false;
 		pthread_mutex_unlock(&stats->lock);
-		int r = stats_write(stats->store, stats->directory);
+		int r = stats_write(stats->store, stats->directory, stats->format);
 		if (r < 0 && !complained)
 			log_warnx("stats_dir %s: %s", stats->directory, strerror(-r));
 		complained = r < 0;
@@ -270,7 +307,7 @@ void stats_close(struct stats *stats)
 	pthread_mutex_unlock(&stats->lock);
 	if (stats->running)
 		pthread_join(stats->thread, NULL);
-	(void)stats_write(stats->store, stats->directory); /* the final state */
+	(void)stats_write(stats->store, stats->directory, stats->format); /* the final state */
 	pthread_cond_destroy(&stats->wake);
 	pthread_mutex_destroy(&stats->lock);
 	free(stats);

@@ -7,6 +7,10 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -138,4 +142,69 @@ void reset_connection(int fd)
 	struct linger linger = {.l_onoff = 1, .l_linger = 0};
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger));
 	close(fd);
+}
+
+/* ---- ACE's client, in Python ------------------------------------------------- */
+
+struct ace_client ace_spawn_from(const char *name, const char *source)
+{
+	const char *script = getenv("ACE_CLIENT");
+	int in[2], out[2];
+	char port[16];
+	struct ace_client client;
+
+	cr_assert_not_null(script, "ACE_CLIENT is not set (run through meson test)");
+	cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	snprintf(port, sizeof(port), "%u", e2e.port);
+	client.pid = e2e_fork();
+	if (client.pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		if (source)
+			execlp("python3", "python3", script, port, name, "--source", source,
+			       (char *)NULL);
+		else
+			execlp("python3", "python3", script, port, name, (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	client.to = in[1];
+	client.from = out[0];
+	return client;
+}
+
+void ace_say(struct ace_client *client, const char *command)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "%s\n", command);
+	cr_assert_eq(write(client->to, line, (size_t)n), n);
+}
+
+/* The client's next report, within `ms`. */
+const char *ace_hear(struct ace_client *client, int ms)
+{
+	return net_line(client->from, ms); /* poll + read work on pipes too */
+}
+
+void ace_expect(struct ace_client *client, const char *report, int ms)
+{
+	const char *line = ace_hear(client, ms);
+	cr_assert_not_null(line, "the ACE client said nothing within %d ms, expected '%s'", ms,
+			   report);
+	cr_assert_str_eq(line, report);
+}
+
+void ace_kill(struct ace_client *client)
+{
+	kill(client->pid, SIGKILL);
+	waitpid(client->pid, NULL, 0);
+	close(client->to);
+	close(client->from);
+}
+
+struct ace_client ace_spawn(const char *name)
+{
+	return ace_spawn_from(name, NULL);
 }

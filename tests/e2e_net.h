@@ -4,6 +4,7 @@
 #define SEMFS_TEST_E2E_NET_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 /* A connection to `port`, optionally from `source`; -errno if refused. */
 int connect_from(const char *source, unsigned port);
@@ -20,5 +21,19 @@ void ask(int fd, const char *request, const char *prefix);
 bool closed_by_server(int fd, int ms);
 /* Close with RST instead of FIN. */
 void reset_connection(int fd);
+
+/* ACE's client logic (tests/clients/ace_client.py), steered over pipes. It
+ * prints "wait", "locked", "ok", "closed", or "fallback REASON" where ACE's
+ * client would have fallen back to a local semaphore. */
+struct ace_client {
+	pid_t pid;
+	int to, from; /* its stdin, its stdout */
+};
+struct ace_client ace_spawn(const char *name);
+struct ace_client ace_spawn_from(const char *name, const char *source);
+void ace_say(struct ace_client *client, const char *command);
+const char *ace_hear(struct ace_client *client, int ms); /* its next report */
+void ace_expect(struct ace_client *client, const char *report, int ms);
+void ace_kill(struct ace_client *client);
 
 #endif

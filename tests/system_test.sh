@@ -80,7 +80,7 @@ prefix=$(meson introspect "$build" --buildoptions |
 	python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"))')
 for file in sbin/semfs bin/msem share/man/man8/semfs.8 share/man/man1/msem.1 \
 	share/man/man5/semfs.ini.5 share/doc/semfs/examples/semfs.ini \
-	lib/systemd/system/semfs@.service; do
+	lib/systemd/system/semfs@.service lib/systemd/system/semfs-net.service; do
 	[ -e "$root$prefix/$file" ] || fail "not installed: $prefix/$file"
 done
 unit="$root$prefix/lib/systemd/system/semfs@.service"
@@ -89,9 +89,16 @@ if [ -e "$unit" ]; then
 	grep -q "^Restart=on-failure" "$unit" || fail "the unit does not restart on failure"
 	grep -q "^ExecStopPost=.*fusermount3 -u" "$unit" || fail "the unit does not unmount"
 	if command -v systemd-analyze >/dev/null; then
-		systemd-analyze verify "$unit" 2>&1 | grep -v "^$" | grep -iv "not found\|No such file\|is not executable" &&
+		systemd-analyze verify "$unit" 2>&1 | grep -v "^$" | grep -iv "not found\|No such file\|is not executable\|Command 'man " &&
 			fail "systemd-analyze verify complains"
 	fi
+fi
+net_unit="$root$prefix/lib/systemd/system/semfs-net.service"
+grep -q "^ExecStart=$prefix/sbin/semfs --no-mount -f " "$net_unit" ||
+	fail "semfs-net.service does not run semfs --no-mount"
+if command -v systemd-analyze >/dev/null; then
+	systemd-analyze verify "$net_unit" 2>&1 | grep -v "^$" | grep -iv "not found\|No such file\|is not executable\|Command 'man " &&
+		fail "systemd-analyze verify complains about semfs-net.service"
 fi
 version=$("$root$prefix/sbin/semfs" --version)
 head -n 1 <<<"$version" | grep -q "^semfs " ||

@@ -67,8 +67,8 @@ Test(config, unknown_keys_and_malformed_lines_warn_with_file_and_line)
 	cr_assert(strstr(warnings, expect), "%s", warnings);
 	snprintf(expect, sizeof(expect), "%s:3: malformed line", path);
 	cr_assert(strstr(warnings, expect), "%s", warnings);
-	snprintf(expect, sizeof(expect), "%s: 1 section semfs does not use ignored (2 keys): [other]",
-		 path);
+	snprintf(expect, sizeof(expect),
+		 "%s: 1 section semfs does not use ignored (2 keys): [other]", path);
 	cr_assert(strstr(warnings, expect), "%s", warnings);
 	unlink(path);
 }
@@ -87,12 +87,14 @@ Test(config, bad_values_are_errors)
 	    "[service_network_semaphore]\nbind_port = 65536\n",
 	    "[service_network_semaphore]\nallowed_ipv4 = 127.0.0.1, 10.0.0.0/40\n",
 	    "[service_network_semaphore]\nsemaphore_a = -1\n",
-	    "[service_network_semaphore]\nsemaphore_a b = 1\n",
+	    "[service_network_semaphore]\nsemaphore_a|b = 1\n",
 	    "[semfs]\nmax_connections = 0\n",
 	    "[semfs]\nnetwork_user = no-such-user-here\n",
 	    "[semfs]\nnetwork_mode = 0999\n",
 	    "[semfs]\nnetwork_mode = 01777\n",
 	    "[semfs]\nadmin_ipv4 = everyone\n",
+	    "[service_network_semaphore]\nstats_format = json\n",
+	    "[service_network_semaphore]\nallowed_ipv4 = 10.1.2.3/8\n",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct config c;
@@ -239,8 +241,9 @@ Test(config, long_lines_are_read_whole)
 	struct config c;
 	char error[512];
 	static char text[80 * 1024];
-	size_t used = (size_t)snprintf(text, sizeof(text), "[service_network_semaphore]\n"
-							   "allowed_ipv4 = ");
+	size_t used = (size_t)snprintf(text, sizeof(text),
+				       "[service_network_semaphore]\n"
+				       "allowed_ipv4 = ");
 	unsigned entries = 0;
 	/* 10.0.0.0/16 ... 10.255.0.0/16: 256 entries, about 3.5 KiB, then
 	 * filler spaces to pass 64 KiB before the last entry. */
@@ -399,8 +402,8 @@ Test(config, zero_address_admits_all_and_says_so)
 	cr_assert_eq(load_text(&c, "[service_network_semaphore]\n\nallowed_ipv4 = 10.1.2.3/8\n",
 			       error, sizeof(error)),
 		     -1);
-	cr_assert(strstr(error, ":3: allowed_ipv4 = 10.1.2.3/8: '10.1.2.3/8': host bits set"),
-		  "%s", error);
+	cr_assert(strstr(error, ":3: allowed_ipv4 = 10.1.2.3/8: '10.1.2.3/8': host bits set"), "%s",
+		  error);
 }
 
 Test(config, a_key_given_twice_in_one_file_is_said)

@@ -567,8 +567,9 @@ Test(mount, a_removed_definition_leaves_an_undefined_semaphore)
 	e2e_stop();
 	FILE *config = fopen(e2e.config, "we");
 	cr_assert_not_null(config);
-	fprintf(config, "[service_network_semaphore]\nbind_port = %u\nsemaphore_kept = 2\n"
-			"[semfs]\nstate_dir = %s\n",
+	fprintf(config,
+		"[service_network_semaphore]\nbind_port = %u\nsemaphore_kept = 2\n"
+		"[semfs]\nstate_dir = %s\n",
 		e2e.port, e2e.state);
 	fclose(config);
 	e2e_restart();

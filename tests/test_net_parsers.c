@@ -63,9 +63,10 @@ Test(allow, bad_items_are_named)
 
 Test(name, rules)
 {
-	static const char *const good[] = {"db", "jobs/nightly", "a.b", "-x", "ü", "a..b"};
-	static const char *const bad[] = {"",	   "/a",  "a/",	 "a//b", ".",	 "..",	"a/../b",
-					  "a/./b", "a b", "a|b", "a\tb", "a\nb", "\x7f"};
+	static const char *const good[] = {"db",   "jobs/nightly", "a.b",  "-x",   "ü",
+					   "a..b", "/a",	   "a/",   "a//b", ".",
+					   "..",   "a b",	   "a\tb", "a\nb", "\x7f"};
+	static const char *const bad[] = {"", "a|b", "|"};
 	char error[128];
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		cr_assert_eq(name_check(good[i], strlen(good[i]), error, sizeof(error)), 0, "%s",
@@ -73,11 +74,103 @@ Test(name, rules)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(name_check(bad[i], strlen(bad[i]), error, sizeof(error)), -EINVAL,
 			     "'%s' accepted", bad[i]);
-	char long_component[300];
-	memset(long_component, 'x', 256);
-	cr_assert_eq(name_check(long_component, 256, error, sizeof(error)), -ENAMETOOLONG);
-	cr_assert_eq(name_check(long_component, 255, error, sizeof(error)), 0);
+	char long_name[1100];
+	memset(long_name, 'x', sizeof(long_name));
+	cr_assert_eq(name_check(long_name, 1025, error, sizeof(error)), -ENAMETOOLONG);
+	cr_assert_eq(name_check(long_name, 1024, error, sizeof(error)), 0);
 	cr_assert_eq(name_check("a\0b", 3, error, sizeof(error)), -EINVAL, "NUL inside");
+}
+
+/* A tree of one semaphore "one", one directory "dir" (holding "dir/x"), and
+ * the escaped file "%2Fkept" (the name "/kept"). */
+static enum name_kind fake_tree(void *context, const char *path)
+{
+	(void)context;
+	if (strcmp(path, "one") == 0 || strcmp(path, "dir/x") == 0 || strcmp(path, "%2Fkept") == 0)
+		return NAME_SEMAPHORE;
+	if (strcmp(path, "dir") == 0 || strncmp(path, "one/", 4) == 0 ||
+	    strcmp(path, "semaphore.status") == 0)
+		return NAME_BLOCKED;
+	return NAME_ABSENT;
+}
+
+/* Names as ACE deployments spell them, and the file each one gets. */
+Test(name, every_name_has_one_file_and_comes_back_from_it)
+{
+	static const struct {
+		const char *name, *path;
+	} table[] = {
+	    {"db", "db"},
+	    {"pcap", "pcap"},
+	    {"jobs/nightly", "jobs/nightly"},
+	    {"a b", "a b"},
+	    {"splunk query", "splunk query"},
+	    {"a\tb", "a%09b"},
+	    {"http://host/x", "http:%2F%2Fhost%2Fx"},
+	    {"//x", "%2F%2Fx"},
+	    {"/kept", "%2Fkept"},
+	    {"a/", "a%2F"},
+	    {".", "%2E"},
+	    {"..", "%2E."},
+	    {"a/../b", "a%2F..%2Fb"},
+	    {"a/./b", "a%2F.%2Fb"},
+	    {"semaphore.status", "%73emaphore.status"},
+	    {"x/semaphore.status", "x/semaphore.status"},
+	    {"one", "one"},
+	    {"one/sub", "one%2Fsub"},
+	    {"dir", "%64ir"},
+	    {"dir/x", "dir/x"},
+	    {"dir/y", "dir/y"},
+	    {"100%", "100%25"},
+	    {"%2F", "%252F"},
+	    {"C:\\temp\\x", "C:\\temp\\x"},
+	    {"user@example.com", "user@example.com"},
+	    {"10.0.0.1:443", "10.0.0.1:443"},
+	    {"ü/ß", "ü/ß"},
+	    {"line\nbreak", "line%0Abreak"},
+	    {"a:b;c,d=e", "a:b;c,d=e"},
+	    {"-leading-dash", "-leading-dash"},
+	    {".hidden", ".hidden"},
+	    {"trailing space ", "trailing space "},
+	};
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+		char path[2048], back[2048], error[128];
+		size_t length = strlen(table[i].name);
+		cr_assert_eq(name_check(table[i].name, length, error, sizeof(error)), 0, "%s",
+			     error);
+		cr_assert_eq(
+		    name_resolve(table[i].name, length, fake_tree, NULL, path, sizeof(path)), 0,
+		    "%s", table[i].name);
+		cr_assert_str_eq(path, table[i].path, "name '%s'", table[i].name);
+		int n = name_decode(path, strlen(path), back, sizeof(back));
+		cr_assert_eq(n, (int)length, "'%s'", path);
+		cr_assert_str_eq(back, table[i].name, "the file gives the name back");
+	}
+	/* Too many bytes to escape into one file name (255): refused. */
+	char slashes[120];
+	memset(slashes, '/', sizeof(slashes) - 1);
+	slashes[sizeof(slashes) - 1] = '\0';
+	char path[2048];
+	cr_assert_eq(name_resolve(slashes, strlen(slashes), fake_tree, NULL, path, sizeof(path)),
+		     -ENAMETOOLONG);
+	/* Deeper than 16 directories is not a path: one escaped file. */
+	char deep[80] = "";
+	for (int i = 0; i < 18; i++)
+		strcat(deep, i ? "/d" : "d");
+	cr_assert_eq(name_resolve(deep, strlen(deep), fake_tree, NULL, path, sizeof(path)), 0);
+	cr_assert_null(strchr(path, '/'), "%s", path);
+}
+
+Test(name, decoding_and_the_wire_form)
+{
+	char out[64];
+	cr_assert_eq(name_decode("a%20b", 5, out, sizeof(out)), 3);
+	cr_assert_str_eq(out, "a b");
+	cr_assert_eq(name_decode("a%2", 3, out, sizeof(out)), -EINVAL);
+	cr_assert_eq(name_decode("a%zz", 4, out, sizeof(out)), -EINVAL);
+	cr_assert_eq(name_decode("abc", 3, out, 3), -ENAMETOOLONG);
+	cr_assert_eq(name_wire("a b%\t/c", out, sizeof(out)), 0);
+	cr_assert_str_eq(out, "a%20b%25%09/c");
 }
 
 /* Feed `stream` to a fresh parser in pieces cut at `cut`; collect events. */
@@ -132,11 +225,12 @@ Test(ace, any_split_gives_the_same_events)
 Test(ace, invalid_streams)
 {
 	static const char *const bad[] = {
-	    "acquire:a|nope|",	    "acquire:a b|",	 "acquire:|",
-	    "Acquire:a|",	    "acquire:a|wai|",	 "acquire:../x|",
+	    "acquire:a|nope|",	    "acquire:a b|nope|", "acquire:|",
+	    "Acquire:a|",	    "acquire:a|wai|",	 "acquire:../x|x",
 	    "acquire:a|acquire:b|", "acquire:a|release",
 	};
-	static const bool reaches_acquire[] = {true, false, false, false, true, false, true, true};
+	/* Every name ACE's client can send is a name ("a b", "../x"). */
+	static const bool reaches_acquire[] = {true, true, false, false, true, true, true, true};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		enum ace_event events[8];
 		char name[64] = "";
@@ -199,10 +293,10 @@ Test(native, requests)
 Test(native, bad_requests)
 {
 	static const char *const bad[] = {
-	    "lock",	   "lock a 1 2", "lock a -1",	 "unlock a now", "limit a",
-	    "set a x",	   "create",	 "create a 1 2", "create a -1",	 "create a 32768",
-	    "delete",	   "watch",	 "ping pong",	 "status a b",	 "LOCK a",
-	    "lock a/../b", "lock a|b",	 "create a 1e3", "quit now",	 "relax a 1",
+	    "lock",	"lock a 1 2", "lock a -1",    "unlock a now", "limit a",
+	    "set a x",	"create",     "create a 1 2", "create a -1",  "create a 32768",
+	    "delete",	"watch",      "ping pong",    "status a b",   "LOCK a",
+	    "lock a%2", "lock a|b",   "create a 1e3", "quit now",     "relax a 1",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct native_request r;

@@ -14,7 +14,14 @@ Driven over stdin/stdout so that end-to-end tests can steer it:
     reset     abort the connection (RST) and exit
   A disconnect by the server prints "closed".
 
-usage: ace_client.py PORT NAME [--keepalive SECONDS]
+ACE's client never fails an acquire it cannot make over the network: a
+refused, reset or closed connection (or a reply it does not understand)
+before `locked|` makes it take a process-local fallback semaphore instead,
+and the global limit is silently gone. This client prints
+"fallback REASON" and exits 3 where ACE's would have fallen back, so that
+a test can fail on it.
+
+usage: ace_client.py PORT NAME [--keepalive SECONDS] [--source ADDRESS]
 """
 import socket
 import struct
@@ -22,17 +29,40 @@ import sys
 import threading
 
 
+FALLBACK = 3
+
+
+def fallback(reason):
+    print("fallback " + reason, flush=True)
+    return FALLBACK
+
+
+def option(flag, default):
+    if flag in sys.argv:
+        return sys.argv[sys.argv.index(flag) + 1]
+    return default
+
+
 def main():
     port, name = int(sys.argv[1]), sys.argv[2]
-    keepalive = float(sys.argv[4]) if len(sys.argv) > 4 else 0
+    keepalive = float(option("--keepalive", 0))
+    source = option("--source", None)
     sock = socket.socket()
-    sock.connect(("127.0.0.1", port))
-    sock.sendall("acquire:{}|".format(name).encode("ascii"))
+    try:
+        if source:
+            sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        # As ACE: the name goes out ASCII-encoded, whatever it holds.
+        sock.sendall("acquire:{}|".format(name).encode("ascii"))
+    except (OSError, UnicodeError) as error:
+        return fallback("connect: {}".format(error))
     while True:
-        command = sock.recv(128).decode("ascii")
+        try:
+            command = sock.recv(128).decode("ascii")
+        except (OSError, UnicodeError) as error:
+            return fallback("waiting: {}".format(error))
         if command == "":
-            print("closed", flush=True)
-            return 0
+            return fallback("closed before locked|")
         commands = command[:-1].split("|")
         if "locked" in commands:
             # Heartbeats that came in the same read are still reported.
@@ -47,8 +77,7 @@ def main():
             for _ in commands:
                 print("wait", flush=True)
             continue
-        print("invalid " + command, flush=True)
-        return 1
+        return fallback("invalid reply " + repr(command))
 
     stop = threading.Event()
     if keepalive > 0:
