@@ -26,6 +26,9 @@
 #define EXIT_UNREACHABLE 4
 #define EXIT_OTHER	 5
 #define LIMIT_MAX	 32767 /* SEMVMX */
+/* -x when no unit came in time: EX_TEMPFAIL, which few commands use for
+ * themselves; -E CODE chooses another, as flock(1) does. */
+#define EXIT_EXEC_BUSY 75
 
 enum action { NONE, CREATE, DELETE, LOCK, UNLOCK, RELAX, FOLLOW, EXEC, STATUS };
 
@@ -37,7 +40,12 @@ struct invocation {
 	const char *initial; /* create */
 	const char *timeout; /* lock, exec */
 	char **command;	     /* exec */
+	int busy_code;	     /* exec: the exit status when no unit came */
 	const char *host;    /* -H, or SEMFS_HOST */
+	/* The words after PATH; which is uid, timeout or initial depends on
+	 * whether PATH is itself a semaphore (assign_arguments). */
+	const char *words[2];
+	int word_count;
 };
 
 /* Where the semaphore is: a file in a mount, or a name on a server. */
@@ -56,15 +64,22 @@ static const char usage_text[] =
     "  -u, -v, --unlock PATH [uid]         give a unit back\n"
     "  -u+, -v+, --relax PATH [uid]        hand a unit to every waiter\n"
     "  -f, --follow PATH [uid]             print state lines as they change\n"
-    "  -x PATH [timeout] -- COMMAND...     hold a unit while COMMAND runs\n"
+    "  -x PATH [timeout] -- COMMAND...     hold a unit while COMMAND runs (PATH is\n"
+    "                                      created if missing, as flock(1) does)\n"
+    "  -E, --conflict-exit-code CODE       -x's exit status when no unit came\n"
+    "                                      in time (default 75)\n"
     "  -s, --status [PATH]                 print status lines\n"
     "  -H, --host HOST[:PORT]              a remote semfs (default: SEMFS_HOST);\n"
     "                                      '-' or a missing PORT: remote_address\n"
     "                                      and remote_port of SEMFS_CONFIG or\n"
     "                                      /etc/semfs.ini (else 127.0.0.1:53559)\n"
     "  -h, --help    -V, --version\n"
+    "When PATH is a semaphore, the number after it is the timeout (-l) or\n"
+    "the initial value (-c); when PATH is a directory, the word after it is\n"
+    "a uid: msem -l nightly 0 tries nightly once, msem -l jobs 0 locks jobs/0.\n"
     "Exit: 0 done, 1 timed out, 2 usage, 3 no such semaphore,\n"
-    "      4 cannot reach the mount or server, 5 other failures.\n";
+    "      4 cannot reach the mount or server, 5 other failures;\n"
+    "      -x: COMMAND's status, or 75 (-E) if no unit came in time.\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -191,6 +206,16 @@ static int parse_arguments(int argc, char **argv, struct invocation *inv)
 			inv->host = arg + 7;
 			continue;
 		}
+		if (strcmp(arg, "-E") == 0 || strcmp(arg, "--conflict-exit-code") == 0) {
+			char *end;
+			if (++i == argc)
+				return usage_error("%s needs a CODE", arg);
+			long code = strtol(argv[i], &end, 10);
+			if (end == argv[i] || *end || code < 0 || code > 255)
+				return usage_error("bad exit code '%s' (0..255)", argv[i]);
+			inv->busy_code = (int)code;
+			continue;
+		}
 		enum action action = action_named(arg);
 		if (action != NONE) {
 			if (inv->action != NONE)
@@ -205,7 +230,8 @@ static int parse_arguments(int argc, char **argv, struct invocation *inv)
 				if (next[0] == '-' && next[1] && action_named(next) != NONE)
 					break;
 				if (strcmp(next, "-H") == 0 || strcmp(next, "--host") == 0 ||
-				    strncmp(next, "--host=", 7) == 0)
+				    strncmp(next, "--host=", 7) == 0 || strcmp(next, "-E") == 0 ||
+				    strcmp(next, "--conflict-exit-code") == 0)
 					break;
 			}
 			i += rest_count;
@@ -235,14 +261,46 @@ static int parse_arguments(int argc, char **argv, struct invocation *inv)
 	inv->path = rest_count > 0 ? rest[0] : NULL;
 	if (inv->path && !inv->path[0])
 		return usage_error("%s", "empty PATH");
-	if (inv->action == EXEC) {
-		inv->timeout = rest_count > 1 ? rest[1] : NULL;
-	} else if (inv->action != STATUS) {
-		inv->uid = rest_count > 1 ? rest[1] : NULL;
-		if (inv->action == CREATE)
-			inv->initial = rest_count > 2 ? rest[2] : NULL;
-		if (inv->action == LOCK)
-			inv->timeout = rest_count > 2 ? rest[2] : NULL;
+	inv->word_count = rest_count > 1 ? rest_count - 1 : 0;
+	for (int w = 0; w < inv->word_count; w++)
+		inv->words[w] = rest[1 + w];
+	return -1;
+}
+
+/* PATH [uid] [timeout|initial]: with both words there is no doubt; with one,
+ * a number after a PATH that is itself a semaphore is its timeout (-l) or,
+ * for -c, its initial value unless PATH is a directory to tag. */
+static int assign_arguments(struct invocation *inv, bool path_is_semaphore, bool path_is_directory)
+{
+	const char *first = inv->word_count > 0 ? inv->words[0] : NULL;
+	const char *second = inv->word_count > 1 ? inv->words[1] : NULL;
+
+	switch (inv->action) {
+	case EXEC:
+		inv->timeout = first;
+		break;
+	case LOCK:
+		if (!second && first && path_is_semaphore && valid_timeout(first)) {
+			inv->timeout = first;
+		} else {
+			inv->uid = first;
+			inv->timeout = second;
+		}
+		break;
+	case CREATE:
+		if (!second && first && !path_is_directory && valid_initial(first)) {
+			inv->initial = first;
+		} else {
+			inv->uid = first;
+			inv->initial = second;
+		}
+		break;
+	case STATUS:
+	case NONE:
+		break;
+	default:
+		inv->uid = first;
+		break;
 	}
 	if (inv->uid && !valid_uid(inv->uid))
 		return usage_error("bad uid '%s' (one path component)", inv->uid);
@@ -483,24 +541,37 @@ static int remote_follow(struct target *t, char *reply, size_t size)
 	return r;
 }
 
+/* As local_status: one semaphore, or every one below a directory. */
 static int remote_status(struct target *t, char *reply, size_t size)
 {
-	char line[8192];
-	int r = t->name[0] ? remote(t->client, reply, size, "status %s", t->name)
-			   : remote(t->client, reply, size, "status");
-	if (r < 0)
-		return r;
-	if (t->name[0]) {
+	char line[8192], directory[PATH_MAX] = "";
+	int r = t->name[0] ? remote(t->client, reply, size, "status %s", t->name) : -ENOENT;
+	if (r == 0) {
 		printf("%s\n", reply);
 		return 0;
 	}
-	unsigned long lines = strtoul(reply + strlen("lines="), NULL, 10);
+	if (r != -ENOENT)
+		return r;
+	if (t->name[0]) { /* perhaps a directory: its semaphores' lines */
+		int n = name_decode(t->name, strlen(t->name), directory, sizeof(directory) - 1);
+		if (n < 0)
+			return n;
+		directory[n] = '/';
+		directory[n + 1] = '\0';
+	}
+	r = remote(t->client, reply, size, "status");
+	if (r < 0)
+		return r;
+	unsigned long lines = strtoul(reply + strlen("lines="), NULL, 10), matched = 0;
 	for (unsigned long i = 0; i < lines; i++) {
 		if ((r = client_read_line(t->client, line, sizeof(line))) <= 0)
 			return r < 0 ? r : -ECONNRESET;
-		printf("%s\n", line);
+		if (strncmp(line, directory, strlen(directory)) == 0) {
+			printf("%s\n", line);
+			matched++;
+		}
 	}
-	return 0;
+	return matched || !directory[0] ? 0 : -ENOENT;
 }
 
 /* ---- the actions, either way ------------------------------------------------ */
@@ -605,13 +676,22 @@ static int execute(const struct invocation *inv, struct target *t)
 		 * itself dies, it goes back. The command does not inherit it. */
 		int fd = -1;
 		if (local) {
-			fd = open(t->file, O_WRONLY | O_CLOEXEC);
+			/* Made if missing, as flock(1) makes its file. */
+			fd = open(t->file, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
 			snprintf(command, sizeof(command), "acquire%s%s\n", timeout ? " " : "",
 				 timeout ? timeout : "");
 			r = fd < 0 ? -errno : write(fd, command, strlen(command)) < 0 ? -errno : 0;
 		} else {
+			char ignored[256];
+			(void)remote(t->client, ignored, sizeof(ignored), "create %s", t->name);
 			r = remote(t->client, reply, sizeof(reply), "acquire %s%s%s", t->name,
 				   timeout ? " " : "", timeout ? timeout : "");
+		}
+		if (r == -ETIMEDOUT || r == -EAGAIN) {
+			if (fd >= 0)
+				close(fd);
+			(void)failed(inv, t, -r, reply);
+			return inv->busy_code;
 		}
 		if (r == 0) {
 			int run = run_command(inv->command, &status);
@@ -632,18 +712,34 @@ static int execute(const struct invocation *inv, struct target *t)
 	return r < 0 ? failed(inv, t, -r, reply) : 0;
 }
 
+/* PATH/uid as the user wrote it, and its wire name for a server. */
+static int name_target(const struct invocation *inv, struct target *t)
+{
+	if (!inv->path)
+		return -1;
+	if (snprintf(t->file, sizeof(t->file), "%s%s%s", inv->path, inv->uid ? "/" : "",
+		     inv->uid ? inv->uid : "") >= (int)sizeof(t->file))
+		return usage_error("PATH too long: '%s'", inv->path);
+	if (!t->client)
+		return -1;
+	const char *name = t->file;
+	while (*name == '/')
+		name++;
+	/* The server takes any name; blanks and '%' travel as %XX. */
+	if (name_wire(name, t->name, sizeof(t->name)) < 0)
+		return usage_error("name too long: '%s'", name);
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
-	struct invocation inv = {0};
+	struct invocation inv = {.busy_code = EXIT_EXEC_BUSY};
 	struct target t = {0};
 	char error[512];
 
 	int r = parse_arguments(argc, argv, &inv);
 	if (r >= 0)
 		return r;
-	if (inv.path)
-		snprintf(t.file, sizeof(t.file), "%s%s%s", inv.path, inv.uid ? "/" : "",
-			 inv.uid ? inv.uid : "");
 	/* Ctrl-C ends a follow cleanly; a blocked lock is interrupted anyway. */
 	struct sigaction stop = {.sa_handler = on_interrupt};
 	sigaction(SIGINT, &stop, NULL);
@@ -656,18 +752,32 @@ int main(int argc, char **argv)
 		if (strcmp(inv.host, "-") != 0 &&
 		    client_parse_address(inv.host, host, sizeof(host), &port) < 0)
 			return usage_error("bad HOST[:PORT] '%s'", inv.host);
-		const char *name = t.file;
-		while (*name == '/')
-			name++;
-		/* The server takes any name; blanks and '%' travel as %XX. */
-		if (name_wire(name, t.name, sizeof(t.name)) < 0)
-			return usage_error("name too long: '%s'", name);
 		r = client_connect(host, port, &t.client, error, sizeof(error));
 		if (r < 0) {
 			fprintf(stderr, "msem: cannot reach %s\n", error);
 			return EXIT_UNREACHABLE;
 		}
+		/* Is PATH itself a semaphore there? Then a number after it is
+		 * not a uid. A name on a server has no directory to tag. */
+		bool semaphore = false;
+		if (inv.path && inv.word_count == 1) {
+			char reply[8192];
+			struct invocation bare = inv;
+			bare.uid = NULL;
+			if ((r = name_target(&bare, &t)) >= 0)
+				goto out;
+			semaphore = remote(t.client, reply, sizeof(reply), "status %s", t.name) == 0;
+		}
+		if ((r = assign_arguments(&inv, semaphore, false)) >= 0 ||
+		    (r = name_target(&inv, &t)) >= 0)
+			goto out;
 	} else {
+		struct stat st;
+		bool exists = inv.path && stat(inv.path, &st) == 0;
+		if ((r = assign_arguments(&inv, exists && S_ISREG(st.st_mode),
+					  exists && S_ISDIR(st.st_mode))) >= 0 ||
+		    (r = name_target(&inv, &t)) >= 0)
+			return r;
 		r = find_mount(&t, inv.path ? t.file : ".");
 		if (r < 0 && !inv.path)
 			return usage_error("%s", "-s without PATH needs -H, or a directory "
@@ -683,6 +793,7 @@ int main(int argc, char **argv)
 			t.name[0] = '\0';
 	}
 	r = execute(&inv, &t);
+out:
 	client_close(t.client);
 	return r;
 }

@@ -106,6 +106,21 @@ static void verbs_and_exit_codes(enum where w)
 	cr_assert_eq(e2e_xattr("pool/a", "value"), 5);
 	cr_assert_eq(msem(w, "-c", at(w, "plain"), NULL), 0, "no uid: the path itself");
 	cr_assert_eq(e2e_xattr("plain", "limit"), 1);
+
+	/* PATH itself a semaphore: the number after it is its timeout, not a
+	 * uid (msem -H host -l nightly 0 tries nightly once). */
+	cr_assert_eq(msem(w, "-c", at(w, "nightly"), "2", NULL), 0, "no directory: initial 2");
+	cr_assert_eq(e2e_xattr("nightly", "limit"), 2);
+	cr_assert_eq(msem(w, "-l", at(w, "nightly"), NULL), 0);
+	cr_assert_eq(msem(w, "-l", at(w, "nightly"), "0", NULL), 0, "one unit was left");
+	cr_assert_eq(msem(w, "-l", at(w, "nightly"), "0", NULL), 1, "tried once: busy");
+	cr_assert_eq(msem(w, "-l", at(w, "nightly"), "0.2", NULL), 1, "timed out");
+	struct stat st;
+	cr_assert_eq(stat(e2e_path("nightly/0"), &st), -1, "no uid 0 below a semaphore");
+	/* PATH a directory: the word after it is a uid, as before. */
+	cr_assert_eq(msem(w, "-c", at(w, "pool"), "7", "1", NULL), 0);
+	cr_assert_eq(msem(w, "-l", at(w, "pool"), "7", NULL), 0, "pool/7, a uid");
+	cr_assert_eq(e2e_xattr("pool/7", "value"), 0);
 }
 
 Test(msem, verbs_and_exit_codes_in_the_mount)
@@ -167,10 +182,15 @@ static void run_mode(enum where w)
 	cr_assert_eq(e2e_xattr("job", "value"), 1, "returned after a failure");
 	cr_assert_eq(msem(w, "-x", at(w, "job"), "--", "sh", "-c", "kill -9 $$", NULL), 128 + 9);
 	cr_assert_eq(e2e_xattr("job", "value"), 1, "returned after a kill");
-	/* Busy: the timeout applies, the command does not run. */
+	/* Busy: the timeout applies, the command does not run, and the exit
+	 * status cannot be the command's: 75, or -E CODE as with flock(1). */
 	cr_assert_eq(msem(w, "-l", at(w, "job"), NULL), 0);
-	cr_assert_eq(msem(w, "-x", at(w, "job"), "0.2", "--", "false", NULL), 1);
+	cr_assert_eq(msem(w, "-x", at(w, "job"), "0.2", "--", "false", NULL), 75);
+	cr_assert_eq(msem(w, "-E", "9", "-x", at(w, "job"), "0", "--", "true", NULL), 9);
 	cr_assert_eq(msem(w, "-u", at(w, "job"), NULL), 0);
+	/* A missing semaphore is made, as flock(1) makes its file. */
+	cr_assert_eq(msem(w, "-x", at(w, "fresh"), "--", "true", NULL), 0);
+	cr_assert_eq(e2e_xattr("fresh", "value"), 1, "made, used and returned");
 	/* msem itself killed while the command runs: the unit still returns. */
 	char pid_file[400], script[512];
 	snprintf(pid_file, sizeof(pid_file), "%s/sleeper.pid", e2e.dir);
@@ -246,6 +266,17 @@ static void follow_and_status(enum where w)
 	cr_assert(strncmp(text, "db: ", 4) == 0, "status of one: %s", text);
 	close(pipe_fds[0]);
 	cr_assert_eq(msem(w, "--status", at(w, "none"), NULL), 3);
+
+	/* A directory: the lines of what is in it, the same either way. */
+	cr_assert_eq(msem(w, "-c", at(w, "dir"), "x", "1", NULL), 0);
+	cr_assert_eq(msem(w, "-c", at(w, "dir"), "y", "1", NULL), 0);
+	cr_assert_eq(pipe2(pipe_fds, O_NONBLOCK), 0);
+	status = msem_background(w, pipe_fds[1], "-s", at(w, "dir"), NULL);
+	close(pipe_fds[1]);
+	cr_assert_eq(e2e_wait_exit(status, 5000), 0);
+	text = drain(pipe_fds[0], 200);
+	cr_assert(strncmp(text, "dir/x: ", 7) == 0 && strstr(text, "\ndir/y: "), "%s", text);
+	close(pipe_fds[0]);
 }
 
 Test(msem, follow_and_status_in_the_mount)
