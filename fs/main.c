@@ -9,7 +9,10 @@
 #include "store.h"
 
 #include <fuse_lowlevel.h>
+#include <dirent.h>
+#include <errno.h>
 #include <grp.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -29,9 +32,10 @@ struct semfs_options {
 	bool too_many_configs;
 	int check_only;
 	int no_mount; /* the TCP front-ends alone: hosts and containers without /dev/fuse */
+	int nonempty; /* -o nonempty: mount over a directory's files, knowingly */
 };
 
-enum { KEY_CONFIG };
+enum { KEY_CONFIG, KEY_NONEMPTY };
 
 static const struct fuse_opt semfs_option_table[] = {
     FUSE_OPT_KEY("-c ", KEY_CONFIG),
@@ -39,6 +43,7 @@ static const struct fuse_opt semfs_option_table[] = {
     FUSE_OPT_KEY("config=", KEY_CONFIG),
     {"--check", offsetof(struct semfs_options, check_only), 1},
     {"--no-mount", offsetof(struct semfs_options, no_mount), 1},
+    FUSE_OPT_KEY("nonempty", KEY_NONEMPTY),
     FUSE_OPT_END,
 };
 
@@ -48,6 +53,10 @@ static int take_option(void *data, const char *argument, int key, struct fuse_ar
 	struct semfs_options *options = data;
 	(void)args;
 
+	if (key == KEY_NONEMPTY) { /* libfuse 3 dropped it: ours to check */
+		options->nonempty = 1;
+		return 0;
+	}
 	if (key != KEY_CONFIG)
 		return 1; /* keep it for libfuse */
 	const char *file = strncmp(argument, "--config=", 9) == 0 ? argument + 9
@@ -73,23 +82,27 @@ static void usage(const char *program)
 	       "Mount a filesystem whose files are System V semaphores.\n"
 	       "\n"
 	       "semfs options:\n"
-	       "    -c CONFIG, --config=CONFIG, -o config=CONFIG\n"
+	       "    -c CONFIG, --config=CONFIG, -o config=CONFIG (repeatable: later files win)\n"
 	       "                           INI configuration (default: built-in defaults)\n"
 	       "    --check                check the configuration, print 'configuration OK'\n"
 	       "    --no-mount             serve the network dialects only: no MOUNTPOINT, no\n"
 	       "                           /dev/fuse needed (containers)\n"
 	       "    -f                     stay in the foreground, log to stderr\n"
 	       "    -d                     debug: foreground, libfuse request tracing\n"
-	       "    -h, --help             this text and the FUSE options\n"
+	       "    -h, --help             this text\n"
 	       "    -V, --version          print the version\n"
 	       "    SOURCE                 ignored (mount(8) passes it; see semfs(8), fstab)\n"
 	       "\n"
-	       "fstab: semfs /mnt/sem fuse.semfs defaults,config=/etc/semfs.ini 0 0\n"
+	       "    -o OPTION[,OPTION...]  mount options:\n"
+	       "        allow_other        let other users in (root may; others need\n"
+	       "                           user_allow_other in /etc/fuse.conf)\n"
+	       "        allow_root         let root in besides the owner\n"
+	       "        auto_unmount       unmount when semfs dies\n"
+	       "        nonempty           mount over a directory that holds files\n"
+	       "        config=CONFIG      as -c\n"
 	       "\n"
-	       "FUSE options (-o allow_other lets other users in; root may set it):\n",
+	       "fstab: semfs /mnt/sem fuse.semfs defaults,config=/etc/semfs.ini 0 0\n",
 	       program, program);
-	fuse_cmdline_help();
-	fuse_lowlevel_help();
 }
 
 /* Who hears of a change to a semaphore. */
@@ -142,6 +155,96 @@ static void log_ace_differences(const struct config *config)
 		log_info("stats_dir is relative: it lands under state_dir, in %s (ACE puts it "
 			 "under its data_dir)",
 			 config->stats_dir);
+}
+
+/* The mount point as given: the last argument that is no option's. */
+static const char *last_positional(const struct fuse_args *args)
+{
+	const char *found = NULL;
+	for (int i = 1; i < args->argc; i++) {
+		if (strcmp(args->argv[i], "-o") == 0) {
+			i++;
+			continue;
+		}
+		if (args->argv[i][0] != '-')
+			found = args->argv[i];
+	}
+	return found;
+}
+
+/* Whether `path` is a mount point of a FUSE filesystem; its type in `type`. */
+static bool is_fuse_mount(const char *path, char *type, size_t size)
+{
+	char resolved[PATH_MAX], line[PATH_MAX * 2];
+	FILE *mounts = fopen("/proc/self/mounts", "re");
+	bool found = false;
+
+	if (!realpath(path, resolved))
+		snprintf(resolved, sizeof(resolved), "%s", path);
+	while (mounts && fgets(line, sizeof(line), mounts)) {
+		char point[PATH_MAX], kind[64];
+		if (sscanf(line, "%*s %4095s %63s", point, kind) == 2 &&
+		    strcmp(point, resolved) == 0 && strncmp(kind, "fuse", 4) == 0) {
+			snprintf(type, size, "%s", kind);
+			found = true;
+		}
+	}
+	if (mounts)
+		fclose(mounts);
+	return found;
+}
+
+/* sshfs and mount(8) refuse these too: each refusal says what to do. */
+static int check_mount_point(const char *path, bool nonempty_ok, char *error, size_t size)
+{
+	struct stat status;
+	char type[64];
+
+	if (stat(path, &status) < 0) {
+		if (errno == ENOTCONN)
+			snprintf(error, size,
+				 "mount point %s is a FUSE mount whose daemon is gone: "
+				 "fusermount3 -u %s first",
+				 path, path);
+		else if (errno == ENOENT)
+			snprintf(error, size, "mount point %s does not exist: mkdir -p %s first",
+				 path, path);
+		else
+			snprintf(error, size, "mount point %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(status.st_mode)) {
+		snprintf(error, size, "mount point %s is not a directory: choose a directory",
+			 path);
+		return -1;
+	}
+	if (is_fuse_mount(path, type, sizeof(type))) {
+		snprintf(error, size,
+			 "%s is already a FUSE mount (%s): unmount it first (fusermount3 -u %s)",
+			 path, type, path);
+		return -1;
+	}
+	DIR *directory = opendir(path);
+	if (!directory) {
+		snprintf(error, size, "mount point %s: %s", path, strerror(errno));
+		return -1;
+	}
+	const char *found = NULL;
+	for (struct dirent *entry; !found && (entry = readdir(directory));)
+		if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0)
+			found = entry->d_name;
+	char first[256] = "";
+	if (found)
+		snprintf(first, sizeof(first), "%s", found);
+	closedir(directory);
+	if (found && !nonempty_ok) {
+		snprintf(error, size,
+			 "mount point %s is not empty (it holds %s): the mount would hide its "
+			 "files; choose an empty directory, or pass -o nonempty to do it anyway",
+			 path, first);
+		return -1;
+	}
+	return 0;
 }
 
 /* --no-mount: no FUSE loop to return on a signal; the main thread waits
@@ -236,8 +339,18 @@ int main(int argc, char *argv[])
 	int status = 1;
 
 	log_init("semfs", false, false);
-	if (fuse_opt_parse(&args, &options, semfs_option_table, take_option) != 0 ||
-	    fuse_parse_cmdline(&args, &command_line) != 0) {
+	if (fuse_opt_parse(&args, &options, semfs_option_table, take_option) != 0) {
+		fprintf(stderr, "semfs: bad arguments (see semfs --help)\n");
+		goto out_args;
+	}
+	/* libfuse would only say "bad mount point": say what to do instead. */
+	const char *named = last_positional(&args);
+	if (named && access(named, F_OK) < 0 && errno == ENOENT) {
+		fprintf(stderr, "semfs: mount point %s does not exist: mkdir -p %s first\n", named,
+			named);
+		goto out_args;
+	}
+	if (fuse_parse_cmdline(&args, &command_line) != 0) {
 		fprintf(stderr, "semfs: bad arguments (see semfs --help)\n");
 		goto out_args;
 	}
@@ -298,6 +411,11 @@ int main(int argc, char *argv[])
 	/* Stderr until semfs is in the background: a start-up failure must reach
 	 * the terminal, not only a syslog that many hosts lack. */
 	log_init("semfs", false, command_line.debug);
+	if (command_line.mountpoint &&
+	    check_mount_point(command_line.mountpoint, options.nonempty, error, sizeof(error)) < 0) {
+		log_warnx("%s", error);
+		goto out_config;
+	}
 	if (!options.no_mount) {
 		mount = mount_new();
 		if (!mount)

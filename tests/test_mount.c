@@ -586,3 +586,54 @@ Test(mount, a_removed_definition_leaves_an_undefined_semaphore)
 	e2e_expect_text("../semfs.log", "semaphore_gone is no longer in the configuration");
 	e2e_teardown();
 }
+
+/* Mount points that sshfs and mount(8) refuse: each refusal says what to do
+ * and reaches the terminal, without -f too. */
+Test(mount_configured, unsafe_mount_points_are_refused_with_a_reason)
+{
+	e2e_start(NULL); /* its mount is "already a FUSE mount" below */
+	char file[400], full[400], command[1600], log[400];
+	snprintf(file, sizeof(file), "%s/a-file", e2e.dir);
+	snprintf(full, sizeof(full), "%s/full", e2e.dir);
+	snprintf(log, sizeof(log), "%s/refusal.txt", e2e.dir);
+	FILE *f = fopen(file, "we");
+	cr_assert_not_null(f);
+	fclose(f);
+	cr_assert_eq(mkdir(full, 0755), 0);
+	char inside[450];
+	snprintf(inside, sizeof(inside), "%s/keep-me", full);
+	f = fopen(inside, "we");
+	fclose(f);
+	static const struct {
+		const char *where, *says;
+	} cases[] = {
+	    {"a-file", "is not a directory"},
+	    {"missing", "does not exist: mkdir -p"},
+	    {"mnt", "is already a FUSE mount (fuse.semfs): unmount it first"},
+	    {"full", "is not empty (it holds keep-me)"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(command, sizeof(command),
+			 "timeout 10 %s -c %s %s/%s 2>%s </dev/null >/dev/null",
+			 getenv("SEMFS_BIN"), e2e.config, e2e.dir, cases[i].where, log);
+		int status = system(command);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "%s: status %d",
+			  cases[i].where, status);
+		e2e_expect_text("../refusal.txt", cases[i].says);
+	}
+	/* With consent, over the files: they come back after the unmount. */
+	char state[450], config[450];
+	snprintf(state, sizeof(state), "%s/state2", e2e.dir);
+	snprintf(config, sizeof(config), "%s/second.ini", e2e.dir);
+	f = fopen(config, "we");
+	fprintf(f, "[service_network_semaphore]\nenabled = no\n[semfs]\nstate_dir = %s\n", state);
+	fclose(f);
+	snprintf(command, sizeof(command), "timeout 10 %s -o nonempty -c %s %s 2>%s",
+		 getenv("SEMFS_BIN"), config, full, log);
+	cr_assert_eq(system(command), 0, "-o nonempty was refused");
+	struct stat st;
+	cr_assert_eq(stat(inside, &st), -1, "the mount hides the files");
+	snprintf(command, sizeof(command), "fusermount3 -u %s", full);
+	cr_assert_eq(system(command), 0);
+	cr_assert_eq(stat(inside, &st), 0, "the files are back");
+}
