@@ -99,7 +99,7 @@ void config_defaults(struct config *config)
 		snprintf(config->state_dir, sizeof(config->state_dir), "/tmp/semfs-%u",
 			 (unsigned)geteuid());
 	config->default_limit = 1;
-	config->journal_max = 64 * 1024;
+	config->journal_max = 256 * 1024;
 	config->max_connections = 10000;
 	config->idle_timeout = 300;
 	config->request_timeout = 10;

@@ -1,7 +1,10 @@
-/* journal.c: the capped, restartable line buffer behind each semaphore file. */
+/* journal.c: the capped line buffer behind each semaphore file (see
+ * journal.h). */
 #include "journal.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,17 +21,34 @@ void journal_free(struct journal *journal)
 	journal->length = journal->allocated = 0;
 }
 
+/* Drop the oldest lines: at least `bytes`, up to a line's end. Dropping by
+ * halves keeps the memmove cost per appended byte constant. */
+static void drop_oldest(struct journal *journal, size_t bytes)
+{
+	size_t cut = bytes < journal->length ? bytes : journal->length;
+	while (cut < journal->length && journal->data[cut - 1] != '\n')
+		cut++;
+	for (size_t i = 0; i < cut; i++)
+		journal->dropped += journal->data[i] == '\n';
+	memmove(journal->data, journal->data + cut, journal->length - cut);
+	journal->length -= cut;
+	journal->start += cut;
+}
+
 int journal_append(struct journal *journal, const char *line, size_t length)
 {
-	size_t start = journal->length;
+	size_t needed = journal->length + length;
 
-	if (start + length > journal->max)
-		start = 0; /* start over from the current state: this line */
-	if (start + length > journal->allocated) {
+	if (needed > journal->max && journal->length > 0) {
+		size_t keep = journal->max / 2 > length ? journal->max / 2 - length : 0;
+		drop_oldest(journal, journal->length > keep ? journal->length - keep : 0);
+		needed = journal->length + length;
+	}
+	if (needed > journal->allocated) {
 		size_t allocated = journal->allocated ? journal->allocated : 256;
-		while (allocated < start + length)
+		while (allocated < needed)
 			allocated *= 2;
-		if (allocated > journal->max && journal->max >= start + length)
+		if (allocated > journal->max && journal->max >= needed)
 			allocated = journal->max;
 		char *data = realloc(journal->data, allocated);
 		if (!data)
@@ -36,21 +56,34 @@ int journal_append(struct journal *journal, const char *line, size_t length)
 		journal->data = data;
 		journal->allocated = allocated;
 	}
-	memcpy(journal->data + start, line, length);
-	if (start == 0 && journal->length > 0)
-		journal->restarts++;
-	journal->length = start + length;
+	memcpy(journal->data + journal->length, line, length);
+	journal->length = needed;
+	journal->lines++;
 	return 0;
 }
 
-size_t journal_read(const struct journal *journal, off_t offset, char *buffer, size_t size)
+uint64_t journal_end(const struct journal *journal)
 {
-	if (offset < 0 || (size_t)offset >= journal->length)
+	return journal->start + journal->length;
+}
+
+size_t journal_read(const struct journal *journal, uint64_t offset, char *buffer, size_t size)
+{
+	if (offset < journal->start || offset >= journal_end(journal))
 		return 0;
-	size_t available = journal->length - (size_t)offset;
+	size_t at = (size_t)(offset - journal->start);
+	size_t available = journal->length - at;
 	size_t count = size < available ? size : available;
-	memcpy(buffer, journal->data + offset, count);
+	memcpy(buffer, journal->data + at, count);
 	return count;
+}
+
+size_t journal_gone_line(const struct journal *journal, char *buffer, size_t size)
+{
+	int n =
+	    snprintf(buffer, size, "... lines before seq=%" PRIu64 " were dropped (journal_max)\n",
+		     journal->dropped + 1);
+	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
 
 size_t journal_last_line(const struct journal *journal, const char **line)

@@ -411,8 +411,8 @@ int main(int argc, char *argv[])
 	/* Stderr until semfs is in the background: a start-up failure must reach
 	 * the terminal, not only a syslog that many hosts lack. */
 	log_init("semfs", false, command_line.debug);
-	if (command_line.mountpoint &&
-	    check_mount_point(command_line.mountpoint, options.nonempty, error, sizeof(error)) < 0) {
+	if (command_line.mountpoint && check_mount_point(command_line.mountpoint, options.nonempty,
+							 error, sizeof(error)) < 0) {
 		log_warnx("%s", error);
 		goto out_config;
 	}

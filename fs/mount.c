@@ -43,8 +43,11 @@ struct open_file {
 	struct owner owner; /* acquire units of this open file */
 	char *status_text;
 	size_t status_length;
+	/* Kernel offset + skew = journal offset; the skew moves past lines
+	 * that were dropped before this reader got to them (see journal.h). */
+	int64_t skew;
 	/* poll_lock: */
-	uint64_t read_end, read_restarts;
+	uint64_t read_end;
 	struct fuse_pollhandle *poll_handle;
 	struct open_file *poll_next, *poll_prev; /* on mount->pollers while armed */
 	struct open_file *all_next, *all_prev;	 /* on mount->open_files */
@@ -446,12 +449,17 @@ static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	size_t count = store_read_journal(mount->store, file->semaphore, offset, buffer, size);
-	uint64_t length, restarts;
-	store_journal_position(mount->store, file->semaphore, &length, &restarts);
 	pthread_mutex_lock(&mount->poll_lock);
-	file->read_end = (uint64_t)offset + count;
-	file->read_restarts = restarts;
+	int64_t skew = file->skew;
+	pthread_mutex_unlock(&mount->poll_lock);
+	uint64_t at = (uint64_t)((int64_t)offset + skew);
+	size_t count = store_read_journal(mount->store, file->semaphore, &at, buffer, size);
+	pthread_mutex_lock(&mount->poll_lock);
+	/* After a "dropped" line the next kernel offset maps to the first
+	 * kept line; reads of one file come in order (no parallel reads of a
+	 * direct-I/O file share an offset that matters here). */
+	file->skew = (int64_t)at - (int64_t)(offset + (off_t)count);
+	file->read_end = at;
 	pthread_mutex_unlock(&mount->poll_lock);
 	fuse_reply_buf(req, buffer, count);
 	free(buffer);
@@ -545,12 +553,12 @@ static void mount_write(fuse_req_t req, fuse_ino_t ino, const char *buffer, size
 
 static bool file_readable(struct mount *mount, struct open_file *file)
 {
-	uint64_t length, restarts;
+	uint64_t start, end;
 
 	if (file->kind != OPEN_SEMAPHORE)
 		return true;
-	store_journal_position(mount->store, file->semaphore, &length, &restarts);
-	return length > file->read_end || restarts != file->read_restarts;
+	store_journal_position(mount->store, file->semaphore, &start, &end);
+	return end > file->read_end;
 }
 
 static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,

@@ -454,10 +454,13 @@ static void journal_event(struct store *store, struct semaphore *semaphore, cons
 	}
 	if (token)
 		snprintf(token_text, sizeof(token_text), " token=%" PRIu64, token);
+	/* seq= last: followers see a gap, not a guess, when lines were dropped. */
 	int length =
-	    snprintf(line, sizeof(line), "%s.%06ldZ %s by=%s value=%d limit=%u waiting=%zu%s%s%s\n",
+	    snprintf(line, sizeof(line),
+		     "%s.%06ldZ %s by=%s value=%d limit=%u waiting=%zu%s%s%s seq=%" PRIu64 "\n",
 		     store->stamp, now.tv_nsec / 1000, event, who, value, semaphore->limit,
-		     semaphore->waiting, token_text, extra ? " " : "", extra ? extra : "");
+		     semaphore->waiting, token_text, extra ? " " : "", extra ? extra : "",
+		     semaphore->journal.lines + 1);
 	if (length >= (int)sizeof(line)) {
 		length = sizeof(line) - 1;
 		line[length - 1] = '\n';
@@ -1730,7 +1733,7 @@ static void node_fill_attr(struct store *store, struct node *node, struct store_
 	attr->ctime = node->ctime;
 	attr->nlink = node->unlinked ? 0 : node->kind == NODE_DIRECTORY ? 2 : 1;
 	if (node->kind == NODE_SEMAPHORE && node->semaphore)
-		attr->size = node->semaphore->journal.length;
+		attr->size = journal_end(&node->semaphore->journal);
 	if (node->kind == NODE_STATUS)
 		attr->mtime = attr->ctime = store->status_mtime;
 }
@@ -2311,21 +2314,37 @@ size_t store_watchable_nodeids(struct store *store, uint64_t ino, uint64_t *out,
 	return count;
 }
 
-size_t store_read_journal(struct store *store, struct semaphore *semaphore, off_t offset,
+size_t store_read_journal(struct store *store, struct semaphore *semaphore, uint64_t *offset,
 			  char *buffer, size_t size)
 {
+	size_t n;
+
 	pthread_mutex_lock(&store->lock);
-	size_t n = journal_read(&semaphore->journal, offset, buffer, size);
+	if (*offset < semaphore->journal.start) {
+		n = journal_gone_line(&semaphore->journal, buffer, size);
+		*offset = semaphore->journal.start;
+	} else {
+		n = journal_read(&semaphore->journal, *offset, buffer, size);
+		*offset += n;
+	}
 	pthread_mutex_unlock(&store->lock);
 	return n;
 }
 
-void store_journal_position(struct store *store, struct semaphore *semaphore, uint64_t *length,
-			    uint64_t *restarts)
+uint64_t store_journal_seq(struct store *store, struct semaphore *semaphore)
 {
 	pthread_mutex_lock(&store->lock);
-	*length = semaphore->journal.length;
-	*restarts = semaphore->journal.restarts;
+	uint64_t lines = semaphore->journal.lines;
+	pthread_mutex_unlock(&store->lock);
+	return lines;
+}
+
+void store_journal_position(struct store *store, struct semaphore *semaphore, uint64_t *start,
+			    uint64_t *end)
+{
+	pthread_mutex_lock(&store->lock);
+	*start = semaphore->journal.start;
+	*end = journal_end(&semaphore->journal);
 	pthread_mutex_unlock(&store->lock);
 }
 

@@ -183,11 +183,16 @@ void store_return_units(struct store *store, struct waiter *waiter);
 /* Return every unit an owner holds (last close, disconnect). */
 void store_release_owner(struct store *store, struct owner *owner, const char *who);
 
-size_t store_read_journal(struct store *store, struct semaphore *semaphore, off_t offset,
+/* Read the journal at file offset *offset and move it past what was read.
+ * Below the first kept line (dropped past journal_max) the reader gets one
+ * line saying so instead, and *offset moves to the first kept line. */
+size_t store_read_journal(struct store *store, struct semaphore *semaphore, uint64_t *offset,
 			  char *buffer, size_t size);
-/* Journal size and restart count, for poll(): new lines exist when either moved. */
-void store_journal_position(struct store *store, struct semaphore *semaphore, uint64_t *length,
-			    uint64_t *restarts);
+/* The newest journal line's seq= number (0: none yet). */
+uint64_t store_journal_seq(struct store *store, struct semaphore *semaphore);
+/* The file offsets of the first kept byte and of the end (the file size). */
+void store_journal_position(struct store *store, struct semaphore *semaphore, uint64_t *start,
+			    uint64_t *end);
 
 /* ---- Names, for the network and the configuration. A path is "a/b/c" below
  * the root, already checked by name_check(). Semaphores made over the network

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -444,21 +445,75 @@ static void on_interrupt(int signal_number)
 	interrupted = 1;
 }
 
-/* Current state, then every journal line as it is appended. */
+/* Journal lines, printed as they come; a gap in their seq= numbers (lines
+ * dropped past journal_max before we read them) is said, never hidden. */
+struct follower {
+	uint64_t last_seq; /* 0: none seen yet */
+	char partial[8192];
+	size_t partial_length;
+};
+
+static void follow_line(struct follower *f, const char *line, size_t length)
+{
+	/* The daemon's own "dropped" line: our count below says it exactly. */
+	if (length >= 4 && memcmp(line, "... ", 4) == 0)
+		return;
+	const char *seq = NULL;
+	for (const char *p = line; (p = memmem(p, (size_t)(line + length - p), " seq=", 5)); p += 5)
+		seq = p + 5;
+	if (seq) {
+		uint64_t number = strtoull(seq, NULL, 10);
+		if (f->last_seq && number > f->last_seq + 1)
+			printf("... %" PRIu64 " lines skipped\n", number - f->last_seq - 1);
+		f->last_seq = number;
+	}
+	fwrite(line, 1, length, stdout);
+	putchar('\n');
+}
+
+static void follow_bytes(struct follower *f, const char *data, size_t length)
+{
+	for (size_t i = 0; i < length; i++) {
+		if (data[i] != '\n') {
+			if (f->partial_length < sizeof(f->partial) - 1)
+				f->partial[f->partial_length++] = data[i];
+			continue;
+		}
+		f->partial[f->partial_length] = '\0'; /* strtoull stops here */
+		follow_line(f, f->partial, f->partial_length);
+		f->partial_length = 0;
+	}
+	fflush(stdout);
+}
+
+/* Current state, then every journal line as it is appended. The file only
+ * grows (semfs drops old lines without moving offsets). */
 static int local_follow(const struct target *t)
 {
 	int fd = open(t->file, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	char buffer[8192];
+	struct follower follower = {0};
 
 	if (fd < 0)
 		return -errno;
 	int r = local_status(t, t->name);
 	if (r == 0 && fstat(fd, &st) < 0)
 		r = -errno;
-	off_t offset = r == 0 ? st.st_size : 0;
-	if (r == 0 && lseek(fd, offset, SEEK_SET) < 0)
+	if (r == 0 && lseek(fd, st.st_size, SEEK_SET) < 0)
 		r = -errno;
+	if (r == 0) { /* the newest line's seq=, so that a first gap shows too */
+		char tail[1024];
+		off_t from =
+		    st.st_size > (off_t)sizeof(tail) - 1 ? st.st_size - (off_t)sizeof(tail) + 1 : 0;
+		ssize_t n = pread(fd, tail, sizeof(tail) - 1, from);
+		tail[n > 0 ? n : 0] = '\0';
+		const char *seq = NULL;
+		for (const char *p = tail; (p = strstr(p, " seq=")); p += 5)
+			seq = p + 5;
+		if (seq)
+			follower.last_seq = strtoull(seq, NULL, 10);
+	}
 	while (r == 0 && !interrupted) {
 		struct pollfd ready = {.fd = fd, .events = POLLIN};
 		if (poll(&ready, 1, 1000) < 0) {
@@ -472,17 +527,11 @@ static int local_follow(const struct target *t)
 			continue;
 		}
 		if (n > 0) {
-			fwrite(buffer, 1, (size_t)n, stdout);
-			fflush(stdout);
-			offset += n;
+			follow_bytes(&follower, buffer, (size_t)n);
 			continue;
 		}
 		if (fstat(fd, &st) < 0 || st.st_nlink == 0)
-			break;		   /* deleted: its last line said so */
-		if (st.st_size < offset) { /* the journal started over */
-			offset = 0;
-			lseek(fd, 0, SEEK_SET);
-		}
+			break; /* deleted: its last line said so */
 	}
 	close(fd);
 	return r;
@@ -531,11 +580,15 @@ static int remote_follow(struct target *t, char *reply, size_t size)
 	printf("%s\n", reply);
 	fflush(stdout);
 	r = remote(t->client, reply, size, "watch %s", t->name);
+	struct follower follower = {0};
+	const char *seq = strstr(reply, " seq="); /* the newest line's, so a gap shows */
+	if (seq)
+		follower.last_seq = strtoull(seq + 5, NULL, 10);
 	while (r == 0 && !interrupted) {
 		int n = client_read_line(t->client, line, sizeof(line));
 		if (n <= 0) /* 0: deleted, the server ended the stream */
 			return n == -EINTR ? 0 : n;
-		printf("%s\n", line);
+		follow_line(&follower, line, strlen(line));
 		fflush(stdout);
 	}
 	return r;
@@ -766,7 +819,8 @@ int main(int argc, char **argv)
 			bare.uid = NULL;
 			if ((r = name_target(&bare, &t)) >= 0)
 				goto out;
-			semaphore = remote(t.client, reply, sizeof(reply), "status %s", t.name) == 0;
+			semaphore =
+			    remote(t.client, reply, sizeof(reply), "status %s", t.name) == 0;
 		}
 		if ((r = assign_arguments(&inv, semaphore, false)) >= 0 ||
 		    (r = name_target(&inv, &t)) >= 0)

@@ -86,7 +86,7 @@ struct connection {
 
 	/* `watch`. */
 	struct semaphore *watching;
-	uint64_t watch_offset, watch_restarts;
+	uint64_t watch_offset; /* in the journal file */
 
 	struct timespec last_activity;
 	struct timespec partial_since; /* the unfinished request began */
@@ -745,10 +745,12 @@ static void native_watch(struct connection *c, const char *asked)
 	}
 	c->watching = semaphore;
 	c->server->watchers++;
-	store_journal_position(store, semaphore, &c->watch_offset, &c->watch_restarts);
+	uint64_t start;
+	store_journal_position(store, semaphore, &start, &c->watch_offset);
 	if (name_wire(asked, wire, sizeof(wire)) < 0)
 		wire[0] = '\0';
-	reply(c, "ok watching=%s", wire);
+	/* seq= of the newest line: the watcher can tell a gap from then on. */
+	reply(c, "ok watching=%s seq=%" PRIu64, wire, store_journal_seq(store, semaphore));
 }
 
 static void native_request(struct connection *c, const char *line, size_t length)
@@ -962,21 +964,17 @@ static void connection_readable(struct connection *c)
 static void pump_watch(struct connection *c)
 {
 	struct store *store = c->server->options.store;
-	uint64_t length, restarts;
+	uint64_t start, end;
 	char chunk[JOURNAL_CHUNK];
 
-	store_journal_position(store, c->watching, &length, &restarts);
-	if (restarts != c->watch_restarts) {
-		c->watch_restarts = restarts; /* it started over: from the top */
-		c->watch_offset = 0;
-	}
-	while (c->fd >= 0 && c->watch_offset < length) {
-		size_t n = store_read_journal(store, c->watching, (off_t)c->watch_offset, chunk,
-					      sizeof(chunk));
+	store_journal_position(store, c->watching, &start, &end);
+	while (c->fd >= 0 && c->watch_offset < end) {
+		/* A watcher slower than journal_max/2 gets a "dropped" line. */
+		size_t n =
+		    store_read_journal(store, c->watching, &c->watch_offset, chunk, sizeof(chunk));
 		if (n == 0)
 			break;
 		send_bytes(c, chunk, n);
-		c->watch_offset += n;
 	}
 	if (c->fd >= 0 && store_semaphore_removed(store, c->watching)) {
 		c->closing = true; /* its last line said `delete` */

@@ -137,9 +137,10 @@ Test(mount, journal_lines_and_status)
 	create("db");
 	cr_assert_eq(e2e_write("db", "lock\n"), 0);
 	char *journal = e2e_read("db");
-	cr_assert(strstr(journal, " create by=semfs value=1 limit=1 waiting=0\n"), "%s", journal);
+	cr_assert(strstr(journal, " create by=semfs value=1 limit=1 waiting=0 seq=1\n"), "%s",
+		  journal);
 	cr_assert(strstr(journal, " lock by=pid:"), "%s", journal);
-	cr_assert(strstr(journal, "value=0 limit=1 waiting=0 token=1\n"), "%s", journal);
+	cr_assert(strstr(journal, "value=0 limit=1 waiting=0 token=1 seq=2\n"), "%s", journal);
 	free(journal);
 	e2e_expect_text("semaphore.status", "db: 1 limit=1 value=0 waiting=0 holders=pid:");
 	char holders[256];
@@ -431,21 +432,27 @@ Test(mount, poll_wakes_when_the_journal_grows)
 	close(fd);
 }
 
-Test(mount_configured, journal_starts_over_past_its_cap)
+/* Past journal_max the oldest lines go; the size only grows, so tail -f
+ * never sees a truncation, and a reader from the start is told what went. */
+Test(mount_configured, the_journal_drops_its_oldest_lines_and_never_shrinks)
 {
 	e2e_start("journal_max = 1024");
 	create("db");
 	struct stat status;
+	off_t size = 0;
 	for (int i = 0; i < 40; i++) {
 		cr_assert_eq(e2e_write("db", "lock\nunlock\n"), 0);
 		cr_assert_eq(stat(e2e_path("db"), &status), 0);
-		cr_assert_leq(status.st_size, 1024);
+		cr_assert_gt(status.st_size, size, "the size went back");
+		size = status.st_size;
 	}
+	cr_assert_gt(size, 1024 * 4);
 	char *journal = e2e_read("db");
-	const char *last = strrchr(journal, '\n');
-	cr_assert_not_null(last);
-	cr_assert_lt(strlen(journal), 1024);
+	cr_assert(strncmp(journal, "... lines before seq=", 21) == 0, "%s", journal);
+	cr_assert(strstr(journal, "were dropped (journal_max)\n"), "%s", journal);
+	cr_assert_lt(strlen(journal), 1024 + 100);
 	cr_assert(strstr(journal, " unlock by=pid:"), "%s", journal);
+	cr_assert(strstr(journal, " seq=81\n"), "the newest line: %s", journal);
 	free(journal);
 }
 
@@ -636,4 +643,49 @@ Test(mount_configured, unsafe_mount_points_are_refused_with_a_reason)
 	snprintf(command, sizeof(command), "fusermount3 -u %s", full);
 	cr_assert_eq(system(command), 0);
 	cr_assert_eq(stat(inside, &st), 0, "the files are back");
+}
+
+/* GNU tail -f, polling once a second, follows 1,000 changes a second on one
+ * semaphore without losing a line (the journal keeps >= journal_max / 2). */
+Test(mount, tail_f_keeps_up_with_a_thousand_changes_a_second)
+{
+	create("busy");
+	char out[400];
+	snprintf(out, sizeof(out), "%s/tail.txt", e2e.dir);
+	pid_t tail = e2e_fork();
+	if (tail == 0) {
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execlp("tail", "tail", "-n", "0", "-f", e2e_path("busy"), (char *)NULL);
+		_exit(127);
+	}
+	usleep(500000);
+	int fd = open(e2e_path("busy"), O_WRONLY);
+	cr_assert_geq(fd, 0);
+	double start = e2e_now();
+	for (int i = 0; i < 3000; i++) { /* 6,000 changes, paced to 1,000 a second */
+		cr_assert_eq(write(fd, "lock\nunlock\n", 12), 12);
+		double due = start + (i + 1) * 0.002;
+		double now = e2e_now();
+		if (due > now)
+			usleep((useconds_t)((due - now) * 1e6));
+	}
+	close(fd);
+	usleep(2500000); /* two of tail's polls */
+	kill(tail, SIGTERM);
+	e2e_wait_exit(tail, 2000);
+	char *text = e2e_read("../tail.txt");
+	unsigned long expected = 0, count = 0;
+	for (char *p = text; (p = strstr(p, " seq=")); p += 5) {
+		unsigned long seq = strtoul(p + 5, NULL, 10);
+		if (expected == 0)
+			expected = seq;
+		cr_assert_eq(seq, expected, "tail -f lost lines %lu..%lu", expected, seq - 1);
+		expected++;
+		count++;
+	}
+	cr_assert_null(strstr(text, "truncated"), "tail saw the file shrink");
+	cr_assert_eq(count, 6000, "tail -f printed %lu of 6000 lines", count);
+	free(text);
 }

@@ -322,3 +322,73 @@ Test(msem, usage_errors_and_unreachable_targets)
 	cr_assert_eq(msem(LOCAL, "-H", host, "-l", "x", NULL), 4, "nobody listens");
 	cr_assert_eq(msem(LOCAL, "-H", "127.0.0.1:0", "-l", "x", NULL), 2, "bad port");
 }
+
+static void start_small_journal(void)
+{
+	e2e_start("journal_max = 1024");
+}
+
+TestSuite(msem_small_journal, .init = start_small_journal, .fini = e2e_teardown, .timeout = 120);
+
+/* A follower slower than the journal: every line printed, or counted in a
+ * "... N lines skipped" line, locally and remotely alike. */
+static void follow_counts_every_line(enum where w)
+{
+	int pipe_fds[2];
+	cr_assert_eq(msem(w, "-c", at(w, "busy"), NULL), 0);
+	cr_assert_eq(pipe2(pipe_fds, O_NONBLOCK), 0);
+	pid_t follower = msem_background(w, pipe_fds[1], "-f", at(w, "busy"), NULL);
+	close(pipe_fds[1]);
+	(void)drain(pipe_fds[0], 500); /* the status line */
+	/* Stop the follower while the journal overflows under it. */
+	kill(follower, SIGSTOP);
+	int fd = open(e2e_path("busy"), O_WRONLY);
+	cr_assert_geq(fd, 0);
+	for (int i = 0; i < 200; i++)
+		cr_assert_eq(write(fd, "lock\nunlock\n", 12), 12);
+	close(fd);
+	kill(follower, SIGCONT);
+	static char all[65536];
+	size_t length = 0;
+	for (double end = e2e_now() + 2.0; e2e_now() < end;) {
+		const char *more = drain(pipe_fds[0], 200);
+		size_t n = strlen(more);
+		if (length + n < sizeof(all)) {
+			memcpy(all + length, more, n);
+			length += n;
+		}
+	}
+	all[length] = '\0';
+	static char shown[65536];
+	memcpy(shown, all, length + 1); /* `all` is cut into lines below */
+	kill(follower, SIGINT);
+	e2e_wait_exit(follower, 5000);
+	close(pipe_fds[0]);
+	unsigned long printed = 0, skipped = 0;
+	for (char *line = all; *line;) {
+		char *next = strchr(line, '\n');
+		if (!next)
+			break;
+		*next = '\0';
+		if (strstr(line, " seq="))
+			printed++;
+		else if (sscanf(line, "... %lu lines skipped", &skipped) == 1)
+			printed += skipped;
+		line = next + 1;
+	}
+	/* In the mount the stopped reader fell behind the journal; over TCP the
+	 * socket buffers held the lines for it. */
+	if (w == LOCAL)
+		cr_assert(strstr(shown, "lines skipped"), "nothing was skipped?\n%s", shown);
+	cr_assert_eq(printed, 400, "printed and skipped lines: %lu of 400\n%s", printed, shown);
+}
+
+Test(msem_small_journal, a_slow_follower_is_told_what_it_missed_in_the_mount)
+{
+	follow_counts_every_line(LOCAL);
+}
+
+Test(msem_small_journal, a_slow_follower_is_told_what_it_missed_over_tcp)
+{
+	follow_counts_every_line(REMOTE);
+}

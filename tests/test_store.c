@@ -371,7 +371,8 @@ Test(store, an_outside_change_past_the_limit_is_reverted)
 	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), -EAGAIN, "an outside excess was handed out");
 	cr_assert_eq(kernel_value(s), 0);
 	char buffer[4096];
-	size_t n = store_read_journal(store, s, 0, buffer, sizeof(buffer) - 1);
+	uint64_t at = 0;
+	size_t n = store_read_journal(store, s, &at, buffer, sizeof(buffer) - 1);
 	buffer[n] = '\0';
 	cr_assert(strstr(buffer, "reverted=3"), "%s", buffer);
 	store_start(store);
