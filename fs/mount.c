@@ -689,6 +689,21 @@ static void mount_init(void *userdata, struct fuse_conn_info *connection)
 	connection->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_AUTO_INVAL_DATA);
 }
 
+/* A semaphore's name is its identity (its SysV key, its records, its
+ * holders'): no renames, no links. EPERM says so more plainly than ENOSYS;
+ * mv out of the mount still copies the journal and deletes the semaphore,
+ * as it does for any file across filesystems. */
+static void mount_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t new_parent,
+			 const char *new_name, unsigned int flags)
+{
+	fuse_reply_err(req, EPERM);
+}
+
+static void mount_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EPERM);
+}
+
 static const struct fuse_lowlevel_ops mount_operations = {
     .init = mount_init,
     .lookup = mount_lookup,
@@ -700,6 +715,8 @@ static const struct fuse_lowlevel_ops mount_operations = {
     .mkdir = mount_mkdir,
     .unlink = mount_unlink,
     .rmdir = mount_rmdir,
+    .rename = mount_rename,
+    .symlink = mount_symlink,
     .open = mount_open,
     .read = mount_read,
     .write = mount_write,

@@ -131,7 +131,7 @@ static int failed(const struct invocation *inv, const struct target *t, int erro
 		reason = "no such semaphore";
 	if (error == EOVERFLOW)
 		reason = "already at its limit (nothing to unlock)";
-	if (detail && *detail && strcmp(detail, reason) != 0)
+	if (detail && *detail && !strstr(reason, detail))
 		fprintf(stderr, "msem: %s %s: %s (%s)\n", inv->verb, what, reason, detail);
 	else
 		fprintf(stderr, "msem: %s %s: %s\n", inv->verb, what, reason);
@@ -268,9 +268,9 @@ static int parse_arguments(int argc, char **argv, struct invocation *inv)
 	return -1;
 }
 
-/* PATH [uid] [timeout|initial]: with both words there is no doubt; with one,
- * a number after a PATH that is itself a semaphore is its timeout (-l) or,
- * for -c, its initial value unless PATH is a directory to tag. */
+/* PATH [uid] [timeout|initial]: with both words there is no doubt. With
+ * one, a number is a timeout (-l) or initial value (-c) unless PATH is a
+ * directory: for -l, one holding PATH/WORD; for -c, any. */
 static int assign_arguments(struct invocation *inv, bool path_is_semaphore, bool path_is_directory)
 {
 	const char *first = inv->word_count > 0 ? inv->words[0] : NULL;
@@ -281,7 +281,8 @@ static int assign_arguments(struct invocation *inv, bool path_is_semaphore, bool
 		inv->timeout = first;
 		break;
 	case LOCK:
-		if (!second && first && path_is_semaphore && valid_timeout(first)) {
+		if (!second && first && valid_timeout(first) &&
+		    (path_is_semaphore || !path_is_directory)) {
 			inv->timeout = first;
 		} else {
 			inv->uid = first;
@@ -812,7 +813,7 @@ int main(int argc, char **argv)
 		}
 		/* Is PATH itself a semaphore there? Then a number after it is
 		 * not a uid. A name on a server has no directory to tag. */
-		bool semaphore = false;
+		bool semaphore = false, directory = false;
 		if (inv.path && inv.word_count == 1) {
 			char reply[8192];
 			struct invocation bare = inv;
@@ -821,8 +822,13 @@ int main(int argc, char **argv)
 				goto out;
 			semaphore =
 			    remote(t.client, reply, sizeof(reply), "status %s", t.name) == 0;
+			/* A directory there, as far as -l cares: PATH/WORD exists. */
+			bare.uid = inv.words[0];
+			if (!semaphore && valid_uid(bare.uid) && (r = name_target(&bare, &t)) < 0)
+				directory =
+				    remote(t.client, reply, sizeof(reply), "status %s", t.name) == 0;
 		}
-		if ((r = assign_arguments(&inv, semaphore, false)) >= 0 ||
+		if ((r = assign_arguments(&inv, semaphore, directory)) >= 0 ||
 		    (r = name_target(&inv, &t)) >= 0)
 			goto out;
 	} else {

@@ -100,6 +100,31 @@ if command -v systemd-analyze >/dev/null; then
 	systemd-analyze verify "$net_unit" 2>&1 | grep -v "^$" | grep -iv "not found\|No such file\|is not executable\|Command 'man " &&
 		fail "systemd-analyze verify complains about semfs-net.service"
 fi
+source_dir=$(cd "$(dirname "$0")/.." && pwd)
+# --- man pages: mandoc -Tlint finds nothing at warning level ------------------
+if command -v mandoc >/dev/null; then
+	for page in "$source_dir"/doc/semfs.8 "$source_dir"/doc/msem.1 "$source_dir"/doc/semfs.ini.5; do
+		lint=$(mandoc -Tlint -W warning "$page" 2>&1) || true
+		[ -z "$lint" ] || fail "mandoc -Tlint: $lint"
+	done
+else
+	fail "mandoc is not installed (scripts/deps.sh installs it)"
+fi
+
+# --- scripts/run.sh: a taken port is said before the banner ------------------
+taken=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 - "$taken" "$source_dir/scripts/run.sh" "$work/runmnt" >"$work/run.out" 2>&1 <<'PY' ||
+import socket, subprocess, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+r = subprocess.run(["bash", sys.argv[2], "-p", sys.argv[1], sys.argv[3]], capture_output=True, text=True, timeout=300)
+print(r.stdout + r.stderr)
+sys.exit(0 if r.returncode == 1 else 1)
+PY
+	fail "run.sh -p TAKEN did not exit 1: $(cat "$work/run.out")"
+grep -q "port $taken is in use" "$work/run.out" || fail "run.sh does not say the port is taken"
+grep -q "semfs on" "$work/run.out" && fail "run.sh printed its banner for a taken port"
+
 version=$("$root$prefix/sbin/semfs" --version)
 head -n 1 <<<"$version" | grep -q "^semfs " ||
 	fail "installed semfs --version: semfs's version is not on the first line"

@@ -689,3 +689,16 @@ Test(mount, tail_f_keeps_up_with_a_thousand_changes_a_second)
 	cr_assert_eq(count, 6000, "tail -f printed %lu of 6000 lines", count);
 	free(text);
 }
+
+/* A semaphore's name is its identity: no rename, no links, plainly said. */
+Test(mount, names_cannot_be_moved_or_linked)
+{
+	create("a");
+	cr_assert_eq(rename(e2e_path("a"), e2e_path("b")), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(link(e2e_path("a"), e2e_path("c")), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(symlink("a", e2e_path("d")), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(e2e_xattr("a", "limit"), 1, "a is untouched");
+}
