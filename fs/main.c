@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #define CONFIG_FILES_MAX 16
@@ -509,14 +510,20 @@ int main(int argc, char *argv[])
 	if (server)
 		log_info("listening on %s:%u (ACE and native dialects)", config.bind_address,
 			 server_port(server));
+	/* Under systemd (Type=notify): the mount exists and the port listens,
+	 * so `systemctl start` may return. Outside systemd this does nothing. */
+	(void)sd_notifyf(0, "READY=1\nSTATUS=%s%s%s", mount ? "mounted on " : "network only",
+			 mount ? command_line.mountpoint : "", server ? ", listening" : "");
 	if (mount) {
 		/* The loop returns 0 after an unmount, the signal's number after
 		 * SIGTERM/SIGINT/SIGHUP (both clean), a negative errno on failure. */
 		status = mount_run(mount) < 0 ? 1 : 0;
-		log_info("unmounted %s", command_line.mountpoint);
+		(void)sd_notify(0, "STOPPING=1");
+		log_info("stopping: unmounting %s", command_line.mountpoint);
 	} else {
 		int signal_number = 0;
 		sigwait(&stop_signals, &signal_number);
+		(void)sd_notify(0, "STOPPING=1");
 		log_info("stopping on signal %d", signal_number);
 		status = 0;
 	}

@@ -940,10 +940,10 @@ int mount_run(struct mount *mount)
 		return -1;
 	}
 	mount->notifier_running = true;
-	r = fuse_session_loop(mount->session);
-	fuse_session_unmount(mount->session);
-	mount->mounted = false;
-	return r;
+	/* The unmount is mount_destroy's: the store answers its waiting
+	 * writes first, while the device is still open (else libfuse says
+	 * "fuse: writing device: Bad file descriptor" for each). */
+	return fuse_session_loop(mount->session);
 }
 
 void mount_destroy(struct mount *mount)

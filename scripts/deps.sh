@@ -3,7 +3,7 @@
 # Sourced by run.sh and test.sh; installs only what is missing.
 set -euo pipefail
 semfs_packages=(gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
-	libinih-dev libcriterion-dev inotify-tools attr python3 coreutils procps
+	libinih-dev libsystemd-dev libcriterion-dev inotify-tools attr python3 coreutils procps
 	gnuplot-nox netcat-openbsd mandoc util-linux)
 # A script that needs more (fuzz.sh: clang) names it in SEMFS_EXTRA_PACKAGES.
 read -r -a semfs_extra <<<"${SEMFS_EXTRA_PACKAGES:-}"

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/sem.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -701,4 +703,59 @@ Test(mount, names_cannot_be_moved_or_linked)
 	cr_assert_eq(symlink("a", e2e_path("d")), -1);
 	cr_assert_eq(errno, EPERM);
 	cr_assert_eq(e2e_xattr("a", "limit"), 1, "a is untouched");
+}
+
+/* Type=notify: systemd hears READY=1 only once the mount exists, and
+ * STOPPING=1 on SIGTERM, after which the mount is gone. */
+Test(mount_configured, systemd_hears_ready_once_the_mount_is_up)
+{
+	e2e_start(NULL); /* for the directory; the daemon under test is another */
+	char socket_path[400], config[400], mnt[400];
+	snprintf(socket_path, sizeof(socket_path), "%s/notify", e2e.dir);
+	snprintf(config, sizeof(config), "%s/second.ini", e2e.dir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt2", e2e.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	FILE *file = fopen(config, "we");
+	fprintf(file, "[service_network_semaphore]\nenabled = no\n[semfs]\nstate_dir = %s/state2\n",
+		e2e.dir);
+	fclose(file);
+	int listener = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un address = {.sun_family = AF_UNIX};
+	cr_assert_lt(strlen(socket_path), sizeof(address.sun_path));
+	memcpy(address.sun_path, socket_path, strlen(socket_path) + 1);
+	cr_assert_eq(bind(listener, (struct sockaddr *)&address, sizeof(address)), 0);
+	pid_t daemon = e2e_fork();
+	if (daemon == 0) {
+		setenv("NOTIFY_SOCKET", socket_path, 1);
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 2);
+		execl(getenv("SEMFS_BIN"), "semfs", "-f", "-c", config, mnt, (char *)NULL);
+		_exit(127);
+	}
+	char message[512] = "";
+	struct pollfd ready = {.fd = listener, .events = POLLIN};
+	cr_assert_eq(poll(&ready, 1, 5000), 1, "no READY=1 within 5 s");
+	ssize_t n = recv(listener, message, sizeof(message) - 1, 0);
+	cr_assert_gt(n, 0);
+	message[n] = '\0';
+	cr_assert(strstr(message, "READY=1"), "%s", message);
+	char mounts[8192] = "", needle[450];
+	snprintf(needle, sizeof(needle), " %s fuse.semfs ", mnt);
+	int fd = open("/proc/self/mounts", O_RDONLY);
+	n = read(fd, mounts, sizeof(mounts) - 1);
+	close(fd);
+	mounts[n > 0 ? n : 0] = '\0';
+	cr_assert(strstr(mounts, needle), "READY=1 came before the mount");
+	kill(daemon, SIGTERM);
+	cr_assert_eq(poll(&ready, 1, 5000), 1, "no STOPPING=1");
+	n = recv(listener, message, sizeof(message) - 1, 0);
+	message[n > 0 ? n : 0] = '\0';
+	cr_assert(strstr(message, "STOPPING=1"), "%s", message);
+	cr_assert_eq(e2e_wait_exit(daemon, 5000), 0, "a clean stop exits 0");
+	fd = open("/proc/self/mounts", O_RDONLY);
+	n = read(fd, mounts, sizeof(mounts) - 1);
+	close(fd);
+	mounts[n > 0 ? n : 0] = '\0';
+	cr_assert_null(strstr(mounts, needle), "stopping did not unmount");
+	close(listener);
 }
