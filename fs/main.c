@@ -10,6 +10,7 @@
 
 #include <fuse_lowlevel.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <grp.h>
 #include <sys/stat.h>
@@ -246,6 +247,53 @@ static int check_mount_point(const char *path, bool nonempty_ok, char *error, si
 		return -1;
 	}
 	return 0;
+}
+
+/* Going to the background as fuse_daemonize does, but with the word from the
+ * child later: the parent exits only when the child says it is serving
+ * (status 0), or with 1 when it dies first, so every start-up failure is
+ * printed on the terminal and reaches the exit status. */
+static int daemon_fork(int *ready_fd)
+{
+	int pipe_fds[2];
+
+	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+		return -1;
+	pid_t child = fork();
+	if (child < 0)
+		return -1;
+	if (child > 0) {
+		char status = 1;
+		close(pipe_fds[1]);
+		while (read(pipe_fds[0], &status, 1) < 0 && errno == EINTR)
+			;
+		_exit(status); /* EOF without a word: the child failed, and said why */
+	}
+	close(pipe_fds[0]);
+	if (setsid() < 0)
+		log_warn("setsid");
+	*ready_fd = pipe_fds[1];
+	return 0;
+}
+
+/* The child is serving: let the parent go, and leave the terminal. */
+static void daemon_ready(int ready_fd)
+{
+	if (ready_fd < 0)
+		return;
+	if (chdir("/") < 0)
+		log_warn("chdir /");
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		close(null);
+	}
+	char status = 0;
+	if (write(ready_fd, &status, 1) < 0)
+		log_warn("telling the parent");
+	close(ready_fd);
 }
 
 /* --no-mount: no FUSE loop to return on a signal; the main thread waits
@@ -491,16 +539,18 @@ int main(int argc, char *argv[])
 	sigset_t stop_signals;
 	if (!mount)
 		block_stop_signals(&stop_signals);
-	if (fuse_daemonize(command_line.foreground) != 0) {
-		log_warnx("cannot go to the background");
+	int ready_fd = -1;
+	if (!command_line.foreground && daemon_fork(&ready_fd) < 0) {
+		log_warn("cannot go to the background");
+		goto out_store;
+	}
+	if (store_start(store) < 0 || (stats && stats_start(stats) < 0) ||
+	    (server && server_start(server) < 0)) {
+		log_warnx("cannot start a thread"); /* still on the terminal */
 		goto out_store;
 	}
 	log_init("semfs", !command_line.foreground, command_line.debug);
-	if (store_start(store) < 0 || (stats && stats_start(stats) < 0) ||
-	    (server && server_start(server) < 0)) {
-		log_warnx("cannot start a thread");
-		goto out_store;
-	}
+	daemon_ready(ready_fd);
 	if (mount)
 		log_info("mounted on %s, state in %s", command_line.mountpoint, config.state_dir);
 	else

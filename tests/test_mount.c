@@ -759,3 +759,38 @@ Test(mount_configured, systemd_hears_ready_once_the_mount_is_up)
 	cr_assert_null(strstr(mounts, needle), "stopping did not unmount");
 	close(listener);
 }
+
+/* In the background, as an administrator starts it: a failure after the
+ * fork (here a state_dir that cannot exist) still reaches the terminal and
+ * the exit status; success returns only once the mount is up. */
+Test(mount_configured, background_start_reports_failure_and_success)
+{
+	e2e_start(NULL);
+	char config[400], mnt[400], command[1600];
+	snprintf(config, sizeof(config), "%s/bad.ini", e2e.dir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt2", e2e.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	FILE *file = fopen(config, "we");
+	fprintf(file, "[service_network_semaphore]\nenabled = no\n[semfs]\n"
+		      "state_dir = /proc/semfs-cannot-be\n");
+	fclose(file);
+	snprintf(command, sizeof(command), "timeout 10 %s -c %s %s 2>%s/bad.txt",
+		 getenv("SEMFS_BIN"), config, mnt, e2e.dir);
+	int status = system(command);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
+	e2e_expect_text("../bad.txt", "state directory /proc/semfs-cannot-be");
+
+	file = fopen(config, "we");
+	fprintf(file, "[service_network_semaphore]\nenabled = no\n[semfs]\nstate_dir = %s/state2\n",
+		e2e.dir);
+	fclose(file);
+	snprintf(command, sizeof(command), "timeout 10 %s -c %s %s", getenv("SEMFS_BIN"), config,
+		 mnt);
+	cr_assert_eq(system(command), 0);
+	struct stat st;
+	char probe[450];
+	snprintf(probe, sizeof(probe), "%s/semaphore.status", mnt);
+	cr_assert_eq(stat(probe, &st), 0, "the parent returned before the mount was up");
+	snprintf(command, sizeof(command), "fusermount3 -u %s", mnt);
+	cr_assert_eq(system(command), 0);
+}
