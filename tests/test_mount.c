@@ -794,3 +794,39 @@ Test(mount_configured, background_start_reports_failure_and_success)
 	snprintf(command, sizeof(command), "fusermount3 -u %s", mnt);
 	cr_assert_eq(system(command), 0);
 }
+
+/* -c several times: read in order, each file's errors name that file. */
+Test(mount_configured, several_config_files_are_read_in_order)
+{
+	e2e_start(NULL);
+	char first[400], second[400], command[2600];
+	snprintf(first, sizeof(first), "%s/first.ini", e2e.dir);
+	snprintf(second, sizeof(second), "%s/second.ini", e2e.dir);
+	FILE *file = fopen(first, "we");
+	fprintf(file, "[semfs]\ndefault_limit = 2\n");
+	fclose(file);
+	file = fopen(second, "we");
+	fprintf(file, "[semfs]\n\ndefault_limit = many\n");
+	fclose(file);
+	snprintf(command, sizeof(command), "%s --check -c %s -c %s 2>%s/err.txt",
+		 getenv("SEMFS_BIN"), first, second, e2e.dir);
+	cr_assert_neq(system(command), 0);
+	e2e_expect_text("../err.txt", "second.ini:3: default_limit = many");
+	/* The later file overrides: a mount with both takes the second's. */
+	file = fopen(second, "we");
+	fprintf(file, "[semfs]\ndefault_limit = 3\n");
+	fclose(file);
+	e2e_stop();
+	FILE *config = fopen(e2e.config, "ae");
+	fprintf(config, "default_limit = 1\n");
+	fclose(config);
+	char mnt[400];
+	snprintf(mnt, sizeof(mnt), "%s", e2e.mnt);
+	snprintf(command, sizeof(command), "timeout 10 %s -c %s -c %s -c %s %s 2>>%s",
+		 getenv("SEMFS_BIN"), e2e.config, first, second, mnt, e2e.log);
+	cr_assert_eq(system(command), 0);
+	cr_assert_eq(mknod(e2e_path("x"), S_IFREG | 0644, 0), 0);
+	cr_assert_eq(e2e_xattr("x", "limit"), 3, "the last file's default_limit");
+	snprintf(command, sizeof(command), "fusermount3 -u %s", mnt);
+	cr_assert_eq(system(command), 0);
+}
