@@ -6,6 +6,7 @@
  * Locks, in order: poll_lock -> store lock -> notify_lock. session_lock only
  * guards calls into the session from the notifier against its destruction. */
 #include "mount.h"
+#include "report.h"
 
 #include "clock.h"
 #include "command.h"
@@ -158,13 +159,29 @@ static void reply_attr(fuse_req_t req, int r, const struct store_attr *attr)
 
 /* ---- the tree ------------------------------------------------------------ */
 
+/* semaphore.status's size: its whole text (what a reader may see can only
+ * be shorter; readers read to EOF). */
+static void status_size(struct mount *mount, int r, struct store_attr *attr)
+{
+	char *text;
+	size_t length;
+
+	if (r == 0 && attr->kind == NODE_STATUS &&
+	    report_status_text(mount->store, NULL, &text, &length) == 0) {
+		attr->size = length;
+		free(text);
+	}
+}
+
 static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct mount *mount = mount_of(req);
 	struct store_attr attr;
 	bool canonical = fuse_req_ctx(req)->pid == mount->notifier_tid;
+	int r = store_lookup(mount->store, parent, name, canonical, &attr);
 
-	reply_entry(req, store_lookup(mount->store, parent, name, canonical, &attr), &attr);
+	status_size(mount, r, &attr);
+	reply_entry(req, r, &attr);
 }
 
 static void mount_forget(fuse_req_t req, fuse_ino_t ino, uint64_t count)
@@ -183,7 +200,10 @@ static void mount_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 static void mount_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct store_attr attr;
-	reply_attr(req, store_getattr(mount_of(req)->store, ino, &attr), &attr);
+	int r = store_getattr(mount_of(req)->store, ino, &attr);
+
+	status_size(mount_of(req), r, &attr);
+	reply_attr(req, r, &attr);
 }
 
 static void mount_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set,
@@ -380,7 +400,7 @@ static int status_for_opener(fuse_req_t req, struct store *store, struct open_fi
 			   : count > 64 ? 64
 					: (size_t)count,
 	};
-	return store_status_text(store, &caller, &file->status_text, &file->status_length);
+	return report_status_text(store, &caller, &file->status_text, &file->status_length);
 }
 
 static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -617,7 +637,7 @@ static void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
-	int length = store_attribute(mount->store, semaphore, field, &text);
+	int length = report_attribute(mount->store, semaphore, field, &text);
 	store_close_semaphore(mount->store, semaphore, ino);
 	if (length < 0)
 		fuse_reply_err(req, -length);
@@ -635,9 +655,9 @@ static void mount_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 	if (store_open_semaphore(mount->store, ino, &semaphore) == 0) {
 		store_close_semaphore(mount->store, semaphore, ino);
-		for (size_t i = 0; store_attribute_names[i]; i++)
+		for (size_t i = 0; report_attribute_names[i]; i++)
 			length += (size_t)snprintf(names + length, sizeof(names) - length, "%s%s",
-						   XATTR_PREFIX, store_attribute_names[i]) +
+						   XATTR_PREFIX, report_attribute_names[i]) +
 				  1;
 	}
 	reply_xattr_text(req, size, names, length);

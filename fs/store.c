@@ -21,7 +21,7 @@
 #include "journal.h"
 #include "log.h"
 #include "name.h"
-#include "sysv.h"
+#include "backend.h"
 #include "thread.h"
 
 #include <errno.h>
@@ -140,6 +140,62 @@ struct done_list {
 /* Set by a kick that lands while the helper is not yet in semtimedop, so
  * that the kick is not lost: the helper looks at its queue again instead. */
 static __thread volatile sig_atomic_t helper_kicked;
+
+/* ---- the backend (see backend.h) ------------------------------------------ */
+
+#define BACKEND(store)		     ((store)->options.backend)
+#define BACKEND_CALL(store, op, ...) BACKEND(store)->ops->op(BACKEND(store)->self, __VA_ARGS__)
+
+static int be_create(const struct store *store, const char *path, int permissions, key_t *key,
+		     int *handle)
+{
+	return BACKEND_CALL(store, create, path, permissions, key, handle);
+}
+
+static int be_create_at(const struct store *store, key_t key, int permissions, int *handle)
+{
+	return BACKEND_CALL(store, create_at, key, permissions, handle);
+}
+
+static int be_attach(const struct store *store, key_t key, uid_t creator, int *handle)
+{
+	return BACKEND_CALL(store, attach, key, creator, handle);
+}
+
+static int be_value(const struct store *store, int handle)
+{
+	return BACKEND_CALL(store, value, handle);
+}
+
+static int be_last_pid(const struct store *store, int handle)
+{
+	return BACKEND_CALL(store, last_pid, handle);
+}
+
+static int be_adjust(const struct store *store, int handle, int delta, bool with_undo)
+{
+	return BACKEND_CALL(store, adjust, handle, delta, with_undo);
+}
+
+static int be_take(const struct store *store, int handle, const struct timespec *timeout)
+{
+	return BACKEND_CALL(store, take, handle, timeout);
+}
+
+static int be_undo_to_plain(const struct store *store, int handle)
+{
+	return BACKEND_CALL(store, undo_to_plain, handle);
+}
+
+static int be_set_owner(const struct store *store, int handle, uid_t uid, gid_t gid, mode_t mode)
+{
+	return BACKEND_CALL(store, set_owner, handle, uid, gid, mode);
+}
+
+static int be_remove(const struct store *store, int handle)
+{
+	return BACKEND_CALL(store, remove, handle);
+}
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -443,7 +499,7 @@ static void journal_event(struct store *store, struct semaphore *semaphore, cons
 {
 	struct timespec now;
 	char line[512], token_text[32] = "";
-	int value = semaphore->removed ? -1 : sysv_value(semaphore->semid);
+	int value = semaphore->removed ? -1 : be_value(store, semaphore->semid);
 
 	timespec_now(CLOCK_REALTIME, &now);
 	if (now.tv_sec != store->stamp_second || !store->stamp[0]) {
@@ -712,14 +768,14 @@ static bool set_gone_from_outside(struct store *store, struct semaphore *semapho
 		return false;
 	}
 	backing_full_path(&store->backing, path, full, sizeof(full));
-	int r = sysv_create(full, (int)semaphore->node->mode, &key, &semid);
+	int r = be_create(store, full, (int)semaphore->node->mode, &key, &semid);
 	if (r == 0)
-		r = sysv_adjust(semid, (int)semaphore->limit, false);
+		r = be_adjust(store, semid, (int)semaphore->limit, false);
 	if (r == 0)
-		r = sysv_set_owner(semid, semaphore->node->uid, semaphore->node->gid,
-				   semaphore->node->mode);
+		r = be_set_owner(store, semid, semaphore->node->uid, semaphore->node->gid,
+				 semaphore->node->mode);
 	if (r == 0)
-		r = sysv_adjust(semid, -(int)semaphore->acquired, true);
+		r = be_adjust(store, semid, -(int)semaphore->acquired, true);
 	key_t old_key = semaphore->key;
 	int old_semid = semaphore->semid;
 	if (r == 0) {
@@ -731,7 +787,7 @@ static bool set_gone_from_outside(struct store *store, struct semaphore *semapho
 		semaphore->key = old_key;
 		semaphore->semid = old_semid;
 		if (semid >= 0)
-			(void)sysv_remove(semid);
+			(void)be_remove(store, semid);
 		log_warnx("defined semaphore %s: its SysV set was removed from outside and cannot "
 			  "be made again: %s",
 			  path, strerror(-r));
@@ -778,7 +834,7 @@ static int delete_node(struct store *store, struct node *node, const char *who,
 		store->token_floor = semaphore->token_reserved;
 	}
 	semaphore_mark_removed(store, semaphore, who, done);
-	(void)sysv_remove(semaphore->semid);
+	(void)be_remove(store, semaphore->semid);
 	(void)backing_remove(&store->backing, path);
 	node_detach(store, node);
 	timespec_now(CLOCK_REALTIME, &parent->mtime);
@@ -796,7 +852,7 @@ static void reap_if_idle(struct store *store, struct semaphore *semaphore, struc
 	    semaphore->head || semaphore->holders || !semaphore->node ||
 	    semaphore->node->unlinked || store->stopping)
 		return;
-	if (sysv_value(semaphore->semid) != (int)semaphore->limit)
+	if (be_value(store, semaphore->semid) != (int)semaphore->limit)
 		return;
 	char path[PATH_MAX];
 	if (node_path(semaphore->node, path, sizeof(path)) == 0)
@@ -868,7 +924,7 @@ static void grant(struct store *store, struct semaphore *semaphore, struct waite
 		      waiter->announced_by_reply);
 }
 
-static bool sysv_gone(int r)
+static bool handle_gone(int r)
 {
 	return r == -EIDRM || r == -EINVAL;
 }
@@ -880,14 +936,14 @@ static bool sysv_gone(int r)
 static int limit_guard(struct store *store, struct semaphore *semaphore)
 {
 	for (int attempt = 0;; attempt++) {
-		int value = sysv_value(semaphore->semid);
+		int value = be_value(store, semaphore->semid);
 		if (value < 0)
 			return value;
 		int excess = value + (int)semaphore->acquired - (int)semaphore->limit;
 		if (excess <= 0)
 			return value;
-		int pid = sysv_last_pid(semaphore->semid);
-		int r = sysv_adjust(semaphore->semid, -excess, false);
+		int pid = be_last_pid(store, semaphore->semid);
+		int r = be_adjust(store, semaphore->semid, -excess, false);
 		if (r == -EAGAIN && attempt < 3)
 			continue; /* someone took one meanwhile: look again */
 		if (r < 0)
@@ -969,13 +1025,13 @@ static int take(struct store *store, struct semaphore *semaphore, struct waiter 
 			return r;
 		r = limit_guard(store, semaphore);
 		if (r >= 0)
-			r = sysv_adjust(semaphore->semid, -1, acquire);
+			r = be_adjust(store, semaphore->semid, -1, acquire);
 		if (r == 0) {
 			grant(store, semaphore, waiter, command->verb, holder);
 			return 0;
 		}
 		holder_put_back(holder);
-		if (sysv_gone(r)) {
+		if (handle_gone(r)) {
 			if (set_gone_from_outside(store, semaphore, done))
 				return take(store, semaphore, waiter, command, done);
 			return -EIDRM;
@@ -1025,7 +1081,7 @@ static int command_unlock(struct store *store, struct semaphore *semaphore, stru
 	 * held by an acquire owner) it would be a double unlock. */
 	if ((unsigned)value + semaphore->acquired >= semaphore->limit)
 		return -EOVERFLOW;
-	int r = sysv_adjust(semaphore->semid, 1, false);
+	int r = be_adjust(store, semaphore->semid, 1, false);
 	if (r < 0)
 		return r;
 	holder_drop_plain(semaphore, waiter->who);
@@ -1082,7 +1138,7 @@ static int command_release(struct store *store, struct semaphore *semaphore, str
 
 	if (!holder)
 		return -ENOLCK;
-	int r = sysv_adjust(semaphore->semid, 1, true);
+	int r = be_adjust(store, semaphore->semid, 1, true);
 	if (r < 0)
 		return r;
 	semaphore->acquired--;
@@ -1101,7 +1157,7 @@ static int command_limit(struct store *store, struct semaphore *semaphore, struc
 	char extra[32];
 
 	if (difference < 0) {
-		int value = sysv_value(semaphore->semid);
+		int value = be_value(store, semaphore->semid);
 		if (value < 0)
 			return value;
 		/* The value moves by the difference; units in use cannot. */
@@ -1117,7 +1173,7 @@ static int command_limit(struct store *store, struct semaphore *semaphore, struc
 		semaphore->limit = previous;
 		return r;
 	}
-	r = sysv_adjust(semaphore->semid, difference, false);
+	r = be_adjust(store, semaphore->semid, difference, false);
 	if (r < 0) {
 		semaphore->limit = previous;
 		(void)semaphore_save(store, semaphore);
@@ -1138,7 +1194,7 @@ static int command_set(struct store *store, struct semaphore *semaphore, struct 
 	int value = limit_guard(store, semaphore);
 	if (value < 0)
 		return value;
-	int r = sysv_adjust(semaphore->semid, command->number - value, false);
+	int r = be_adjust(store, semaphore->semid, command->number - value, false);
 	if (r < 0)
 		return r;
 	waiter->changed_something = true;
@@ -1221,7 +1277,7 @@ void store_return_units(struct store *store, struct waiter *waiter)
 
 	pthread_mutex_lock(&store->lock);
 	for (; waiter->lock_units > 0 && !semaphore->removed; waiter->lock_units--) {
-		if (sysv_adjust(semaphore->semid, 1, false) < 0)
+		if (be_adjust(store, semaphore->semid, 1, false) < 0)
 			break;
 		holder_drop_plain(semaphore, waiter->who);
 		journal_event(store, semaphore, "unlock", waiter->who, 0, "reason=reply-lost",
@@ -1235,7 +1291,7 @@ static void release_holder(struct store *store, struct holder *holder, const cha
 	struct semaphore *semaphore = holder->semaphore;
 
 	if (!semaphore->removed)
-		(void)sysv_adjust(semaphore->semid, (int)holder->units, true);
+		(void)be_adjust(store, semaphore->semid, (int)holder->units, true);
 	semaphore->acquired -= holder->units;
 	holder_unlink(holder);
 	if (!semaphore->removed)
@@ -1281,15 +1337,15 @@ static void hand_unit(struct store *store, struct semaphore *semaphore, struct d
 	struct waiter *waiter = semaphore->head;
 	/* The kernel woke us for a unit an outside semop added past the limit:
 	 * keep it from everyone (held by nobody), and take back the rest. */
-	int value = sysv_value(semaphore->semid);
+	int value = be_value(store, semaphore->semid);
 	if (value >= 0 && value + (int)semaphore->acquired + 1 > (int)semaphore->limit &&
-	    sysv_undo_to_plain(semaphore->semid) == 0) {
+	    be_undo_to_plain(store, semaphore->semid) == 0) {
 		journal_event(store, semaphore, "outside-change", "sysv", 0, "reverted=1", false);
 		(void)limit_guard(store, semaphore);
 		return;
 	}
 	if (!waiter) {
-		(void)sysv_adjust(semaphore->semid, 1, true); /* back home */
+		(void)be_adjust(store, semaphore->semid, 1, true); /* back home */
 		return;
 	}
 	const struct command *command = &waiter->commands[waiter->next];
@@ -1298,12 +1354,12 @@ static void hand_unit(struct store *store, struct semaphore *semaphore, struct d
 	queue_remove(semaphore, waiter);
 	waiter->state = WAITER_RUNNING;
 	if (r == 0 && command->verb == VERB_LOCK) {
-		r = sysv_undo_to_plain(semaphore->semid);
+		r = be_undo_to_plain(store, semaphore->semid);
 		if (r < 0)
 			holder_put_back(holder);
 	}
 	if (r < 0) {
-		(void)sysv_adjust(semaphore->semid, 1, true);
+		(void)be_adjust(store, semaphore->semid, 1, true);
 		finish(store, waiter, r, done);
 		return;
 	}
@@ -1352,11 +1408,11 @@ static void *helper_main(void *argument)
 		int semid = semaphore->semid;
 		pthread_mutex_unlock(&store->lock);
 		run_done(&done);
-		int r = helper_kicked ? -EINTR : sysv_take(semid, &timeout);
+		int r = helper_kicked ? -EINTR : be_take(store, semid, &timeout);
 		pthread_mutex_lock(&store->lock);
 		if (r == 0)
 			hand_unit(store, semaphore, &done);
-		else if (sysv_gone(r))
+		else if (handle_gone(r))
 			(void)set_gone_from_outside(store, semaphore, &done);
 	}
 	semaphore->helper_running = false;
@@ -1381,13 +1437,13 @@ static void monitor_check(struct store *store, struct done_list *done)
 	for (struct semaphore *s = store->live, *next; s; s = next) {
 		next = s->live_next;
 		int value = limit_guard(store, s);
-		if (sysv_gone(value)) {
+		if (handle_gone(value)) {
 			(void)set_gone_from_outside(store, s, done);
 			continue;
 		}
 		if (value < 0 || value == s->last_value)
 			continue;
-		int pid = sysv_last_pid(s->semid);
+		int pid = be_last_pid(store, s->semid);
 		if (pid == store->pid)
 			continue; /* ours, in flight: its own journal line follows */
 		char who[32];
@@ -1497,29 +1553,29 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 		return 0;
 	}
 	/* Adopt only a set that is ours: one semaphore, made by this user. */
-	r = sysv_attach(record.key, geteuid(), &semid);
+	r = be_attach(store, record.key, geteuid(), &semid);
 	if (r == -ENOENT) {
 		/* After a reboot: the same key again if free, else a new one. */
-		r = sysv_create_at(record.key, (int)record.mode, &semid);
+		r = be_create_at(store, record.key, (int)record.mode, &semid);
 		if (r == -EEXIST) {
 			backing_full_path(&store->backing, path, full, sizeof(full));
-			r = sysv_create(full, (int)record.mode, &record.key, &semid);
+			r = be_create(store, full, (int)record.mode, &record.key, &semid);
 		}
 		if (r == 0)
-			r = sysv_adjust(semid, (int)record.limit, false);
+			r = be_adjust(store, semid, (int)record.limit, false);
 		fresh = true;
 	} else if (r == -EINVAL) {
 		log_warnx("%s/%s: the SysV set at key 0x%08x is not ours (not one semaphore, or "
 			  "made by another user): a new set replaces it",
 			  store->backing.root, path, (unsigned)record.key);
 		backing_full_path(&store->backing, path, full, sizeof(full));
-		r = sysv_create(full, (int)record.mode, &record.key, &semid);
+		r = be_create(store, full, (int)record.mode, &record.key, &semid);
 		if (r == 0)
-			r = sysv_adjust(semid, (int)record.limit, false);
+			r = be_adjust(store, semid, (int)record.limit, false);
 		fresh = true;
 	}
 	if (r == 0)
-		r = sysv_set_owner(semid, record.uid, record.gid, record.mode);
+		r = be_set_owner(store, semid, record.uid, record.gid, record.mode);
 	if (r < 0) {
 		snprintf(restore->error, restore->error_size, "%s/%s: semaphore key 0x%08x: %s",
 			 store->backing.root, path, (unsigned)record.key, strerror(-r));
@@ -1563,6 +1619,8 @@ int store_open(struct store **out, const struct store_options *options, char *er
 		return -ENOMEM;
 	}
 	store->options = *options;
+	if (!store->options.backend)
+		store->options.backend = &backend_sysv;
 	snprintf(store->state_dir, sizeof(store->state_dir), "%s", options->state_dir);
 	store->options.state_dir = store->state_dir;
 	store->options.changed = NULL; /* restoring announces nothing */
@@ -1772,14 +1830,6 @@ int store_lookup(struct store *store, uint64_t parent_ino, const char *name, boo
 		}
 	}
 	pthread_mutex_unlock(&store->lock);
-	if (r == 0 && attr->kind == NODE_STATUS) {
-		char *text;
-		size_t length;
-		if (store_status_text(store, NULL, &text, &length) == 0) {
-			attr->size = length;
-			free(text);
-		}
-	}
 	return r;
 }
 
@@ -1807,14 +1857,6 @@ int store_getattr(struct store *store, uint64_t ino, struct store_attr *attr)
 		r = -ENOENT;
 	}
 	pthread_mutex_unlock(&store->lock);
-	if (r == 0 && attr->kind == NODE_STATUS) {
-		char *text;
-		size_t length;
-		if (store_status_text(store, NULL, &text, &length) == 0) {
-			attr->size = length;
-			free(text);
-		}
-	}
 	return r;
 }
 
@@ -1858,7 +1900,7 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 	if (r < 0)
 		return r;
 	backing_full_path(&store->backing, path, full, sizeof(full));
-	r = sysv_create(full, (int)mode, &key, &semid);
+	r = be_create(store, full, (int)mode, &key, &semid);
 	if (r == -ENOSPC && time(NULL) - store->enospc_logged >= 60) {
 		/* Once a minute: a client retrying in a loop must not flood the log. */
 		store->enospc_logged = time(NULL);
@@ -1868,9 +1910,9 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 			  path);
 	}
 	if (r == 0)
-		r = sysv_adjust(semid, (int)limit, false);
+		r = be_adjust(store, semid, (int)limit, false);
 	if (r == 0)
-		r = sysv_set_owner(semid, uid, gid, mode);
+		r = be_set_owner(store, semid, uid, gid, mode);
 	if (r == 0) {
 		node = node_new(store, parent, name, NODE_SEMAPHORE, S_IFREG | (mode & 07777), uid,
 				gid);
@@ -1904,7 +1946,7 @@ static int create_semaphore(struct store *store, struct node *parent, const char
 			node_free(store, node);
 		}
 		if (semid >= 0)
-			(void)sysv_remove(semid);
+			(void)be_remove(store, semid);
 		(void)backing_remove(&store->backing, path);
 	}
 	return r;
@@ -2063,8 +2105,8 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 		if (node->kind == NODE_SEMAPHORE && node->semaphore && !node->unlinked) {
 			r = semaphore_save(store, node->semaphore);
 			if (r == 0)
-				r = sysv_set_owner(node->semaphore->semid, node->uid, node->gid,
-						   node->mode);
+				r = be_set_owner(store, node->semaphore->semid, node->uid,
+						 node->gid, node->mode);
 		} else if (node->kind == NODE_DIRECTORY && node->parent) {
 			r = node_path(node, path, sizeof(path));
 			if (r == 0)
@@ -2138,127 +2180,6 @@ int store_list(struct store *store, uint64_t ino, struct store_entry **out, size
 	}
 	*out = entries;
 	*out_count = count;
-	return 0;
-}
-
-/* ---- status and attributes ------------------------------------------------ */
-
-struct text {
-	char *data;
-	size_t length, allocated;
-	bool failed;
-};
-
-static void text_append(struct text *text, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void text_append(struct text *text, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (text->failed)
-		return;
-	for (;;) {
-		size_t room = text->allocated - text->length;
-		va_start(ap, fmt);
-		int n = vsnprintf(text->data ? text->data + text->length : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			text->failed = true;
-			return;
-		}
-		if ((size_t)n < room) {
-			text->length += (size_t)n;
-			return;
-		}
-		size_t allocated = text->allocated ? text->allocated * 2 : 256;
-		while (allocated < text->length + (size_t)n + 1)
-			allocated *= 2;
-		char *data = realloc(text->data, allocated);
-		if (!data) {
-			text->failed = true;
-			return;
-		}
-		text->data = data;
-		text->allocated = allocated;
-	}
-}
-
-static void append_holders(struct text *text, struct semaphore *semaphore, const char *separator)
-{
-	bool first = true;
-
-	for (struct holder *h = semaphore->holders; h; h = h->next_in_semaphore) {
-		for (unsigned i = 0; i < h->units; i++) {
-			text_append(text, "%s%s", first ? "" : separator, h->who);
-			first = false;
-		}
-	}
-	if (first && separator[0] == ',')
-		text_append(text, "-");
-}
-
-static void status_line(struct text *text, struct node *node)
-{
-	struct semaphore *s = node->semaphore;
-	char path[PATH_MAX];
-	int value = s->removed ? 0 : sysv_value(s->semid);
-
-	if (node_path(node, path, sizeof(path)) < 0)
-		return;
-	if (value < 0)
-		value = 0;
-	/* A name may hold any byte but '/': a newline must not start a line.
-	 * Control characters and '\\' are written as \\ooo, the rest as is. */
-	const char *p = path;
-	for (;;) {
-		size_t plain = 0;
-		while (p[plain] && (unsigned char)p[plain] >= 0x20 && p[plain] != 0x7f &&
-		       p[plain] != '\\')
-			plain++;
-		text_append(text, "%.*s", (int)plain, p);
-		p += plain;
-		if (!*p)
-			break;
-		text_append(text, "\\%03o", (unsigned char)*p++);
-	}
-	text_append(text, ": %d limit=%u value=%d waiting=%zu holders=", (int)s->limit - value,
-		    s->limit, value, s->waiting);
-	append_holders(text, s, ",");
-	text_append(text, " token=%" PRIu64 " key=0x%08x semid=%d\n", s->token, (unsigned)s->key,
-		    s->semid);
-}
-
-static void status_of_subtree(struct store *store, struct node *directory,
-			      const struct store_caller *caller, struct text *text)
-{
-	if (!node_permits(directory, caller, 1))
-		return; /* what a reader cannot reach, it does not see */
-	for (struct node *node = directory->first_child; node; node = node->next_sibling) {
-		if (node->kind == NODE_DIRECTORY) {
-			status_of_subtree(store, node, caller, text);
-			continue;
-		}
-		if (node_permits(node, caller, 4))
-			status_line(text, node);
-	}
-}
-
-int store_status_text(struct store *store, const struct store_caller *caller, char **out,
-		      size_t *length)
-{
-	struct text text = {0};
-
-	pthread_mutex_lock(&store->lock);
-	text_append(&text, "%s", "");
-	status_of_subtree(store, store->root, caller, &text);
-	pthread_mutex_unlock(&store->lock);
-	if (text.failed) {
-		free(text.data);
-		return -ENOMEM;
-	}
-	*out = text.data;
-	*length = text.length;
 	return 0;
 }
 
@@ -2346,45 +2267,6 @@ void store_journal_position(struct store *store, struct semaphore *semaphore, ui
 	*start = semaphore->journal.start;
 	*end = journal_end(&semaphore->journal);
 	pthread_mutex_unlock(&store->lock);
-}
-
-const char *const store_attribute_names[] = {"value", "limit",	 "waiting", "key",
-					     "semid", "holders", "token",   NULL};
-
-int store_attribute(struct store *store, struct semaphore *semaphore, const char *name, char **out)
-{
-	struct text text = {0};
-	int r = 0;
-
-	pthread_mutex_lock(&store->lock);
-	text_append(&text, "%s", "");
-	if (strcmp(name, "value") == 0)
-		text_append(&text, "%d", semaphore->removed ? 0 : sysv_value(semaphore->semid));
-	else if (strcmp(name, "limit") == 0)
-		text_append(&text, "%u", semaphore->limit);
-	else if (strcmp(name, "waiting") == 0)
-		text_append(&text, "%zu", semaphore->waiting);
-	else if (strcmp(name, "key") == 0)
-		text_append(&text, "0x%08x", (unsigned)semaphore->key);
-	else if (strcmp(name, "semid") == 0)
-		text_append(&text, "%d", semaphore->semid);
-	else if (strcmp(name, "holders") == 0) {
-		append_holders(&text, semaphore, "\n");
-		if (text.length)
-			text_append(&text, "\n");
-	} else if (strcmp(name, "token") == 0)
-		text_append(&text, "%" PRIu64, semaphore->token);
-	else
-		r = -ENODATA;
-	pthread_mutex_unlock(&store->lock);
-	if (r == 0 && text.failed)
-		r = -ENOMEM;
-	if (r < 0) {
-		free(text.data);
-		return r;
-	}
-	*out = text.data;
-	return (int)text.length;
 }
 
 /* ---- names, for the network and the configuration ------------------------- */
@@ -2763,53 +2645,84 @@ bool store_semaphore_removed(struct store *store, struct semaphore *semaphore)
 	return removed;
 }
 
-int store_semaphore_status(struct store *store, struct semaphore *semaphore, char **out)
-{
-	struct text text = {0};
+/* ---- snapshots, for the report module and the stats writer ---------------- */
 
-	pthread_mutex_lock(&store->lock);
-	text_append(&text, "%s", "");
-	if (semaphore->node && !semaphore->node->unlinked && !semaphore->removed)
-		status_line(&text, semaphore->node);
-	pthread_mutex_unlock(&store->lock);
-	if (text.failed || text.length == 0) {
-		free(text.data);
-		return text.failed ? -ENOMEM : -EIDRM;
+/* Holders as "who,who,...", one entry per unit, in a buffer reused across
+ * one visit. */
+struct holders_text {
+	char *data;
+	size_t allocated;
+};
+
+static const char *holders_join(struct holders_text *buffer, const struct semaphore *semaphore)
+{
+	size_t length = 0;
+
+	for (const struct holder *h = semaphore->holders; h; h = h->next_in_semaphore) {
+		size_t who = strlen(h->who);
+		for (unsigned i = 0; i < h->units; i++) {
+			if (length + who + 2 > buffer->allocated) {
+				size_t allocated = buffer->allocated ? buffer->allocated * 2 : 256;
+				while (allocated < length + who + 2)
+					allocated *= 2;
+				char *data = realloc(buffer->data, allocated);
+				if (!data)
+					return buffer->data
+						   ? (buffer->data[length] = '\0', buffer->data)
+						   : "";
+				buffer->data = data;
+				buffer->allocated = allocated;
+			}
+			if (length)
+				buffer->data[length++] = ',';
+			memcpy(buffer->data + length, h->who, who);
+			length += who;
+		}
 	}
-	text.data[--text.length] = '\0'; /* no newline */
-	*out = text.data;
-	return 0;
+	if (!length)
+		return "";
+	buffer->data[length] = '\0';
+	return buffer->data;
+}
+
+static void metric_of(const struct semaphore *s, const char *path, struct holders_text *holders,
+		      struct store_metric *metric)
+{
+	int value = s->removed ? 0 : be_value(s->store, s->semid);
+	*metric = (struct store_metric){
+	    .path = path,
+	    .limit = s->limit,
+	    .value = value < 0 ? 0 : value,
+	    .waiting = s->waiting,
+	    .grants = s->grants,
+	    .timeouts = s->timeouts,
+	    .token = s->token,
+	    .key = s->key,
+	    .semid = s->semid,
+	    .holders = holders_join(holders, s),
+	    .defined = s->defined,
+	    .undefined = s->undefined,
+	};
 }
 
 static void metrics_of_subtree(struct store *store, struct node *directory,
 			       const struct store_caller *caller, store_metric_fn *visit,
-			       void *context)
+			       void *context, struct holders_text *holders)
 {
 	if (!node_permits(directory, caller, 1))
-		return;
+		return; /* what a reader cannot reach, it does not see */
 	for (struct node *node = directory->first_child; node; node = node->next_sibling) {
 		if (node->kind == NODE_DIRECTORY) {
-			metrics_of_subtree(store, node, caller, visit, context);
+			metrics_of_subtree(store, node, caller, visit, context, holders);
 			continue;
 		}
 		if (!node_permits(node, caller, 4))
 			continue;
-		struct semaphore *s = node->semaphore;
 		char path[PATH_MAX];
-		int value = s->removed ? 0 : sysv_value(s->semid);
 		if (node_path(node, path, sizeof(path)) < 0)
 			continue;
-		struct store_metric metric = {
-		    .path = path,
-		    .limit = s->limit,
-		    .value = value < 0 ? 0 : value,
-		    .waiting = s->waiting,
-		    .grants = s->grants,
-		    .timeouts = s->timeouts,
-		    .token = s->token,
-		    .defined = s->defined,
-		    .undefined = s->undefined,
-		};
+		struct store_metric metric;
+		metric_of(node->semaphore, path, holders, &metric);
 		visit(context, &metric);
 	}
 }
@@ -2817,10 +2730,35 @@ static void metrics_of_subtree(struct store *store, struct node *directory,
 void store_metrics(struct store *store, const struct store_caller *caller, store_metric_fn *visit,
 		   void *context, struct store_totals *totals)
 {
+	struct holders_text holders = {0};
+
 	pthread_mutex_lock(&store->lock);
-	metrics_of_subtree(store, store->root, caller, visit, context);
-	totals->semaphores = store->live_count;
-	totals->grants = store->grants_total;
-	totals->timeouts = store->timeouts_total;
+	metrics_of_subtree(store, store->root, caller, visit, context, &holders);
+	if (totals) {
+		totals->semaphores = store->live_count;
+		totals->grants = store->grants_total;
+		totals->timeouts = store->timeouts_total;
+	}
 	pthread_mutex_unlock(&store->lock);
+	free(holders.data);
+}
+
+int store_semaphore_metric(struct store *store, struct semaphore *semaphore, store_metric_fn *visit,
+			   void *context)
+{
+	struct holders_text holders = {0};
+	char path[PATH_MAX];
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	bool gone = !semaphore->node || semaphore->node->unlinked || semaphore->removed ||
+		    node_path(semaphore->node, path, sizeof(path)) < 0;
+	struct store_metric metric;
+	metric_of(semaphore, gone ? "" : path, &holders, &metric);
+	metric.gone = gone;
+	visit(context, &metric);
+	r = 0;
+	pthread_mutex_unlock(&store->lock);
+	free(holders.data);
+	return r;
 }

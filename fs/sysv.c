@@ -1,6 +1,8 @@
 /* sysv.c: thin wrappers over semget/semop/semctl returning -errno. */
 #include "sysv.h"
 
+#include "backend.h"
+
 #include <errno.h>
 #include <sys/ipc.h>
 #include <sys/random.h>
@@ -138,3 +140,70 @@ int sysv_remove(int semid)
 {
 	return semctl(semid, 0, IPC_RMID) < 0 ? -errno : 0;
 }
+
+/* ---- as a backend ------------------------------------------------------------ */
+
+static int backend_create(void *self, const char *path, int permissions, key_t *key, int *handle)
+{
+	return sysv_create(path, permissions, key, handle);
+}
+
+static int backend_create_at(void *self, key_t key, int permissions, int *handle)
+{
+	return sysv_create_at(key, permissions, handle);
+}
+
+static int backend_attach(void *self, key_t key, uid_t creator, int *handle)
+{
+	return sysv_attach(key, creator, handle);
+}
+
+static int backend_value(void *self, int handle)
+{
+	return sysv_value(handle);
+}
+
+static int backend_last_pid(void *self, int handle)
+{
+	return sysv_last_pid(handle);
+}
+
+static int backend_adjust(void *self, int handle, int delta, bool with_undo)
+{
+	return sysv_adjust(handle, delta, with_undo);
+}
+
+static int backend_take(void *self, int handle, const struct timespec *timeout)
+{
+	return sysv_take(handle, timeout);
+}
+
+static int backend_undo_to_plain(void *self, int handle)
+{
+	return sysv_undo_to_plain(handle);
+}
+
+static int backend_set_owner(void *self, int handle, uid_t uid, gid_t gid, mode_t mode)
+{
+	return sysv_set_owner(handle, uid, gid, mode);
+}
+
+static int backend_remove(void *self, int handle)
+{
+	return sysv_remove(handle);
+}
+
+static const struct backend_ops sysv_ops = {
+    .create = backend_create,
+    .create_at = backend_create_at,
+    .attach = backend_attach,
+    .value = backend_value,
+    .last_pid = backend_last_pid,
+    .adjust = backend_adjust,
+    .take = backend_take,
+    .undo_to_plain = backend_undo_to_plain,
+    .set_owner = backend_set_owner,
+    .remove = backend_remove,
+};
+
+const struct backend backend_sysv = {.name = "sysv", .ops = &sysv_ops, .self = NULL};

@@ -12,6 +12,7 @@
 #ifndef SEMFS_STORE_H
 #define SEMFS_STORE_H
 
+#include "backend.h"
 #include "command.h"
 
 #include <stdbool.h>
@@ -116,6 +117,8 @@ struct store_options {
 	double max_wait; /* seconds, 0 for none: every wait ends (ETIMEDOUT) before */
 	store_changed_fn *changed;
 	void *changed_context;
+	/* Where units live (backend.h); NULL: System V semaphore sets. */
+	const struct backend *backend;
 };
 
 /* Open the state directory and bring back every semaphore it records. */
@@ -149,12 +152,6 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 		  const gid_t *gid, const struct timespec *mtime, struct store_attr *attr);
 int store_list(struct store *store, uint64_t ino, struct store_entry **entries, size_t *count);
 void store_list_free(struct store_entry *entries, size_t count);
-/* semaphore.status: one line per semaphore, "NAME: IN_USE key=value...",
- * only those `caller` may see (every directory above searchable, the file
- * readable); NULL: all. Control characters and '\\' in names are written as
- * \ooo, so no name can forge a line. */
-int store_status_text(struct store *store, const struct store_caller *caller, char **text,
-		      size_t *length);
 
 /* Semaphores. open takes a reference that close (with the same nodeid, or 0
  * for store_open_path) drops. */
@@ -238,16 +235,19 @@ int store_define(struct store *store, const char *path, unsigned limit, char *er
 void store_defines_done(struct store *store);
 /* Deleted (rm, `delete`, ipcrm): every operation fails with EIDRM now. */
 bool store_semaphore_removed(struct store *store, struct semaphore *semaphore);
-/* One semaphore.status line (no newline), malloc'd; -EIDRM once deleted. */
-int store_semaphore_status(struct store *store, struct semaphore *semaphore, char **text);
-
+/* A semaphore as the report module and the stats writer see it. The
+ * strings live only during the visit. */
 struct store_metric {
 	const char *path;
 	unsigned limit;
 	int value;
 	size_t waiting;
 	uint64_t grants, timeouts, token;
+	key_t key;
+	int semid;
+	const char *holders; /* "who,who": one per unit held; "" for none */
 	bool defined, undefined;
+	bool gone; /* deleted (store_semaphore_metric only; path "") */
 };
 struct store_totals {
 	size_t semaphores;
@@ -255,14 +255,12 @@ struct store_totals {
 };
 /* Called under the store lock: copy, format, do not call back. */
 typedef void store_metric_fn(void *context, const struct store_metric *metric);
-/* Only the semaphores `caller` may see (NULL: all), as store_status_text. */
+/* Only the semaphores `caller` may see (NULL: all): x on every directory
+ * above, r on the semaphore. `totals` may be NULL. */
 void store_metrics(struct store *store, const struct store_caller *caller, store_metric_fn *visit,
 		   void *context, struct store_totals *totals);
-
-/* Extended attributes: "value", "limit", "waiting", "key", "semid", "holders",
- * "token". Returns the length and a malloc'd text, or -ENODATA. */
-extern const char *const store_attribute_names[];
-int store_attribute(struct store *store, struct semaphore *semaphore, const char *name,
-		    char **text);
+/* One semaphore, also once deleted (`gone`). 0. */
+int store_semaphore_metric(struct store *store, struct semaphore *semaphore, store_metric_fn *visit,
+			   void *context);
 
 #endif

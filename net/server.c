@@ -7,6 +7,7 @@
  * its request is in the store stays allocated (fd gone, `dead`) until the
  * completion arrives, and then gives back whatever that request took. */
 #include "server.h"
+#include "report.h"
 
 #include "ace.h"
 #include "clock.h"
@@ -694,7 +695,7 @@ static void native_status(struct connection *c, const char *asked)
 	size_t length = 0;
 
 	if (!asked[0]) {
-		int r = store_status_text(store, c->caller, &text, &length);
+		int r = report_status_text(store, c->caller, &text, &length);
 		if (r < 0) {
 			reply_error(c, -r, NULL);
 			return;
@@ -714,7 +715,7 @@ static void native_status(struct connection *c, const char *asked)
 	if (r == 0)
 		r = store_open_path(store, name, false, &semaphore);
 	if (r == 0) {
-		r = store_semaphore_status(store, semaphore, &text);
+		r = report_semaphore_status(store, semaphore, &text);
 		store_close_semaphore(store, semaphore, 0);
 	}
 	if (r < 0) {

@@ -1,5 +1,6 @@
 /* stats.c: the stats directory writer (see stats.h). */
 #include "stats.h"
+#include "report.h"
 
 #include "clock.h"
 #include "log.h"
@@ -186,7 +187,7 @@ int stats_write(struct store *store, const char *directory, enum stats_format fo
 	size_t length = 0;
 	int r = format == STATS_FORMAT_ACE
 		    ? ace_status_text(store, &text, &length)
-		    : store_status_text(store, &stats_reader, &text, &length);
+		    : report_status_text(store, &stats_reader, &text, &length);
 
 	if (r == 0)
 		r = write_atomically(directory, STATS_STATUS_FILE, text, length);

@@ -2,6 +2,7 @@
  * nothing. Linked with -Wl,--wrap=calloc, so that the store's calloc (a
  * holder record) fails when a test asks it to. Real SysV sets. */
 #include "store.h"
+#include "report.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -86,7 +87,7 @@ static int submit(struct semaphore *s, struct request *r, enum command_verb verb
 static int value_of(struct semaphore *s)
 {
 	char *text;
-	cr_assert_geq(store_attribute(store, s, "value", &text), 0);
+	cr_assert_geq(report_attribute(store, s, "value", &text), 0);
 	int value = atoi(text);
 	free(text);
 	return value;

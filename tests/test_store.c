@@ -2,6 +2,7 @@
  * fake completion in place of a front-end. Each test has its own state
  * directory and removes its semaphores (and so their SysV sets). */
 #include "store.h"
+#include "report.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -140,7 +141,7 @@ static void queue_behind_holder(struct semaphore *s, struct test_waiter *holder,
 static int value_of(struct semaphore *s)
 {
 	char *text;
-	cr_assert_geq(store_attribute(store, s, "value", &text), 0);
+	cr_assert_geq(report_attribute(store, s, "value", &text), 0);
 	int value = atoi(text);
 	free(text);
 	return value;
@@ -244,7 +245,7 @@ Test(store, acquire_belongs_to_owner_and_returns_on_release)
 	cr_assert_eq(submit(s, &w, 1, VERB_ACQUIRE, COMMAND_NO_TIMEOUT, &owner), 0);
 	cr_assert_eq(value_of(s), 0);
 	char *holders;
-	cr_assert_gt(store_attribute(store, s, "holders", &holders), 0);
+	cr_assert_gt(report_attribute(store, s, "holders", &holders), 0);
 	cr_assert(strstr(holders, "test:1"), "%s", holders);
 	free(holders);
 	store_release_owner(store, &owner, "test");
@@ -300,7 +301,7 @@ static int run_one(struct semaphore *s, enum command_verb verb, int number, stru
 static int semid_of(struct semaphore *s)
 {
 	char *text;
-	cr_assert_geq(store_attribute(store, s, "semid", &text), 0);
+	cr_assert_geq(report_attribute(store, s, "semid", &text), 0);
 	int semid = atoi(text);
 	free(text);
 	return semid;
@@ -513,7 +514,7 @@ Test(store, an_unsaved_change_is_refused)
 	results[3] = store_create(store, STORE_ROOT_INO, "new", 0644, getuid(), getgid(), &attr);
 	int value = kernel_value(s);
 	char *limit_text;
-	cr_assert_geq(store_attribute(store, s, "limit", &limit_text), 0);
+	cr_assert_geq(report_attribute(store, s, "limit", &limit_text), 0);
 	int limit = atoi(limit_text);
 	free(limit_text);
 	cr_assert_eq(store_getattr(store, ino, &attr), 0);
@@ -546,7 +547,7 @@ static struct semaphore *open_existing(const char *name)
 static long attribute_of(struct semaphore *s, const char *name)
 {
 	char *text;
-	cr_assert_geq(store_attribute(store, s, name, &text), 0);
+	cr_assert_geq(report_attribute(store, s, name, &text), 0);
 	long value = strtol(text, NULL, 0);
 	free(text);
 	return value;

@@ -1,0 +1,213 @@
+/* fake_backend.c: see fake_backend.h. */
+#include "fake_backend.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+/* A handle is slot + FAKE_COUNTERS * generation, as a SysV semid carries a
+ * sequence number: a stale handle never reaches a slot's next counter. */
+static struct counter {
+	bool used;
+	key_t key;
+	int value;
+	int last_pid;
+	int generation;
+} counters[FAKE_COUNTERS];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+void fake_reset(void)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < FAKE_COUNTERS; i++)
+		counters[i].used = false; /* generations go on */
+	pthread_mutex_unlock(&lock);
+}
+
+static struct counter *counter_of(int handle)
+{
+	if (handle < 0)
+		return NULL;
+	struct counter *c = &counters[handle % FAKE_COUNTERS];
+	return c->used && c->generation == handle / FAKE_COUNTERS ? c : NULL;
+}
+
+static int handle_of(int slot)
+{
+	return slot + FAKE_COUNTERS * counters[slot].generation;
+}
+
+static int allocate(key_t key, int *handle)
+{
+	for (int i = 0; i < FAKE_COUNTERS; i++) {
+		if (!counters[i].used) {
+			int generation = counters[i].generation + 1;
+			counters[i] = (struct counter){.used = true, .key = key};
+			counters[i].generation = generation;
+			*handle = handle_of(i);
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+static int fake_create_at(void *self, key_t key, int permissions, int *handle)
+{
+	pthread_mutex_lock(&lock);
+	int r = 0;
+	for (int i = 0; i < FAKE_COUNTERS; i++)
+		if (counters[i].used && counters[i].key == key)
+			r = -EEXIST;
+	if (r == 0)
+		r = allocate(key, handle);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int fake_create(void *self, const char *path, int permissions, key_t *key, int *handle)
+{
+	static key_t next = 0x7e000000;
+	for (;;) {
+		pthread_mutex_lock(&lock);
+		key_t candidate = next++;
+		pthread_mutex_unlock(&lock);
+		int r = fake_create_at(self, candidate, permissions, handle);
+		if (r != -EEXIST) {
+			if (r == 0)
+				*key = candidate;
+			return r;
+		}
+	}
+}
+
+static int fake_attach(void *self, key_t key, uid_t creator, int *handle)
+{
+	pthread_mutex_lock(&lock);
+	int r = -ENOENT;
+	for (int i = 0; i < FAKE_COUNTERS; i++)
+		if (counters[i].used && counters[i].key == key) {
+			*handle = handle_of(i);
+			r = 0;
+		}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int fake_value_of(void *self, int handle)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = c ? c->value : -EIDRM;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+int fake_value(int handle)
+{
+	return fake_value_of(NULL, handle);
+}
+
+int fake_live(void)
+{
+	int live = 0;
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < FAKE_COUNTERS; i++)
+		live += counters[i].used;
+	pthread_mutex_unlock(&lock);
+	return live;
+}
+
+static int fake_last_pid(void *self, int handle)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = c ? c->last_pid : -EIDRM;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int move(int handle, int delta, int pid)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = !c ? -EIDRM : c->value + delta < 0 ? -EAGAIN : 0;
+	if (r == 0) {
+		c->value += delta;
+		c->last_pid = pid;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int fake_adjust(void *self, int handle, int delta, bool with_undo)
+{
+	return move(handle, delta, 1);
+}
+
+void fake_outside_adjust(int handle, int delta)
+{
+	(void)move(handle, delta, 4242);
+}
+
+/* Sleeps in short slices: nanosleep ends early on the store's kick signal,
+ * as semtimedop does, so the helper's wake-up works unchanged. */
+static int fake_take(void *self, int handle, const struct timespec *timeout)
+{
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		int r = move(handle, -1, 1);
+		if (r != -EAGAIN)
+			return r;
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		double waited = (double)(now.tv_sec - start.tv_sec) +
+				(double)(now.tv_nsec - start.tv_nsec) / 1e9;
+		if (timeout && waited >= (double)timeout->tv_sec + (double)timeout->tv_nsec / 1e9)
+			return -EAGAIN;
+		struct timespec slice = {0, 2000000};
+		if (nanosleep(&slice, NULL) < 0 && errno == EINTR)
+			return -EINTR;
+	}
+}
+
+static int fake_undo_to_plain(void *self, int handle)
+{
+	return fake_value_of(self, handle) < 0 ? -EIDRM : 0;
+}
+
+static int fake_set_owner(void *self, int handle, uid_t uid, gid_t gid, mode_t mode)
+{
+	return fake_value_of(self, handle) < 0 ? -EIDRM : 0;
+}
+
+static int fake_remove_of(void *self, int handle)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	if (c)
+		c->used = false;
+	pthread_mutex_unlock(&lock);
+	return c ? 0 : -EINVAL;
+}
+
+void fake_remove(int handle)
+{
+	(void)fake_remove_of(NULL, handle);
+}
+
+static const struct backend_ops fake_ops = {
+    .create = fake_create,
+    .create_at = fake_create_at,
+    .attach = fake_attach,
+    .value = fake_value_of,
+    .last_pid = fake_last_pid,
+    .adjust = fake_adjust,
+    .take = fake_take,
+    .undo_to_plain = fake_undo_to_plain,
+    .set_owner = fake_set_owner,
+    .remove = fake_remove_of,
+};
+
+const struct backend fake_backend = {.name = "fake", .ops = &fake_ops, .self = NULL};

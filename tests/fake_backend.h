@@ -1,0 +1,21 @@
+/* fake_backend.h: an in-memory backend (backend.h) for unit tests of the
+ * store's rules: counters in an array, no kernel, no other processes, except
+ * the ones a test plays (fake_outside_adjust, fake_remove). */
+#ifndef SEMFS_TEST_FAKE_BACKEND_H
+#define SEMFS_TEST_FAKE_BACKEND_H
+
+#include "backend.h"
+
+#include <stdbool.h>
+
+#define FAKE_COUNTERS 64
+
+extern const struct backend fake_backend;
+
+void fake_reset(void);
+int fake_value(int handle);			 /* -EIDRM once removed */
+int fake_live(void);				 /* counters not removed */
+void fake_outside_adjust(int handle, int delta); /* another "process" moves it */
+void fake_remove(int handle);			 /* an outside "ipcrm" */
+
+#endif

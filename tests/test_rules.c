@@ -1,0 +1,284 @@
+/* test_rules.c: the store's rules against the in-memory backend (no kernel):
+ * every command in every state class — free (all units home), partly out,
+ * busy with a waiter, holders of both kinds (lock and acquire), removed —
+ * with the result code and the units at home afterwards; and relax, limit
+ * and set with waiters queued. The same rules run over System V in
+ * test_store.c and end to end; here they run on the backend seam alone. */
+#include "fake_backend.h"
+#include "report.h"
+#include "store.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct store *store;
+static char state_dir[64];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
+static int completions, last_error;
+
+struct request {
+	struct waiter waiter;
+	struct command command;
+};
+
+static void complete(struct waiter *waiter, int error)
+{
+	pthread_mutex_lock(&lock);
+	completions++;
+	last_error = error;
+	pthread_cond_broadcast(&changed);
+	pthread_mutex_unlock(&lock);
+}
+
+static bool wait_completions(int count)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 3;
+	pthread_mutex_lock(&lock);
+	while (completions < count)
+		if (pthread_cond_timedwait(&changed, &lock, &until) != 0)
+			break;
+	bool ok = completions >= count;
+	pthread_mutex_unlock(&lock);
+	return ok;
+}
+
+static void setup(void)
+{
+	char error[256];
+	fake_reset();
+	snprintf(state_dir, sizeof(state_dir), "/tmp/semfs-test.rules-XXXXXX");
+	cr_assert_not_null(mkdtemp(state_dir));
+	struct store_options options = {.state_dir = state_dir,
+					.default_limit = 1,
+					.journal_max = 65536,
+					.backend = &fake_backend};
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	cr_assert_eq(store_start(store), 0);
+	completions = 0;
+}
+
+static void teardown(void)
+{
+	char command[160];
+	store_shutdown(store);
+	store_close(store);
+	snprintf(command, sizeof(command), "rm -rf %s", state_dir);
+	cr_assert_eq(system(command), 0);
+}
+
+TestSuite(rules, .init = setup, .fini = teardown, .timeout = 30);
+
+static int attribute(struct semaphore *s, const char *name)
+{
+	char *text;
+	int r = report_attribute(store, s, name, &text);
+	if (r < 0)
+		return r;
+	int value = atoi(text);
+	free(text);
+	return value;
+}
+
+static int run(struct semaphore *s, struct request *r, enum command_verb verb, double timeout,
+	       int number, struct owner *owner)
+{
+	memset(r, 0, sizeof(*r));
+	r->command = (struct command){.verb = verb, .timeout = timeout, .number = number};
+	r->waiter.commands = &r->command;
+	r->waiter.count = 1;
+	r->waiter.owner = owner;
+	r->waiter.complete = complete;
+	snprintf(r->waiter.who, sizeof(r->waiter.who), "test");
+	return store_submit(store, s, &r->waiter);
+}
+
+static int now(struct semaphore *s, enum command_verb verb, int number, struct owner *owner)
+{
+	struct request r;
+	return run(s, &r, verb, 0, number, owner);
+}
+
+enum state_class { FREE, PARTLY_OUT, BUSY_WITH_WAITER, BOTH_KINDS, REMOVED };
+static const char *const class_names[] = {"free", "partly out", "busy with a waiter",
+					  "both kinds held", "removed"};
+
+static struct owner acquirer;
+static struct request queued;
+
+/* A semaphore of limit 2 (3 for BOTH_KINDS) in the given state class. */
+static struct semaphore *make(enum state_class state, const char *name)
+{
+	struct store_attr attr;
+	struct semaphore *s;
+	cr_assert_eq(store_create(store, STORE_ROOT_INO, name, 0644, getuid(), getgid(), &attr), 0);
+	cr_assert_eq(store_open_semaphore(store, attr.ino, &s), 0);
+	memset(&acquirer, 0, sizeof(acquirer));
+	int limit = state == BOTH_KINDS ? 3 : state == BUSY_WITH_WAITER ? 1 : 2;
+	cr_assert_eq(now(s, VERB_LIMIT, limit, NULL), 0);
+	switch (state) {
+	case FREE:
+		break;
+	case PARTLY_OUT:
+		cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+		break;
+	case BUSY_WITH_WAITER:
+		cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+		cr_assert_eq(run(s, &queued, VERB_LOCK, COMMAND_NO_TIMEOUT, 0, NULL), STORE_QUEUED);
+		cr_assert_eq(attribute(s, "waiting"), 1);
+		break;
+	case BOTH_KINDS:
+		cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+		int acquired = now(s, VERB_ACQUIRE, 0, &acquirer);
+		cr_assert_eq(acquired, 0, "%s: acquire %d, value %d", name, acquired,
+			     attribute(s, "value"));
+		break;
+	case REMOVED:
+		cr_assert_eq(store_unlink(store, STORE_ROOT_INO, name), 0);
+		break;
+	}
+	return s;
+}
+
+/* Command x state class: the result and the units at home afterwards. */
+static const struct expectation {
+	enum command_verb verb;
+	int number;	 /* limit, set */
+	bool with_owner; /* acquire, release: the acquirer */
+	int result[5];	 /* by state class */
+	int home[5];	 /* value afterwards; -1: not checked (removed) */
+} table[] = {
+    /*                               free     partly   busy     both     removed */
+    {VERB_LOCK, 0, false, {0, 0, -EAGAIN, 0, -EIDRM}, {1, 0, 0, 0, -1}},
+    {VERB_UNLOCK, 0, false, {-EOVERFLOW, 0, 0, 0, -EIDRM}, {2, 2, 0, 2, -1}},
+    {VERB_RELAX, 0, false, {0, 0, 0, 0, -EIDRM}, {2, 1, 0, 1, -1}},
+    {VERB_ACQUIRE, 0, true, {0, 0, -EAGAIN, 0, -EIDRM}, {1, 0, 0, 0, -1}},
+    {VERB_ACQUIRE, 0, false, {-EINVAL, -EINVAL, -EINVAL, -EINVAL, -EIDRM}, {2, 1, 0, 1, -1}},
+    {VERB_RELEASE, 0, true, {-ENOLCK, -ENOLCK, -ENOLCK, 0, -EIDRM}, {2, 1, 0, 2, -1}},
+    {VERB_LIMIT, 4, false, {0, 0, 0, 0, -EIDRM}, {4, 3, 2, 2, -1}},
+    {VERB_LIMIT, 1, false, {0, 0, 0, -EBUSY, -EIDRM}, {1, 0, 0, 1, -1}},
+    {VERB_LIMIT, 0, false, {0, -EBUSY, -EBUSY, -EBUSY, -EIDRM}, {0, 1, 0, 1, -1}},
+    {VERB_SET, 0, false, {0, 0, 0, 0, -EIDRM}, {0, 0, 0, 0, -1}},
+    {VERB_SET, 2, false, {0, 0, -ERANGE, 0, -EIDRM}, {2, 2, 0, 2, -1}},
+    {VERB_SET, 3, false, {-ERANGE, -ERANGE, -ERANGE, -ERANGE, -EIDRM}, {2, 1, 0, 1, -1}},
+};
+
+Test(rules, every_command_in_every_state_class)
+{
+	int checked = 0;
+	for (size_t row = 0; row < sizeof(table) / sizeof(table[0]); row++) {
+		const struct expectation *e = &table[row];
+		for (int state = FREE; state <= REMOVED; state++) {
+			char name[32];
+			snprintf(name, sizeof(name), "s%zu-%d", row, state);
+			completions = 0;
+			struct semaphore *s = make((enum state_class)state, name);
+			int r = now(s, e->verb, e->number, e->with_owner ? &acquirer : NULL);
+			cr_assert_eq(r, e->result[state], "%s %d in state '%s': %d, expected %d",
+				     command_verb_name(e->verb), e->number, class_names[state], r,
+				     e->result[state]);
+			if (state == BUSY_WITH_WAITER) {
+				/* Whatever freed a unit went to the waiter, in FIFO order. */
+				bool freed =
+				    r == 0 && (e->verb == VERB_UNLOCK || e->verb == VERB_RELAX ||
+					       (e->verb == VERB_LIMIT && e->number > 1) ||
+					       (e->verb == VERB_SET && e->number > 0));
+				if (freed) {
+					cr_assert(wait_completions(1),
+						  "%s did not reach the waiter",
+						  command_verb_name(e->verb));
+					cr_assert_eq(last_error, 0);
+				} else {
+					cr_assert_eq(attribute(s, "waiting"), 1,
+						     "%s took the waiter away",
+						     command_verb_name(e->verb));
+				}
+			}
+			if (e->home[state] >= 0) {
+				/* The waiter may take what became free: settle first. */
+				usleep(state == BUSY_WITH_WAITER ? 20000 : 0);
+				cr_assert_eq(attribute(s, "value"), e->home[state],
+					     "%s %d in state '%s': value %d, expected %d",
+					     command_verb_name(e->verb), e->number,
+					     class_names[state], attribute(s, "value"),
+					     e->home[state]);
+			}
+			if (state != REMOVED) {
+				store_release_owner(store, &acquirer, "test");
+				store_close_semaphore(store, s, 0);
+				cr_assert_eq(store_unlink(store, STORE_ROOT_INO, name), 0);
+				if (state == BUSY_WITH_WAITER && completions == 0)
+					cr_assert(wait_completions(1), "the waiter was not ended");
+			} else {
+				store_close_semaphore(store, s, 0);
+			}
+			checked++;
+		}
+	}
+	cr_assert_eq(checked, 60);
+	cr_assert_eq(fake_live(), 0, "every backend counter went with its semaphore");
+}
+
+/* relax with waiters: every current waiter completes, the value stays. */
+Test(rules, relax_completes_every_waiter_and_keeps_the_value)
+{
+	struct semaphore *s = make(FREE, "r");
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+	struct request waiters[3];
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(run(s, &waiters[i], VERB_LOCK, COMMAND_NO_TIMEOUT, 0, NULL),
+			     STORE_QUEUED);
+	cr_assert_eq(now(s, VERB_RELAX, 0, NULL), 0);
+	cr_assert(wait_completions(3));
+	cr_assert_eq(last_error, 0);
+	cr_assert_eq(attribute(s, "value"), 0);
+	cr_assert_eq(attribute(s, "waiting"), 0);
+	store_close_semaphore(store, s, 0);
+}
+
+/* Waiters are served in arrival order, each by its own deadline. */
+Test(rules, waiters_in_fifo_order_and_deadlines)
+{
+	struct semaphore *s = make(BUSY_WITH_WAITER, "f");
+	struct request timed;
+	cr_assert_eq(run(s, &timed, VERB_LOCK, 0.1, 0, NULL), STORE_QUEUED);
+	cr_assert(wait_completions(1), "the timed waiter did not time out");
+	cr_assert_eq(last_error, ETIMEDOUT);
+	cr_assert_eq(attribute(s, "waiting"), 1, "the first waiter is still queued");
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), 0);
+	cr_assert(wait_completions(2));
+	cr_assert_eq(last_error, 0, "the first waiter got the unit");
+	cr_assert_eq(attribute(s, "value"), 0);
+	store_close_semaphore(store, s, 0);
+}
+
+/* A unit another process adds past the limit is taken back before a grant. */
+Test(rules, an_outside_excess_is_taken_back)
+{
+	struct semaphore *s = make(FREE, "o");
+	int handle = attribute(s, "semid");
+	fake_outside_adjust(handle, 3); /* 5 at home on limit 2 */
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), -EAGAIN, "an outside unit was handed out");
+	cr_assert_eq(fake_value(handle), 0);
+	store_close_semaphore(store, s, 0);
+}
+
+/* The counter removed from outside: the semaphore is gone (EIDRM). */
+Test(rules, a_counter_removed_from_outside_ends_the_semaphore)
+{
+	struct semaphore *s = make(PARTLY_OUT, "x");
+	fake_remove(attribute(s, "semid"));
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), -EIDRM);
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), -EIDRM);
+	store_close_semaphore(store, s, 0);
+}
