@@ -1,0 +1,175 @@
+/* store_helper.c: waiting for units the backend does not have yet: the helper
+ * thread of a contended semaphore, and the monitor of outside changes. */
+#include "store_internal.h"
+
+/* Set by the kick signal in a helper thread: see helper_main. */
+static __thread volatile sig_atomic_t helper_kicked;
+
+static void expire_waiters(struct store *store, struct semaphore *semaphore,
+			   struct done_list *done);
+static void hand_unit(struct store *store, struct semaphore *semaphore, struct done_list *done);
+static struct timespec helper_timeout(struct store *store, struct semaphore *semaphore);
+static void monitor_check(struct store *store, struct done_list *done);
+
+/* ---- the helper: one per contended semaphore ---------------------------- */
+
+static void expire_waiters(struct store *store, struct semaphore *semaphore, struct done_list *done)
+{
+	struct timespec now;
+
+	timespec_now(CLOCK_MONOTONIC, &now);
+	for (struct waiter *waiter = semaphore->head, *next; waiter; waiter = next) {
+		next = waiter->queue_next;
+		if (!waiter->has_deadline || clock_compare(&waiter->deadline, &now) > 0)
+			continue;
+		queue_remove(semaphore, waiter);
+		semaphore->timeouts++;
+		store->timeouts_total++;
+		journal_event(store, semaphore, "timeout", waiter->who, 0, NULL, false);
+		finish(store, waiter, -ETIMEDOUT, done);
+	}
+}
+
+/* The helper won a unit (held with SEM_UNDO): the queue's head gets it. */
+static void hand_unit(struct store *store, struct semaphore *semaphore, struct done_list *done)
+{
+	struct waiter *waiter = semaphore->head;
+	/* The kernel woke us for a unit an outside semop added past the limit:
+	 * keep it from everyone (held by nobody), and take back the rest. */
+	int value = be_value(store, semaphore->semid);
+	if (value >= 0 && value + (int)semaphore->acquired + 1 > (int)semaphore->limit &&
+	    be_undo_to_plain(store, semaphore->semid) == 0) {
+		journal_event(store, semaphore, "outside-change", "sysv", 0, "reverted=1", false);
+		(void)limit_guard(store, semaphore);
+		return;
+	}
+	if (!waiter) {
+		(void)be_adjust(store, semaphore->semid, 1, true); /* back home */
+		return;
+	}
+	const struct command *command = &waiter->commands[waiter->next];
+	struct holder *holder;
+	int r = grant_prepare(store, semaphore, waiter, command->verb, &holder);
+	queue_remove(semaphore, waiter);
+	waiter->state = WAITER_RUNNING;
+	if (r == 0 && command->verb == VERB_LOCK) {
+		r = be_undo_to_plain(store, semaphore->semid);
+		if (r < 0)
+			holder_put_back(holder);
+	}
+	if (r < 0) {
+		(void)be_adjust(store, semaphore->semid, 1, true);
+		finish(store, waiter, r, done);
+		return;
+	}
+	grant(store, semaphore, waiter, command->verb, holder);
+	waiter->next++;
+	r = execute(store, semaphore, waiter, done);
+	if (r != STORE_QUEUED)
+		finish(store, waiter, r, done);
+}
+
+static struct timespec helper_timeout(struct store *store, struct semaphore *semaphore)
+{
+	struct timespec now, until;
+
+	timespec_now(CLOCK_MONOTONIC, &now);
+	until = clock_add(now, HELPER_NAP);
+	for (struct waiter *w = semaphore->head; w; w = w->queue_next)
+		if (w->has_deadline && clock_compare(&w->deadline, &until) < 0)
+			until = w->deadline;
+	semaphore->helper_until = until;
+	return clock_difference(&until, &now);
+}
+
+void *helper_main(void *argument)
+{
+	struct semaphore *semaphore = argument;
+	struct store *store = semaphore->store;
+	struct done_list done = {0};
+
+	pthread_setname_np(pthread_self(), "semfs-helper");
+	pthread_mutex_lock(&store->lock);
+	for (;;) {
+		expire_waiters(store, semaphore, &done);
+		if (!semaphore->head || semaphore->removed || store->stopping) {
+			/* Finish the completions, then look again: a waiter queued
+			 * meanwhile saw helper_running and relies on us. */
+			if (!done.first)
+				break;
+			pthread_mutex_unlock(&store->lock);
+			run_done(&done);
+			pthread_mutex_lock(&store->lock);
+			continue;
+		}
+		helper_kicked = 0;
+		struct timespec timeout = helper_timeout(store, semaphore);
+		int semid = semaphore->semid;
+		pthread_mutex_unlock(&store->lock);
+		run_done(&done);
+		int r = helper_kicked ? -EINTR : be_take(store, semid, &timeout);
+		pthread_mutex_lock(&store->lock);
+		if (r == 0)
+			hand_unit(store, semaphore, &done);
+		else if (handle_gone(r))
+			(void)set_gone_from_outside(store, semaphore, &done);
+	}
+	semaphore->helper_running = false;
+	store->helpers--;
+	semaphore_let_go(store, semaphore, &done);
+	pthread_cond_broadcast(&store->helpers_gone);
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+	return NULL;
+}
+
+void kick_handler(int signal_number)
+{
+	(void)signal_number; /* interrupts semtimedop, or is seen before it */
+	helper_kicked = 1;
+}
+
+/* ---- outside changes ------------------------------------------------------ */
+
+static void monitor_check(struct store *store, struct done_list *done)
+{
+	for (struct semaphore *s = store->live, *next; s; s = next) {
+		next = s->live_next;
+		int value = limit_guard(store, s);
+		if (handle_gone(value)) {
+			(void)set_gone_from_outside(store, s, done);
+			continue;
+		}
+		if (value < 0 || value == s->last_value)
+			continue;
+		int pid = be_last_pid(store, s->semid);
+		if (pid == store->pid)
+			continue; /* ours, in flight: its own journal line follows */
+		char who[32];
+		snprintf(who, sizeof(who), "sysv:%d", pid);
+		journal_event(store, s, "outside-change", who, 0, NULL, false);
+	}
+}
+
+void *monitor_main(void *argument)
+{
+	struct store *store = argument;
+	struct done_list done = {0};
+
+	pthread_setname_np(pthread_self(), "semfs-monitor");
+	pthread_mutex_lock(&store->lock);
+	while (!store->stopping) {
+		struct timespec wake = clock_after(CLOCK_MONOTONIC, MONITOR_PERIOD);
+		pthread_cond_timedwait(&store->monitor_wake, &store->lock, &wake);
+		if (store->stopping)
+			break;
+		monitor_check(store, &done);
+		if (done.first) {
+			pthread_mutex_unlock(&store->lock);
+			run_done(&done);
+			pthread_mutex_lock(&store->lock);
+		}
+	}
+	pthread_mutex_unlock(&store->lock);
+	return NULL;
+}

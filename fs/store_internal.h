@@ -1,0 +1,227 @@
+/* store_internal.h: the store module's private interface, shared by its files
+ * (fs/store*.c) and by nothing else: the structures behind include/store.h
+ * and the functions one store file calls in another. */
+#ifndef SEMFS_STORE_INTERNAL_H
+#define SEMFS_STORE_INTERNAL_H
+
+#include "store.h"
+#include "backing.h"
+#include "clock.h"
+#include "journal.h"
+#include "log.h"
+#include "name.h"
+#include "backend.h"
+#include "thread.h"
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Seconds: a helper re-checks its queue at least this often. Kicks wake it
+ * sooner; this only bounds a kick lost in the instant before semtimedop. Every
+ * wake-up re-queues the helper at the tail of the kernel's queue, behind any
+ * outside SysV waiter, so it must be rare. */
+#define HELPER_NAP	   5.0
+#define MONITOR_PERIOD	   0.25 /* seconds: outside changes show within this */
+#define TOKEN_BLOCK	   1024 /* fencing tokens reserved on disk at a time */
+#define HELPER_KICK_SIGNAL SIGUSR2
+
+struct node {
+	uint64_t ino;
+	enum store_node_kind kind;
+	char *name;
+	struct node *parent;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec mtime, ctime;
+	uint64_t lookups; /* kernel references (FUSE nlookup) */
+	bool unlinked;
+	struct node *first_child, *last_child, *next_sibling, *prev_sibling;
+	struct node *ino_chain, *name_chain; /* hash buckets */
+	struct semaphore *semaphore;	     /* NODE_SEMAPHORE: holds one reference */
+	struct node *alias_of;		     /* an alias: the node it stands for */
+	struct node *first_alias;	     /* live aliases of this node */
+	struct node *alias_prev, *alias_next;
+	bool implicit;		/* a directory made for a name: goes when it empties */
+	unsigned opens;		/* open files on this nodeid */
+	unsigned queued_writes; /* waits holding this nodeid's inode lock */
+};
+
+struct holder {
+	struct semaphore *semaphore;
+	struct owner *owner; /* NULL: plain `lock` units */
+	unsigned units;
+	struct holder *next_in_semaphore, *next_in_owner;
+	char who[STORE_WHO_MAX];
+};
+
+struct semaphore {
+	struct store *store;
+	struct node *node;
+	uint64_t ino;
+	key_t key;
+	int semid;
+	unsigned limit;
+	uint64_t token, token_reserved;
+	unsigned acquired;	  /* units held by owners (acquire), with SEM_UNDO */
+	int last_value;		  /* as of our last journal line: to notice outside changes */
+	bool removed;		  /* the SysV set is gone: everything fails with EIDRM */
+	bool undefined;		  /* made by an ACE acquire of an unknown name: goes when idle */
+	bool defined;		  /* from the configuration: cannot be deleted */
+	bool defined_unconfirmed; /* restored as defined, not (yet) in this configuration */
+	uint64_t grants, timeouts;
+	struct journal journal;
+	struct waiter *head, *tail;
+	size_t waiting;
+	struct holder *holders;
+	bool helper_running;
+	pthread_t helper;
+	struct timespec helper_until;		 /* when the helper wakes by itself */
+	unsigned references;			 /* node + open files + helper */
+	struct semaphore *live_prev, *live_next; /* monitor's list */
+};
+
+struct hash {
+	struct node **buckets;
+	size_t size, count;
+};
+
+struct store {
+	pthread_mutex_t lock;
+	struct store_options options;
+	char state_dir[PATH_MAX];
+	struct backing backing;
+	struct node *root, *status;
+	struct hash by_ino, by_name;
+	uint64_t next_ino;
+	struct semaphore *live; /* semaphores not deleted */
+	size_t live_count;
+	struct timespec status_mtime;
+	time_t stamp_second; /* journal time stamps: the second, formatted once */
+	char stamp[32];
+	time_t enospc_logged;	  /* when "out of SysV sets" was last logged */
+	time_t state_full_logged; /* when "state_dir full" was last logged */
+	time_t excess_logged;	  /* when an outside excess was last logged */
+	uint64_t token_floor;	  /* new semaphores start their tokens here */
+	uint64_t grants_total, timeouts_total;
+	pid_t pid;
+	unsigned helpers;
+	pthread_cond_t helpers_gone;
+	bool stopping;
+	bool monitor_running;
+	pthread_t monitor;
+	pthread_cond_t monitor_wake;
+};
+
+struct done_list {
+	struct waiter *first, *last;
+};
+
+/* Set by a kick that lands while the helper is not yet in semtimedop, so
+ * that the kick is not lost: the helper looks at its queue again instead. */
+
+/* Who owns the directories walk_to_parent makes, and with which mode. */
+struct maker {
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+};
+
+/* store.c */
+int be_create(const struct store *store, const char *path, int permissions, key_t *key,
+	      int *handle);
+int be_create_at(const struct store *store, key_t key, int permissions, int *handle);
+int be_attach(const struct store *store, key_t key, uid_t creator, int *handle);
+int be_value(const struct store *store, int handle);
+int be_last_pid(const struct store *store, int handle);
+int be_adjust(const struct store *store, int handle, int delta, bool with_undo);
+int be_take(const struct store *store, int handle, const struct timespec *timeout);
+int be_undo_to_plain(const struct store *store, int handle);
+int be_set_owner(const struct store *store, int handle, uid_t uid, gid_t gid, mode_t mode);
+int be_remove(const struct store *store, int handle);
+struct semaphore *semaphore_new(struct store *store, key_t key, int semid, unsigned limit);
+void node_attach_semaphore(struct node *node, struct semaphore *semaphore);
+
+/* store_tree.c */
+void timespec_now(clockid_t clock, struct timespec *now);
+void done_push(struct done_list *done, struct waiter *waiter, int result);
+void run_done(struct done_list *done);
+int hash_grow(struct hash *hash, bool by_name);
+void hash_remove(struct hash *hash, struct node *node, bool by_name);
+struct node *node_by_ino(struct store *store, uint64_t ino);
+struct node *node_resolve(struct store *store, uint64_t nodeid);
+struct node *node_child(struct store *store, struct node *parent, const char *name);
+int node_path(const struct node *node, char *out, size_t size);
+int child_path(const struct node *parent, const char *name, char *out, size_t size);
+bool name_valid(const char *name);
+struct node *node_new(struct store *store, struct node *parent, const char *name,
+		      enum store_node_kind kind, mode_t mode, uid_t uid, gid_t gid);
+void node_detach(struct store *store, struct node *node);
+void node_free(struct store *store, struct node *node);
+void node_release_if_unused(struct store *store, struct node *node);
+struct node *lookup_choice(struct store *store, struct node *node, bool canonical);
+void note_queued_write(struct store *store, struct waiter *waiter, int delta);
+
+/* store_semaphore.c */
+void journal_event(struct store *store, struct semaphore *semaphore, const char *event,
+		   const char *who, uint64_t token, const char *extra, bool announced);
+struct holder *holder_get(struct semaphore *semaphore, struct owner *owner, const char *who);
+void holder_put_back(struct holder *holder);
+void holder_unlink(struct holder *holder);
+struct holder *holder_of_owner(struct semaphore *semaphore, struct owner *owner);
+void holder_drop_plain(struct semaphore *semaphore, const char *who);
+void semaphore_unreference(struct store *store, struct semaphore *semaphore);
+void live_remove(struct store *store, struct semaphore *semaphore);
+void queue_remove(struct semaphore *semaphore, struct waiter *waiter);
+void queue_append(struct semaphore *semaphore, struct waiter *waiter);
+int semaphore_save(struct store *store, struct semaphore *semaphore);
+int token_reserve(struct store *store, struct semaphore *semaphore, uint64_t count);
+bool set_gone_from_outside(struct store *store, struct semaphore *semaphore,
+			   struct done_list *done);
+int delete_node(struct store *store, struct node *node, const char *who, struct done_list *done);
+void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_list *done);
+void semaphore_let_go(struct store *store, struct semaphore *semaphore, struct done_list *done);
+
+/* store_rules.c */
+void finish(struct store *store, struct waiter *waiter, int result, struct done_list *done);
+int grant_prepare(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		  enum command_verb verb, struct holder **holder);
+void grant(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+	   enum command_verb verb, struct holder *holder);
+bool handle_gone(int r);
+int limit_guard(struct store *store, struct semaphore *semaphore);
+void helper_kick(struct semaphore *semaphore);
+int take(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+	 const struct command *command, struct done_list *done);
+int command_limit(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		  const struct command *command, struct done_list *done);
+int execute(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+	    struct done_list *done);
+
+/* store_helper.c */
+void *helper_main(void *argument);
+void kick_handler(int signal_number);
+void *monitor_main(void *argument);
+
+/* store_mount.c */
+int create_semaphore(struct store *store, struct node *parent, const char *name, mode_t mode,
+		     uid_t uid, gid_t gid, unsigned limit, bool undefined, const char *who,
+		     struct node **out);
+int make_directory(struct store *store, struct node *parent, const char *name, mode_t mode,
+		   uid_t uid, gid_t gid, struct node **out);
+
+/* store_paths.c */
+int walk_to_parent(struct store *store, const char *path, const struct maker *make,
+		   struct node **parent, const char **leaf);
+void prune_implicit(struct store *store, struct node *directory);
+bool node_permits(const struct node *node, const struct store_caller *caller, unsigned bits);
+
+#endif

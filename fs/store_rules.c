@@ -1,0 +1,455 @@
+/* store_rules.c: what each command does: lock, unlock, relax, acquire,
+ * release, limit, set; grants, the limit guard, queueing, cancelling, and
+ * giving back what an owner or a failed reply held. */
+#include "store_internal.h"
+
+static void helper_release_if_idle(struct semaphore *semaphore);
+static int helper_start(struct store *store, struct semaphore *semaphore);
+static int command_lock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			const struct command *command, struct done_list *done);
+static int command_unlock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			  const struct command *command, struct done_list *done);
+static int command_relax(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			 const struct command *command, struct done_list *done);
+static int command_acquire(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			   const struct command *command, struct done_list *done);
+static int command_release(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			   const struct command *command, struct done_list *done);
+static int command_set(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		       const struct command *command, struct done_list *done);
+static void release_holder(struct store *store, struct holder *holder, const char *who);
+
+/* ---- running commands --------------------------------------------------- */
+
+/* A request ended: a queued one goes to the done list. A failed request whose
+ * earlier commands changed something gets no IN_MODIFY from its write. */
+void finish(struct store *store, struct waiter *waiter, int result, struct done_list *done)
+{
+	struct semaphore *semaphore = waiter->semaphore;
+
+	if (result < 0 && waiter->changed_something && waiter->announced_by_reply &&
+	    semaphore->node && !semaphore->node->unlinked && store->options.changed) {
+		char path[PATH_MAX];
+		if (node_path(semaphore->node, path, sizeof(path)) == 0)
+			store->options.changed(store->options.changed_context, semaphore->ino, path,
+					       false);
+	}
+	if (done)
+		done_push(done, waiter, result);
+	else
+		waiter->state = WAITER_DONE;
+}
+
+/* What a grant needs, made ready before the unit is taken: its token
+ * reserved on disk and its holder record allocated. */
+int grant_prepare(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		  enum command_verb verb, struct holder **holder)
+{
+	int r = token_reserve(store, semaphore, 1);
+	if (r < 0)
+		return r;
+	*holder = holder_get(semaphore, verb == VERB_ACQUIRE ? waiter->owner : NULL, waiter->who);
+	return *holder ? 0 : -ENOMEM;
+}
+
+void grant(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+	   enum command_verb verb, struct holder *holder)
+{
+	waiter->token = ++semaphore->token;
+	waiter->changed_something = true;
+	semaphore->grants++;
+	store->grants_total++;
+	holder->units++;
+	if (verb == VERB_ACQUIRE)
+		semaphore->acquired++;
+	else
+		waiter->lock_units++;
+	journal_event(store, semaphore, command_verb_name(verb), waiter->who, waiter->token, NULL,
+		      waiter->announced_by_reply);
+}
+
+bool handle_gone(int r)
+{
+	return r == -EIDRM || r == -EINVAL;
+}
+
+/* Units beyond the limit came from outside (another SysV user's semop, or a
+ * SETVAL): take them back before anyone is handed one. The kernel's value
+ * plus the acquired units may never pass the limit; plain units in use are
+ * limit - value - acquired. Returns the value, or -errno. */
+int limit_guard(struct store *store, struct semaphore *semaphore)
+{
+	for (int attempt = 0;; attempt++) {
+		int value = be_value(store, semaphore->semid);
+		if (value < 0)
+			return value;
+		int excess = value + (int)semaphore->acquired - (int)semaphore->limit;
+		if (excess <= 0)
+			return value;
+		int pid = be_last_pid(store, semaphore->semid);
+		int r = be_adjust(store, semaphore->semid, -excess, false);
+		if (r == -EAGAIN && attempt < 3)
+			continue; /* someone took one meanwhile: look again */
+		if (r < 0)
+			return r;
+		char who[32], extra[32];
+		snprintf(who, sizeof(who), "sysv:%d", pid);
+		snprintf(extra, sizeof(extra), "reverted=%d", excess);
+		journal_event(store, semaphore, "outside-change", who, 0, extra, false);
+		if (time(NULL) - store->excess_logged >= 60) {
+			store->excess_logged = time(NULL);
+			char path[PATH_MAX] = "?";
+			if (semaphore->node)
+				(void)node_path(semaphore->node, path, sizeof(path));
+			log_warnx(
+			    "semaphore %s: pid %d raised its SysV value past the limit by %d; "
+			    "taken back (logged once a minute)",
+			    path, pid, excess);
+		}
+		return value - excess;
+	}
+}
+
+void helper_kick(struct semaphore *semaphore)
+{
+	pthread_kill(semaphore->helper, HELPER_KICK_SIGNAL);
+}
+
+/* An idle helper would catch the next unit in semtimedop and hand it back a
+ * moment later; send it away as soon as its queue is empty. */
+static void helper_release_if_idle(struct semaphore *semaphore)
+{
+	if (semaphore->helper_running && !semaphore->head)
+		helper_kick(semaphore);
+}
+
+static int helper_start(struct store *store, struct semaphore *semaphore)
+{
+	pthread_attr_t attributes;
+	sigset_t all, previous;
+	int r;
+
+	pthread_attr_init(&attributes);
+	pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attributes, 64 * 1024);
+	/* Helpers take only the kick signal; SIGTERM and friends stay with the
+	 * FUSE loop, which must see them to stop. */
+	sigfillset(&all);
+	sigdelset(&all, HELPER_KICK_SIGNAL);
+	pthread_sigmask(SIG_SETMASK, &all, &previous);
+	semaphore->references++;
+	semaphore->helper_running = true;
+	store->helpers++;
+	r = pthread_create(&semaphore->helper, &attributes, helper_main, semaphore);
+	pthread_sigmask(SIG_SETMASK, &previous, NULL);
+	pthread_attr_destroy(&attributes);
+	if (r != 0) {
+		semaphore->references--;
+		semaphore->helper_running = false;
+		store->helpers--;
+		return -r;
+	}
+	return 0;
+}
+
+int take(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+	 const struct command *command, struct done_list *done)
+{
+	bool acquire = command->verb == VERB_ACQUIRE;
+
+	if (acquire && !waiter->owner)
+		return -EINVAL;
+	/* Only an empty queue may try the kernel directly: no barging. */
+	if (!semaphore->head) {
+		struct holder *holder;
+		int r = grant_prepare(store, semaphore, waiter, command->verb, &holder);
+		if (r < 0)
+			return r;
+		r = limit_guard(store, semaphore);
+		if (r >= 0)
+			r = be_adjust(store, semaphore->semid, -1, acquire);
+		if (r == 0) {
+			grant(store, semaphore, waiter, command->verb, holder);
+			return 0;
+		}
+		holder_put_back(holder);
+		if (handle_gone(r)) {
+			if (set_gone_from_outside(store, semaphore, done))
+				return take(store, semaphore, waiter, command, done);
+			return -EIDRM;
+		}
+		if (r != -EAGAIN)
+			return r;
+	}
+	if (command->timeout == 0)
+		return -EAGAIN;
+	if (waiter->interrupted)
+		return -EINTR;
+
+	double seconds = command->timeout;
+	if (store->options.max_wait > 0 && (seconds < 0 || seconds > store->options.max_wait))
+		seconds = store->options.max_wait;
+	waiter->has_deadline = seconds >= 0;
+	if (waiter->has_deadline) {
+		waiter->deadline = clock_after(CLOCK_MONOTONIC, seconds);
+	}
+	if (!semaphore->helper_running) {
+		int r = helper_start(store, semaphore);
+		if (r < 0)
+			return r;
+	} else if (waiter->has_deadline &&
+		   clock_compare(&waiter->deadline, &semaphore->helper_until) < 0) {
+		helper_kick(semaphore);
+	}
+	queue_append(semaphore, waiter);
+	journal_event(store, semaphore, "wait", waiter->who, 0, NULL, false);
+	return STORE_QUEUED;
+}
+
+static int command_lock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			const struct command *command, struct done_list *done)
+{
+	return take(store, semaphore, waiter, command, done);
+}
+
+static int command_unlock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			  const struct command *command, struct done_list *done)
+{
+	int value = limit_guard(store, semaphore);
+
+	if (value < 0)
+		return value;
+	/* unlock returns plain units only: with none in use (every unit home, or
+	 * held by an acquire owner) it would be a double unlock. */
+	if ((unsigned)value + semaphore->acquired >= semaphore->limit)
+		return -EOVERFLOW;
+	int r = be_adjust(store, semaphore->semid, 1, false);
+	if (r < 0)
+		return r;
+	holder_drop_plain(semaphore, waiter->who);
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "unlock", waiter->who, 0, NULL, waiter->announced_by_reply);
+	return 0;
+}
+
+static int command_relax(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			 const struct command *command, struct done_list *done)
+{
+	/* Detach the current queue first: a relaxed batch that waits again
+	 * joins the new queue and is not relaxed twice. */
+	struct waiter *relaxed = semaphore->head;
+	size_t count = semaphore->waiting;
+	char extra[32];
+	int r = token_reserve(store, semaphore, count);
+
+	if (r < 0)
+		return r;
+	semaphore->head = semaphore->tail = NULL;
+	semaphore->waiting = 0;
+	waiter->changed_something = true;
+	snprintf(extra, sizeof(extra), "woke=%zu", count);
+	journal_event(store, semaphore, "relax", waiter->who, 0, extra, waiter->announced_by_reply);
+	helper_release_if_idle(semaphore);
+	while (relaxed) {
+		struct waiter *next = relaxed->queue_next;
+		note_queued_write(store, relaxed, -1);
+		relaxed->queue_prev = relaxed->queue_next = NULL;
+		relaxed->state = WAITER_RUNNING;
+		relaxed->token = ++semaphore->token;
+		semaphore->grants++;
+		store->grants_total++;
+		relaxed->next++;
+		r = execute(store, semaphore, relaxed, done);
+		if (r != STORE_QUEUED)
+			finish(store, relaxed, r, done);
+		relaxed = next;
+	}
+	return 0;
+}
+
+static int command_acquire(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			   const struct command *command, struct done_list *done)
+{
+	return take(store, semaphore, waiter, command, done);
+}
+
+static int command_release(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+			   const struct command *command, struct done_list *done)
+{
+	struct holder *holder = holder_of_owner(semaphore, waiter->owner);
+
+	if (!holder)
+		return -ENOLCK;
+	int r = be_adjust(store, semaphore->semid, 1, true);
+	if (r < 0)
+		return r;
+	semaphore->acquired--;
+	if (--holder->units == 0)
+		holder_unlink(holder);
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "release", waiter->who, 0, NULL,
+		      waiter->announced_by_reply);
+	return 0;
+}
+
+int command_limit(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		  const struct command *command, struct done_list *done)
+{
+	int difference = command->number - (int)semaphore->limit;
+	char extra[32];
+
+	if (difference < 0) {
+		int value = be_value(store, semaphore->semid);
+		if (value < 0)
+			return value;
+		/* The value moves by the difference; units in use cannot. */
+		if (value < -difference)
+			return -EBUSY;
+	}
+	/* On disk first: a crash in between leaves the larger limit's units
+	 * missing, never more units than the recorded limit. */
+	unsigned previous = semaphore->limit;
+	semaphore->limit = (unsigned)command->number;
+	int r = semaphore_save(store, semaphore);
+	if (r < 0) {
+		semaphore->limit = previous;
+		return r;
+	}
+	r = be_adjust(store, semaphore->semid, difference, false);
+	if (r < 0) {
+		semaphore->limit = previous;
+		(void)semaphore_save(store, semaphore);
+		return r == -EAGAIN ? -EBUSY : r;
+	}
+	snprintf(extra, sizeof(extra), "was=%u", previous);
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "limit", waiter->who, 0, extra, waiter->announced_by_reply);
+	return 0;
+}
+
+static int command_set(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+		       const struct command *command, struct done_list *done)
+{
+	/* Units an acquire owner holds are not set's to hand out. */
+	if ((unsigned)command->number + semaphore->acquired > semaphore->limit)
+		return -ERANGE;
+	int value = limit_guard(store, semaphore);
+	if (value < 0)
+		return value;
+	int r = be_adjust(store, semaphore->semid, command->number - value, false);
+	if (r < 0)
+		return r;
+	waiter->changed_something = true;
+	journal_event(store, semaphore, "set", waiter->who, 0, NULL, waiter->announced_by_reply);
+	return 0;
+}
+
+typedef int command_fn(struct store *, struct semaphore *, struct waiter *, const struct command *,
+		       struct done_list *);
+
+static command_fn *const command_table[] = {
+    [VERB_LOCK] = command_lock,	      [VERB_UNLOCK] = command_unlock,
+    [VERB_RELAX] = command_relax,     [VERB_ACQUIRE] = command_acquire,
+    [VERB_RELEASE] = command_release, [VERB_LIMIT] = command_limit,
+    [VERB_SET] = command_set,
+};
+
+/* Run the waiter's commands from waiter->next: 0, -errno or STORE_QUEUED. */
+int execute(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
+	    struct done_list *done)
+{
+	while (waiter->next < waiter->count) {
+		const struct command *command = &waiter->commands[waiter->next];
+		if (semaphore->removed)
+			return -EIDRM;
+		int r = command_table[command->verb](store, semaphore, waiter, command, done);
+		if (r != 0)
+			return r;
+		waiter->next++;
+	}
+	return 0;
+}
+
+int store_submit(struct store *store, struct semaphore *semaphore, struct waiter *waiter)
+{
+	struct done_list done = {0};
+	int r;
+
+	pthread_mutex_lock(&store->lock);
+	waiter->semaphore = semaphore;
+	waiter->next = 0;
+	waiter->state = WAITER_RUNNING;
+	/* IN_MODIFY from a write through an alias lands on the alias's inode,
+	 * not the one inotify watches: those changes need a touch. */
+	if (waiter->via_nodeid && waiter->via_nodeid != semaphore->ino)
+		waiter->announced_by_reply = false;
+	if (store->stopping)
+		r = -ECANCELED;
+	else
+		r = execute(store, semaphore, waiter, &done);
+	if (r != STORE_QUEUED)
+		finish(store, waiter, r, NULL);
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+	return r;
+}
+
+bool store_cancel(struct store *store, struct waiter *waiter)
+{
+	bool taken = false;
+
+	pthread_mutex_lock(&store->lock);
+	if (waiter->state == WAITER_QUEUED) {
+		struct semaphore *semaphore = waiter->semaphore;
+		queue_remove(semaphore, waiter);
+		waiter->state = WAITER_DONE;
+		journal_event(store, semaphore, "interrupt", waiter->who, 0, NULL, false);
+		helper_release_if_idle(semaphore);
+		taken = true;
+	} else {
+		waiter->interrupted = true;
+	}
+	pthread_mutex_unlock(&store->lock);
+	return taken;
+}
+
+void store_return_units(struct store *store, struct waiter *waiter)
+{
+	struct semaphore *semaphore = waiter->semaphore;
+
+	pthread_mutex_lock(&store->lock);
+	for (; waiter->lock_units > 0 && !semaphore->removed; waiter->lock_units--) {
+		if (be_adjust(store, semaphore->semid, 1, false) < 0)
+			break;
+		holder_drop_plain(semaphore, waiter->who);
+		journal_event(store, semaphore, "unlock", waiter->who, 0, "reason=reply-lost",
+			      false);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void release_holder(struct store *store, struct holder *holder, const char *who)
+{
+	struct semaphore *semaphore = holder->semaphore;
+
+	if (!semaphore->removed)
+		(void)be_adjust(store, semaphore->semid, (int)holder->units, true);
+	semaphore->acquired -= holder->units;
+	holder_unlink(holder);
+	if (!semaphore->removed)
+		journal_event(store, semaphore, "release", who, 0, "reason=close", false);
+}
+
+void store_release_owner(struct store *store, struct owner *owner, const char *who)
+{
+	struct done_list done = {0};
+
+	pthread_mutex_lock(&store->lock);
+	while (owner->holders) {
+		struct semaphore *semaphore = owner->holders->semaphore;
+		release_holder(store, owner->holders, who);
+		reap_if_idle(store, semaphore, &done);
+	}
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+}
