@@ -5,107 +5,56 @@
  *
  * Locks, in order: poll_lock -> store lock -> notify_lock. session_lock only
  * guards calls into the session from the notifier against its destruction. */
-#include "mount.h"
-#include "report.h"
+#include "mount_internal.h"
 
-#include "clock.h"
-#include "command.h"
-#include "log.h"
-#include "thread.h"
+static void stat_of(const struct store_attr *attr, struct stat *st);
+static void reply_entry(fuse_req_t req, int r, const struct store_attr *attr);
+static void reply_attr(fuse_req_t req, int r, const struct store_attr *attr);
+static void status_size(struct mount *mount, int r, struct store_attr *attr);
+static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+static void mount_forget(fuse_req_t req, fuse_ino_t ino, uint64_t count);
+static void mount_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+static void mount_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+static void mount_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set,
+			  struct fuse_file_info *fi);
+static void mount_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			dev_t rdev);
+static void mount_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+static void mount_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+static void mount_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+static void listing_free(struct mount *mount, struct directory_listing *listing);
+static void mount_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+static void mount_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			  struct fuse_file_info *fi);
+static void mount_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+static int reply_open_parallel(fuse_req_t req, struct open_file *file);
+static void open_file_free(struct mount *mount, struct open_file *file);
+static int status_for_opener(fuse_req_t req, struct store *store, struct open_file *file);
+static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+static void mount_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+static void mount_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		       struct fuse_file_info *fi);
+static void write_answer(struct write_request *request, int error);
+static void write_complete(struct waiter *waiter, int error);
+static void write_interrupted(fuse_req_t req, void *data);
+static void mount_write(fuse_req_t req, fuse_ino_t ino, const char *buffer, size_t size,
+			off_t offset, struct fuse_file_info *fi);
+static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		       struct fuse_pollhandle *handle);
+static void mount_init(void *userdata, struct fuse_conn_info *connection);
+static void mount_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t new_parent,
+			 const char *new_name, unsigned int flags);
+static void mount_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name);
 
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <linux/fuse.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <unistd.h>
+/* ---- helpers for every handler ----------------------------------------- */
 
-#define ENTRY_TIMEOUT 1.0 /* directories: names change only through us */
-#define ATTR_TIMEOUT  0.0 /* size and mtime move with every change */
-#define WRITE_MAX     65536
-#define XATTR_PREFIX  "user.semfs."
-/* The notifier's pace: changes within this coalesce into one touch, so a hot
- * semaphore costs the loop at most ~100 touch batches a second. */
-#define NOTIFY_INTERVAL 0.01 /* seconds */
-
-enum open_kind { OPEN_SEMAPHORE, OPEN_STATUS };
-
-struct open_file {
-	enum open_kind kind;
-	uint64_t nodeid;
-	struct semaphore *semaphore;
-	struct owner owner; /* acquire units of this open file */
-	char *status_text;
-	size_t status_length;
-	/* Kernel offset + skew = journal offset; the skew moves past lines
-	 * that were dropped before this reader got to them (see journal.h). */
-	int64_t skew;
-	/* poll_lock: */
-	uint64_t read_end;
-	struct fuse_pollhandle *poll_handle;
-	struct open_file *poll_next, *poll_prev; /* on mount->pollers while armed */
-	struct open_file *all_next, *all_prev;	 /* on mount->open_files */
-};
-
-struct change {
-	uint64_t ino;
-	bool touch;
-	struct change *next;
-	char path[];
-};
-
-struct mount {
-	struct store *store;
-	struct fuse_session *session;
-	char mountpoint[PATH_MAX];
-	bool mounted;
-
-	pthread_mutex_t poll_lock;
-	struct open_file *pollers;
-	struct open_file *open_files;
-	struct directory_listing *listings; /* freed at the end if no releasedir came */
-
-	pthread_mutex_t notify_lock;
-	pthread_cond_t notify_wake;
-	struct change *changes;
-	bool notifier_stop;
-	bool notifier_pausing; /* it sleeps out NOTIFY_INTERVAL: no need to wake it */
-	bool notifier_running;
-	pthread_t notifier;
-	volatile pid_t notifier_tid; /* its lookups get canonical nodeids */
-	bool handles_work;	     /* open_by_handle_at is allowed */
-
-	pthread_mutex_t session_lock;
-	bool session_closed;
-};
-
-struct write_request {
-	struct waiter waiter; /* first: the store hands it back */
-	struct mount *mount;
-	fuse_req_t req;
-	size_t size;
-	struct command commands[];
-};
-
-struct directory_listing {
-	struct store_entry *entries;
-	size_t count;
-	struct directory_listing *next, *prev; /* on mount->listings (poll_lock) */
-};
-
-static struct mount *mount_of(fuse_req_t req)
+struct mount *mount_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
 
-static void who_of(fuse_req_t req, char *who, size_t size)
+void who_of(fuse_req_t req, char *who, size_t size)
 {
 	snprintf(who, size, "pid:%d", (int)fuse_req_ctx(req)->pid);
 }
@@ -571,7 +520,7 @@ static void mount_write(fuse_req_t req, fuse_ino_t ino, const char *buffer, size
 
 /* ---- poll -------------------------------------------------------------------- */
 
-static bool file_readable(struct mount *mount, struct open_file *file)
+bool file_readable(struct mount *mount, struct open_file *file)
 {
 	uint64_t start, end;
 
@@ -608,100 +557,7 @@ static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_poll(req, events);
 }
 
-/* ---- extended attributes ----------------------------------------------------- */
-
-static const char *attribute_name(const char *name)
-{
-	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? name + strlen(XATTR_PREFIX)
-								      : NULL;
-}
-
-static void reply_xattr_text(fuse_req_t req, size_t size, const char *text, size_t length)
-{
-	if (size == 0)
-		fuse_reply_xattr(req, length);
-	else if (size < length)
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, text, length);
-}
-
-static void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
-{
-	struct mount *mount = mount_of(req);
-	const char *field = attribute_name(name);
-	struct semaphore *semaphore;
-	char *text = NULL;
-
-	if (!field || store_open_semaphore(mount->store, ino, &semaphore) < 0) {
-		fuse_reply_err(req, ENODATA);
-		return;
-	}
-	int length = report_attribute(mount->store, semaphore, field, &text);
-	store_close_semaphore(mount->store, semaphore, ino);
-	if (length < 0)
-		fuse_reply_err(req, -length);
-	else
-		reply_xattr_text(req, size, text, (size_t)length);
-	free(text);
-}
-
-static void mount_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	struct mount *mount = mount_of(req);
-	struct semaphore *semaphore;
-	char names[512];
-	size_t length = 0;
-
-	if (store_open_semaphore(mount->store, ino, &semaphore) == 0) {
-		store_close_semaphore(mount->store, semaphore, ino);
-		for (size_t i = 0; report_attribute_names[i]; i++)
-			length += (size_t)snprintf(names + length, sizeof(names) - length, "%s%s",
-						   XATTR_PREFIX, report_attribute_names[i]) +
-				  1;
-	}
-	reply_xattr_text(req, size, names, length);
-}
-
-static void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-			   size_t size, int flags)
-{
-	struct mount *mount = mount_of(req);
-	const char *field = attribute_name(name);
-	struct semaphore *semaphore;
-	struct command command;
-	char line[64], error[160];
-
-	if (!field) {
-		fuse_reply_err(req, ENOTSUP);
-		return;
-	}
-	if (strcmp(field, "limit") != 0) {
-		fuse_reply_err(req, EPERM); /* the others are read-only */
-		return;
-	}
-	/* The same parser as a written `limit N`: one grammar, one set of errors. */
-	if (size > 16 ||
-	    command_parse(line,
-			  (size_t)snprintf(line, sizeof(line), "limit %.*s", (int)size, value),
-			  &command, error, sizeof(error)) < 0) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	int r = store_open_semaphore(mount->store, ino, &semaphore);
-	if (r == 0) {
-		struct waiter waiter = {.commands = &command, .count = 1};
-		who_of(req, waiter.who, sizeof(waiter.who));
-		r = store_submit(mount->store, semaphore, &waiter); /* limit never waits */
-		store_close_semaphore(mount->store, semaphore, ino);
-	}
-	fuse_reply_err(req, r < 0 ? -r : 0);
-}
-
-static void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	fuse_reply_err(req, attribute_name(name) ? EPERM : ENODATA);
-}
+/* ---- the operations table -------------------------------------------------- */
 
 static void mount_init(void *userdata, struct fuse_conn_info *connection)
 {
@@ -751,161 +607,6 @@ static const struct fuse_lowlevel_ops mount_operations = {
     .removexattr = mount_removexattr,
     .poll = mount_poll,
 };
-
-/* ---- the notifier: poll wake-ups and inotify touches ------------------------ */
-
-void mount_changed(void *context, uint64_t ino, const char *path, bool announced_by_reply)
-{
-	struct mount *mount = context;
-	size_t length = strlen(path);
-
-	pthread_mutex_lock(&mount->notify_lock);
-	for (struct change *c = mount->changes; c; c = c->next) {
-		if (c->ino == ino) {
-			c->touch |= !announced_by_reply;
-			pthread_mutex_unlock(&mount->notify_lock);
-			return;
-		}
-	}
-	struct change *change = malloc(sizeof(*change) + length + 1);
-	if (change) { /* without memory a watcher misses one event, nothing else */
-		change->ino = ino;
-		change->touch = !announced_by_reply;
-		memcpy(change->path, path, length + 1);
-		change->next = mount->changes;
-		mount->changes = change;
-		if (!mount->notifier_pausing)
-			pthread_cond_signal(&mount->notify_wake);
-	}
-	pthread_mutex_unlock(&mount->notify_lock);
-}
-
-/* Wake every armed poll() whose file has lines past what it has read. */
-static void wake_pollers(struct mount *mount)
-{
-	struct fuse_pollhandle *ready[64];
-	size_t count;
-
-	do {
-		count = 0;
-		pthread_mutex_lock(&mount->poll_lock);
-		for (struct open_file *file = mount->pollers, *next; file && count < 64;
-		     file = next) {
-			next = file->poll_next;
-			if (!file_readable(mount, file))
-				continue;
-			ready[count++] = file->poll_handle;
-			file->poll_handle = NULL;
-			if (file->poll_prev)
-				file->poll_prev->poll_next = file->poll_next;
-			else
-				mount->pollers = file->poll_next;
-			if (file->poll_next)
-				file->poll_next->poll_prev = file->poll_prev;
-		}
-		pthread_mutex_unlock(&mount->poll_lock);
-
-		pthread_mutex_lock(&mount->session_lock);
-		for (size_t i = 0; i < count; i++) {
-			if (!mount->session_closed)
-				fuse_lowlevel_notify_poll(ready[i]);
-			fuse_pollhandle_destroy(ready[i]);
-		}
-		pthread_mutex_unlock(&mount->session_lock);
-	} while (count == 64);
-}
-
-static bool still_watchable(struct mount *mount, uint64_t ino, uint64_t nodeid)
-{
-	uint64_t nodeids[64];
-	size_t count = store_watchable_nodeids(mount->store, ino, nodeids, 64);
-
-	for (size_t i = 0; i < count; i++)
-		if (nodeids[i] == nodeid)
-			return true;
-	return false;
-}
-
-/* Raise IN_ATTRIB on every inode of the semaphore a watch may hold: set its
- * times through the mount, by file handle so that each alias is reached. */
-static void touch(struct mount *mount, const struct change *change)
-{
-	uint64_t nodeids[64];
-	size_t count = store_watchable_nodeids(mount->store, change->ino, nodeids, 64);
-	struct {
-		struct file_handle handle;
-		uint32_t words[3];
-	} fuse_handle;
-
-	/* Opened per touch: a standing fd would keep `fusermount3 -u` out.
-	 * (Not O_PATH: open_by_handle_at refuses such a mount fd.) */
-	int root_fd = count ? open(mount->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	for (size_t i = 0; i < count && root_fd >= 0 && mount->handles_work; i++) {
-		/* The kernel's FUSE handle: FILEID_INO64_GEN, nodeid, generation. */
-		fuse_handle.handle.handle_bytes = sizeof(fuse_handle.words);
-		fuse_handle.handle.handle_type = 0x81;
-		fuse_handle.words[0] = (uint32_t)(nodeids[i] >> 32);
-		fuse_handle.words[1] = (uint32_t)nodeids[i];
-		fuse_handle.words[2] = 1; /* entry.generation */
-		int fd = open_by_handle_at(root_fd, &fuse_handle.handle, O_PATH | O_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EPERM) /* needs CAP_DAC_READ_SEARCH */
-				mount->handles_work = false;
-			continue;
-		}
-		/* Ask again at the last moment: an alias just looked up is often
-		 * opened and written at once, and a write that waits holds the
-		 * inode lock utimensat needs. */
-		if (still_watchable(mount, change->ino, nodeids[i]))
-			(void)utimensat(fd, "", NULL, AT_EMPTY_PATH);
-		close(fd);
-	}
-	if (root_fd >= 0)
-		close(root_fd);
-	if (!mount->handles_work && change->touch) {
-		/* Unprivileged: by path, reaching the node's own inode only. */
-		char path[PATH_MAX * 2];
-		snprintf(path, sizeof(path), "%s/%s", mount->mountpoint, change->path);
-		(void)utimensat(AT_FDCWD, path, NULL, 0);
-	}
-}
-
-static void *notifier_main(void *argument)
-{
-	struct mount *mount = argument;
-
-	pthread_setname_np(pthread_self(), "semfs-notify");
-	mount->notifier_tid = gettid();
-	mount->handles_work = true;
-	pthread_mutex_lock(&mount->notify_lock);
-	while (!mount->notifier_stop) {
-		if (!mount->changes) {
-			pthread_cond_wait(&mount->notify_wake, &mount->notify_lock);
-			continue;
-		}
-		struct change *changes = mount->changes;
-		mount->changes = NULL;
-		pthread_mutex_unlock(&mount->notify_lock);
-		while (changes) {
-			struct change *next = changes->next;
-			wake_pollers(mount);
-			if (!mount->notifier_stop)
-				touch(mount, changes);
-			free(changes);
-			changes = next;
-		}
-		pthread_mutex_lock(&mount->notify_lock);
-		struct timespec pause = clock_after(CLOCK_MONOTONIC, NOTIFY_INTERVAL);
-		mount->notifier_pausing = true;
-		while (!mount->notifier_stop &&
-		       pthread_cond_timedwait(&mount->notify_wake, &mount->notify_lock, &pause) ==
-			   0)
-			;
-		mount->notifier_pausing = false;
-	}
-	pthread_mutex_unlock(&mount->notify_lock);
-	return NULL;
-}
 
 /* ---- life cycle ---------------------------------------------------------------- */
 

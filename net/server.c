@@ -6,143 +6,13 @@
  * connection is touched by the loop thread only. A connection closed while
  * its request is in the store stays allocated (fd gone, `dead`) until the
  * completion arrives, and then gives back whatever that request took. */
-#include "server.h"
-#include "report.h"
-
-#include "ace.h"
-#include "clock.h"
-#include "log.h"
-#include "name.h"
-#include "native.h"
-#include "thread.h"
-
-#include <arpa/inet.h>
-#include <errno.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/timerfd.h>
-#include <unistd.h>
-
-#define TICK_SECONDS	       0.25
-#define HEARTBEAT_SECONDS      1.0		      /* ACE's server sends `wait|` once a second */
-#define INPUT_MAX	       (2 * COMMAND_LINE_MAX) /* request bytes buffered per connection */
-#define OUTPUT_MAX	       (1u << 20) /* a reader this far behind (a stuck `watch`) is cut off */
-#define JOURNAL_CHUNK	       16384
-#define REJECT_LOGS_PER_SECOND 20
-#define KEEPALIVE_IDLE	       60 /* s before TCP probes a silent peer */
-#define KEEPALIVE_INTERVAL     10
-#define KEEPALIVE_COUNT	       6
-
-enum dialect { DIALECT_UNKNOWN, DIALECT_ACE, DIALECT_NATIVE };
-enum ace_state { ACE_IDLE, ACE_WAITING, ACE_HOLDING, ACE_FINISHED };
-
-struct buffer {
-	char *data;
-	size_t start, length, allocated;
-};
-
-struct connection {
-	struct server *server;
-	int fd; /* -1 once closed */
-	char who[STORE_WHO_MAX];
-	enum dialect dialect;
-	uint32_t events; /* registered with epoll */
-
-	char *in;
-	size_t in_length, in_allocated;
-	struct buffer out;
-
-	struct owner owner;
-	unsigned acquired;		   /* units `owner` holds, as this thread counts them */
-	const struct store_caller *caller; /* whose permissions its requests have */
-
-	/* The request in the store, if `pending`. */
-	struct waiter waiter;
-	struct command command;
-	struct semaphore *request_semaphore;
-	bool pending;
-	int result;
-	struct connection *completed_next;
-
-	/* ACE dialect. */
-	struct ace_parser *ace;
-	enum ace_state ace_state;
-	bool release_asked; /* `release|` came while still queued */
-	struct timespec next_heartbeat;
-	struct connection *heartbeat_prev, *heartbeat_next; /* while ACE_WAITING */
-	bool heartbeat_queued;
-
-	/* `watch`. */
-	struct semaphore *watching;
-	uint64_t watch_offset; /* in the journal file */
-
-	struct timespec last_activity;
-	struct timespec partial_since; /* the unfinished request began */
-	bool partial;
-	bool peer_closed; /* read EOF: no more requests come */
-	bool closing;	  /* close once the output is sent */
-	bool dead;	  /* closed, its request still in the store */
-	bool flush_queued;
-	struct connection *flush_next;
-	struct connection *prev, *next;
-};
-
-struct server {
-	struct server_options options;
-	struct allow_list allowed;
-	int listen_fd, epoll_fd, wake_fd, tick_fd;
-	/* ACE waiters by next heartbeat, earliest first; heartbeat_fd fires at
-	 * the head's, so a beat leaves 1.0 s after the last, not on a tick. */
-	int heartbeat_fd;
-	struct connection *heartbeat_head, *heartbeat_tail;
-	struct timespec heartbeat_armed; /* {0, 0}: disarmed */
-	unsigned port;
-	pthread_t thread;
-	bool running;
-	atomic_bool stopping;
-	atomic_bool changes; /* a journal grew: pump the watchers */
-	size_t watchers;     /* connections in `watch` */
-
-	pthread_mutex_t completed_lock;
-	struct connection *completed; /* finished requests, newest first */
-
-	struct connection *connections;
-	size_t count;
-	struct connection *graveyard; /* freed after the current batch of events */
-	struct connection *to_flush;  /* output waiting for the end of the batch */
-	bool accept_paused;
-	time_t accept_failure_logged;
-
-	time_t reject_second;
-	unsigned rejects_logged, rejects_suppressed;
-};
+#include "server_internal.h"
 
 /* Set in the server's thread: its own requests' changes need no wake-up,
  * the loop looks at `changes` after every batch of events. */
 static __thread bool in_server_thread;
-
 /* epoll tags for the server's own descriptors. */
 static char tag_listen, tag_wake, tag_tick, tag_heartbeat;
-
-static struct timespec now_monotonic(void)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return now;
-}
 
 static void wake_loop(struct server *server)
 {
@@ -151,9 +21,26 @@ static void wake_loop(struct server *server)
 	(void)n; /* a full counter still wakes the loop */
 }
 
+static void set_events(struct connection *c);
+static void flush_queued(struct server *server);
+static void watch_stop(struct connection *c);
+static void connection_let_go(struct connection *c);
+static void accept_resume(struct server *server);
+static void connection_bury(struct connection *c);
+static void dead_request_done(struct connection *c);
+static void request_complete(struct waiter *waiter, int error);
+static void process_input(struct connection *c);
+static void connection_readable(struct connection *c);
+static void accept_connections(struct server *server);
+static void handle_completions(struct server *server);
+static void tick(struct server *server);
+static void bury_the_dead(struct server *server);
+static void *server_main(void *argument);
+static int watch_fd(struct server *server, int fd, void *tag);
+
 /* ---- rejections are logged, but a flood does not flood the log ----------- */
 
-static void log_rejection(struct server *server, const char *peer, const char *reason)
+void log_rejection(struct server *server, const char *peer, const char *reason)
 {
 	time_t second = time(NULL);
 
@@ -170,9 +57,6 @@ static void log_rejection(struct server *server, const char *peer, const char *r
 }
 
 /* ---- output ---------------------------------------------------------------- */
-
-static void connection_close(struct connection *c, const char *reason);
-static void heartbeat_unqueue(struct connection *c);
 
 static void set_events(struct connection *c)
 {
@@ -194,7 +78,7 @@ static void set_events(struct connection *c)
 }
 
 /* Send what is buffered; false if the connection broke (and is closed). */
-static bool flush_output(struct connection *c)
+bool flush_output(struct connection *c)
 {
 	while (c->out.length > 0) {
 		ssize_t n = send(c->fd, c->out.data + c->out.start, c->out.length,
@@ -223,7 +107,7 @@ static bool flush_output(struct connection *c)
 /* Queue output. A reply the client asked for (a status of any size) goes
  * whole if the reader has kept up so far; a stream (`watch`) may not pass
  * OUTPUT_MAX. */
-static void queue_output(struct connection *c, const char *data, size_t length, bool whole)
+void queue_output(struct connection *c, const char *data, size_t length, bool whole)
 {
 	if (c->fd < 0 || length == 0)
 		return;
@@ -260,7 +144,7 @@ static void queue_output(struct connection *c, const char *data, size_t length, 
 	}
 }
 
-static void send_bytes(struct connection *c, const char *data, size_t length)
+void send_bytes(struct connection *c, const char *data, size_t length)
 {
 	queue_output(c, data, length, false);
 }
@@ -276,14 +160,12 @@ static void flush_queued(struct server *server)
 	}
 }
 
-static void send_text(struct connection *c, const char *text)
+void send_text(struct connection *c, const char *text)
 {
 	send_bytes(c, text, strlen(text));
 }
 
-static void reply(struct connection *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void reply(struct connection *c, const char *fmt, ...)
+void reply(struct connection *c, const char *fmt, ...)
 {
 	char line[COMMAND_LINE_MAX + 128];
 	va_list ap;
@@ -300,7 +182,7 @@ static void reply(struct connection *c, const char *fmt, ...)
 }
 
 /* The words a client sees for an errno, beyond strerror's. */
-static const char *explain(int error)
+const char *explain(int error)
 {
 	switch (error) {
 	case ENOENT:
@@ -337,7 +219,7 @@ static const char *explain(int error)
 	}
 }
 
-static void reply_error(struct connection *c, int error, const char *name)
+void reply_error(struct connection *c, int error, const char *name)
 {
 	const char *error_name = strerrorname_np(error);
 	char wire[3 * NAME_MAX_LENGTH + 1] = "";
@@ -403,7 +285,7 @@ static void connection_bury(struct connection *c)
 }
 
 /* `reason`: logged (a protocol violation); NULL for an ordinary end. */
-static void connection_close(struct connection *c, const char *reason)
+void connection_close(struct connection *c, const char *reason)
 {
 	struct server *server = c->server;
 
@@ -457,7 +339,7 @@ static void request_complete(struct waiter *waiter, int error)
 
 /* Submit conn->command on `semaphore` (a reference the connection now owns).
  * Returns 0, -errno, or STORE_QUEUED. */
-static int request_submit(struct connection *c, struct semaphore *semaphore)
+int request_submit(struct connection *c, struct semaphore *semaphore)
 {
 	c->waiter = (struct waiter){
 	    .commands = &c->command,
@@ -473,415 +355,12 @@ static int request_submit(struct connection *c, struct semaphore *semaphore)
 	return r;
 }
 
-static void request_finish(struct connection *c)
+void request_finish(struct connection *c)
 {
 	if (c->request_semaphore) {
 		store_close_semaphore(c->server->options.store, c->request_semaphore, 0);
 		c->request_semaphore = NULL;
 	}
-}
-
-/* ---- ACE heartbeats --------------------------------------------------------- */
-
-static void heartbeat_arm(struct server *server)
-{
-	struct timespec at = server->heartbeat_head ? server->heartbeat_head->next_heartbeat
-						    : (struct timespec){0, 0};
-	if (at.tv_sec == server->heartbeat_armed.tv_sec &&
-	    at.tv_nsec == server->heartbeat_armed.tv_nsec)
-		return;
-	struct itimerspec when = {.it_value = at}; /* zero disarms */
-	if (timerfd_settime(server->heartbeat_fd, TFD_TIMER_ABSTIME, &when, NULL) == 0)
-		server->heartbeat_armed = at;
-}
-
-/* Sorted insert from the tail: deadlines mostly arrive in order. */
-static void heartbeat_queue(struct server *server, struct connection *c)
-{
-	struct connection *after = server->heartbeat_tail;
-	while (after && clock_compare(&after->next_heartbeat, &c->next_heartbeat) > 0)
-		after = after->heartbeat_prev;
-	c->heartbeat_prev = after;
-	c->heartbeat_next = after ? after->heartbeat_next : server->heartbeat_head;
-	if (c->heartbeat_next)
-		c->heartbeat_next->heartbeat_prev = c;
-	else
-		server->heartbeat_tail = c;
-	if (after)
-		after->heartbeat_next = c;
-	else
-		server->heartbeat_head = c;
-	c->heartbeat_queued = true;
-	heartbeat_arm(server);
-}
-
-static void heartbeat_unqueue(struct connection *c)
-{
-	struct server *server = c->server;
-	if (!c->heartbeat_queued)
-		return;
-	if (c->heartbeat_prev)
-		c->heartbeat_prev->heartbeat_next = c->heartbeat_next;
-	else
-		server->heartbeat_head = c->heartbeat_next;
-	if (c->heartbeat_next)
-		c->heartbeat_next->heartbeat_prev = c->heartbeat_prev;
-	else
-		server->heartbeat_tail = c->heartbeat_prev;
-	c->heartbeat_prev = c->heartbeat_next = NULL;
-	c->heartbeat_queued = false;
-	heartbeat_arm(server);
-}
-
-/* ACE's server sends `wait|` each second a request waits, counted from
- * the request: 1.0, 2.0, 3.0 s... */
-static void heartbeats_due(struct server *server)
-{
-	struct timespec now = now_monotonic();
-
-	while (server->heartbeat_head &&
-	       clock_compare(&server->heartbeat_head->next_heartbeat, &now) <= 0) {
-		struct connection *c = server->heartbeat_head;
-		heartbeat_unqueue(c);
-		send_text(c, ACE_WAIT);
-		if (c->fd < 0 || c->ace_state != ACE_WAITING)
-			continue;
-		while (clock_compare(&c->next_heartbeat, &now) <= 0) /* late: skip, no burst */
-			c->next_heartbeat = clock_add(c->next_heartbeat, HEARTBEAT_SECONDS);
-		heartbeat_queue(server, c);
-	}
-	heartbeat_arm(server);
-}
-
-/* ---- the ACE dialect ----------------------------------------------------------- */
-
-static void ace_release(struct connection *c)
-{
-	if (c->ace_state == ACE_WAITING) {
-		c->release_asked = true; /* not a cancel: ACE answers locked|ok| */
-		return;
-	}
-	if (c->ace_state != ACE_HOLDING) {
-		connection_close(c, "ACE release| without a unit");
-		return;
-	}
-	c->command = (struct command){.verb = VERB_RELEASE, .timeout = COMMAND_NO_TIMEOUT};
-	int r = store_submit(c->server->options.store, c->request_semaphore, &c->waiter);
-	if (r == 0)
-		c->acquired--;
-	c->ace_state = ACE_FINISHED;
-	send_text(c, ACE_OK);
-	if (c->fd >= 0) {
-		c->closing = true; /* as ACE's server: ok|, then close */
-		flush_output(c);
-	}
-}
-
-static void ace_granted(struct connection *c)
-{
-	heartbeat_unqueue(c);
-	c->acquired++;
-	c->ace_state = ACE_HOLDING;
-	send_text(c, ACE_LOCKED);
-	if (c->fd >= 0 && c->release_asked)
-		ace_release(c);
-}
-
-static void ace_acquire(struct connection *c, const char *ace_name)
-{
-	struct timespec asked = now_monotonic(); /* heartbeats count from here */
-	struct semaphore *semaphore;
-	struct store *store = c->server->options.store;
-	char name[PATH_MAX] = "", wire[3 * NAME_MAX_LENGTH + 1];
-	if (name_wire(ace_name, wire, sizeof(wire)) < 0)
-		wire[0] = '\0';
-	/* Use it (w), or make it if it is missing (w+x on its directory). */
-	int r = store_name_path(store, ace_name, name, sizeof(name));
-	if (r == 0)
-		r = store_access_path(store, name, c->caller, STORE_WRITE);
-	if (r == -ENOENT)
-		r = store_access_path(store, name, c->caller, STORE_CREATE);
-	if (r == 0)
-		r = store_open_path(store, name, true, &semaphore);
-
-	if (r < 0) {
-		char reason[sizeof(wire) + 64];
-		snprintf(reason, sizeof(reason), "ACE acquire of %s: %s", wire, explain(-r));
-		connection_close(c, reason);
-		return;
-	}
-	c->command = (struct command){.verb = VERB_ACQUIRE, .timeout = COMMAND_NO_TIMEOUT};
-	r = request_submit(c, semaphore);
-	if (r == 0) {
-		ace_granted(c);
-	} else if (r == STORE_QUEUED) {
-		c->ace_state = ACE_WAITING;
-		c->next_heartbeat = clock_add(asked, HEARTBEAT_SECONDS);
-		heartbeat_queue(c->server, c);
-	} else {
-		char reason[sizeof(wire) + 64];
-		snprintf(reason, sizeof(reason), "ACE acquire of %s: %s", wire, explain(-r));
-		connection_close(c, reason);
-	}
-}
-
-static void ace_request_done(struct connection *c)
-{
-	if (c->result == 0)
-		ace_granted(c);
-	else
-		connection_close(c, NULL); /* cancelled by shutdown or deletion */
-}
-
-static void ace_process(struct connection *c)
-{
-	size_t used = 0;
-
-	while (used < c->in_length && c->fd >= 0) {
-		enum ace_event event;
-		used += ace_feed(c->ace, c->in + used, c->in_length - used, &event);
-		switch (event) {
-		case ACE_NONE:
-			break;
-		case ACE_ACQUIRE:
-			c->last_activity = now_monotonic();
-			ace_acquire(c, c->ace->name);
-			break;
-		case ACE_KEEPALIVE:
-			break;
-		case ACE_RELEASE:
-			ace_release(c);
-			break;
-		case ACE_INVALID: {
-			char reason[256];
-			snprintf(reason, sizeof(reason), "invalid ACE input (%s)", c->ace->error);
-			connection_close(c, reason);
-			return;
-		}
-		}
-	}
-	c->in_length = 0;
-	c->partial =
-	    c->ace->state == ACE_START || c->ace->state == ACE_NAME || c->ace->token_length > 0;
-	if (c->fd >= 0 && c->peer_closed)
-		connection_close(c, NULL); /* ACE: a closed connection gives back */
-}
-
-/* ---- the native dialect ------------------------------------------------------- */
-
-static void native_command_done(struct connection *c, int result)
-{
-	enum command_verb verb = c->command.verb;
-
-	c->last_activity = now_monotonic(); /* idle from the reply on */
-	if (result == 0 && verb == VERB_ACQUIRE)
-		c->acquired++;
-	if (result == 0 && verb == VERB_RELEASE)
-		c->acquired--;
-	if (result == 0 && (verb == VERB_LOCK || verb == VERB_ACQUIRE))
-		reply(c, "ok token=%" PRIu64, c->waiter.token);
-	else if (result == 0)
-		reply(c, "ok");
-	else
-		reply_error(c, -result, NULL);
-	request_finish(c);
-}
-
-static void native_status(struct connection *c, const char *asked)
-{
-	struct store *store = c->server->options.store;
-	char *text = NULL;
-	char name[PATH_MAX] = "";
-	size_t length = 0;
-
-	if (!asked[0]) {
-		int r = report_status_text(store, c->caller, &text, &length);
-		if (r < 0) {
-			reply_error(c, -r, NULL);
-			return;
-		}
-		size_t lines = 0;
-		for (size_t i = 0; i < length; i++)
-			lines += text[i] == '\n';
-		reply(c, "ok lines=%zu", lines);
-		queue_output(c, text, length, true);
-		free(text);
-		return;
-	}
-	struct semaphore *semaphore;
-	int r = store_name_path(store, asked, name, sizeof(name));
-	if (r == 0)
-		r = store_access_path(store, name, c->caller, STORE_READ);
-	if (r == 0)
-		r = store_open_path(store, name, false, &semaphore);
-	if (r == 0) {
-		r = report_semaphore_status(store, semaphore, &text);
-		store_close_semaphore(store, semaphore, 0);
-	}
-	if (r < 0) {
-		reply_error(c, -r, asked);
-		return;
-	}
-	/* Not through reply(): a status line has no length limit. */
-	send_text(c, "ok ");
-	queue_output(c, text, strlen(text), true);
-	send_text(c, "\n");
-	free(text);
-}
-
-static void native_watch(struct connection *c, const char *asked)
-{
-	struct store *store = c->server->options.store;
-	struct semaphore *semaphore;
-	char name[PATH_MAX], wire[3 * NAME_MAX_LENGTH + 1];
-	int r = store_name_path(store, asked, name, sizeof(name));
-	if (r == 0)
-		r = store_access_path(store, name, c->caller, STORE_READ);
-	if (r == 0)
-		r = store_open_path(store, name, false, &semaphore);
-
-	if (r < 0) {
-		reply_error(c, -r, asked);
-		return;
-	}
-	c->watching = semaphore;
-	c->server->watchers++;
-	uint64_t start;
-	store_journal_position(store, semaphore, &start, &c->watch_offset);
-	if (name_wire(asked, wire, sizeof(wire)) < 0)
-		wire[0] = '\0';
-	/* seq= of the newest line: the watcher can tell a gap from then on. */
-	reply(c, "ok watching=%s seq=%" PRIu64, wire, store_journal_seq(store, semaphore));
-}
-
-static void native_request(struct connection *c, const char *line, size_t length)
-{
-	struct store *store = c->server->options.store;
-	struct native_request request;
-	char error[256];
-	int r = native_parse(line, length, &request, error, sizeof(error));
-
-	if (r == 0)
-		return; /* a blank line: no activity, idle_timeout runs on */
-	c->last_activity = now_monotonic();
-	if (r < 0) {
-		const char *error_name = strerrorname_np(-r);
-		char reason[300];
-		snprintf(reason, sizeof(reason), "bad request: %s", error);
-		log_rejection(c->server, c->who + strlen("tcp:"), reason);
-		reply(c, "err %s %s", error_name ? error_name : "EINVAL", error);
-		return;
-	}
-	char path[PATH_MAX] = "";
-	if (request.name[0] && request.verb != NATIVE_STATUS && request.verb != NATIVE_WATCH &&
-	    (r = store_name_path(store, request.name, path, sizeof(path))) < 0) {
-		reply_error(c, -r, request.name);
-		return;
-	}
-	switch (request.verb) {
-	case NATIVE_COMMAND: {
-		struct semaphore *semaphore;
-		c->command = request.command;
-		r = store_access_path(store, path, c->caller, STORE_WRITE);
-		if (r == 0)
-			r = store_open_path(store, path, false, &semaphore);
-		if (r < 0) {
-			reply_error(c, -r, request.name);
-			return;
-		}
-		r = request_submit(c, semaphore);
-		if (r == STORE_QUEUED && c->peer_closed && store_cancel(store, &c->waiter)) {
-			/* Nobody is left to wait for the answer. */
-			c->pending = false;
-			r = -ECONNRESET;
-		}
-		if (r != STORE_QUEUED)
-			native_command_done(c, r);
-		return;
-	}
-	case NATIVE_CREATE:
-		r = store_access_path(store, path, c->caller, STORE_CREATE);
-		if (r == 0)
-			r = store_create_path(store, path,
-					      request.has_limit ? request.limit
-								: c->server->options.default_limit,
-					      c->who);
-		if (r < 0)
-			reply_error(c, -r, request.name);
-		else
-			reply(c, "ok limit=%u",
-			      request.has_limit ? request.limit : c->server->options.default_limit);
-		return;
-	case NATIVE_DELETE:
-		r = store_access_path(store, path, c->caller, STORE_DELETE);
-		if (r == 0)
-			r = store_delete_path(store, path, c->who);
-		if (r < 0)
-			reply_error(c, -r, request.name);
-		else
-			reply(c, "ok");
-		return;
-	case NATIVE_STATUS:
-		native_status(c, request.name);
-		return;
-	case NATIVE_WATCH:
-		native_watch(c, request.name);
-		return;
-	case NATIVE_PING:
-		reply(c, "ok pong");
-		return;
-	case NATIVE_HELP: {
-		size_t lines = 0;
-		for (const char *p = native_help; *p; p++)
-			lines += *p == '\n';
-		reply(c, "ok lines=%zu", lines);
-		send_text(c, native_help);
-		return;
-	}
-	case NATIVE_QUIT:
-		reply(c, "ok bye");
-		c->closing = true;
-		return;
-	}
-}
-
-static void native_process(struct connection *c)
-{
-	size_t used = 0;
-
-	while (c->fd >= 0 && !c->pending && !c->closing && !c->watching) {
-		size_t length;
-		int framed = native_frame(c->in + used, c->in_length - used, &length);
-		if (framed < 0) {
-			reply(c, "err E2BIG request line longer than %d bytes", COMMAND_LINE_MAX);
-			log_warnx("%s: request line longer than %d bytes; connection closed",
-				  c->who, COMMAND_LINE_MAX);
-			c->closing = true;
-			break;
-		}
-		if (framed == 0)
-			break;
-		native_request(c, c->in + used, length);
-		used += length + 1;
-	}
-	if (used > 0) {
-		memmove(c->in, c->in + used, c->in_length - used);
-		c->in_length -= used;
-	}
-	if (c->watching)
-		c->in_length = 0; /* a watch stream takes no more requests */
-	c->partial = c->in_length > 0 && !c->pending;
-	if (c->fd >= 0 && c->peer_closed && !c->pending && !c->closing)
-		c->closing = true;
-	if (c->fd >= 0)
-		flush_output(c);
-}
-
-static void native_request_done(struct connection *c)
-{
-	native_command_done(c, c->result);
-	if (c->fd >= 0)
-		native_process(c); /* the requests that queued up behind it */
 }
 
 /* ---- reading ----------------------------------------------------------------- */
@@ -958,40 +437,6 @@ static void connection_readable(struct connection *c)
 	if (c->partial && !was_partial)
 		c->partial_since = now_monotonic();
 	set_events(c);
-}
-
-/* ---- watch streams ------------------------------------------------------------ */
-
-static void pump_watch(struct connection *c)
-{
-	struct store *store = c->server->options.store;
-	uint64_t start, end;
-	char chunk[JOURNAL_CHUNK];
-
-	store_journal_position(store, c->watching, &start, &end);
-	while (c->fd >= 0 && c->watch_offset < end) {
-		/* A watcher slower than journal_max/2 gets a "dropped" line. */
-		size_t n =
-		    store_read_journal(store, c->watching, &c->watch_offset, chunk, sizeof(chunk));
-		if (n == 0)
-			break;
-		send_bytes(c, chunk, n);
-	}
-	if (c->fd >= 0 && store_semaphore_removed(store, c->watching)) {
-		c->closing = true; /* its last line said `delete` */
-		flush_output(c);
-	}
-}
-
-static void pump_watches(struct server *server)
-{
-	if (server->watchers == 0)
-		return;
-	for (struct connection *c = server->connections, *next; c; c = next) {
-		next = c->next; /* pump_watch may close c */
-		if (c->watching && c->fd >= 0)
-			pump_watch(c);
-	}
 }
 
 /* ---- the loop ------------------------------------------------------------------- */

@@ -1,0 +1,116 @@
+/* mount_internal.h: the mount's private interface, shared by its files
+ * (fs/mount*.c) and nothing else: the mount and open-file structures and the
+ * calls one mount file makes into another. */
+#ifndef SEMFS_MOUNT_INTERNAL_H
+#define SEMFS_MOUNT_INTERNAL_H
+
+#include "mount.h"
+#include "report.h"
+#include "clock.h"
+#include "command.h"
+#include "log.h"
+#include "thread.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fuse.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define ENTRY_TIMEOUT 1.0 /* directories: names change only through us */
+#define ATTR_TIMEOUT  0.0 /* size and mtime move with every change */
+#define WRITE_MAX     65536
+#define XATTR_PREFIX  "user.semfs."
+/* The notifier's pace: changes within this coalesce into one touch, so a hot
+ * semaphore costs the loop at most ~100 touch batches a second. */
+#define NOTIFY_INTERVAL 0.01 /* seconds */
+
+enum open_kind { OPEN_SEMAPHORE, OPEN_STATUS };
+
+struct open_file {
+	enum open_kind kind;
+	uint64_t nodeid;
+	struct semaphore *semaphore;
+	struct owner owner; /* acquire units of this open file */
+	char *status_text;
+	size_t status_length;
+	/* Kernel offset + skew = journal offset; the skew moves past lines
+	 * that were dropped before this reader got to them (see journal.h). */
+	int64_t skew;
+	/* poll_lock: */
+	uint64_t read_end;
+	struct fuse_pollhandle *poll_handle;
+	struct open_file *poll_next, *poll_prev; /* on mount->pollers while armed */
+	struct open_file *all_next, *all_prev;	 /* on mount->open_files */
+};
+
+struct change {
+	uint64_t ino;
+	bool touch;
+	struct change *next;
+	char path[];
+};
+
+struct mount {
+	struct store *store;
+	struct fuse_session *session;
+	char mountpoint[PATH_MAX];
+	bool mounted;
+
+	pthread_mutex_t poll_lock;
+	struct open_file *pollers;
+	struct open_file *open_files;
+	struct directory_listing *listings; /* freed at the end if no releasedir came */
+
+	pthread_mutex_t notify_lock;
+	pthread_cond_t notify_wake;
+	struct change *changes;
+	bool notifier_stop;
+	bool notifier_pausing; /* it sleeps out NOTIFY_INTERVAL: no need to wake it */
+	bool notifier_running;
+	pthread_t notifier;
+	volatile pid_t notifier_tid; /* its lookups get canonical nodeids */
+	bool handles_work;	     /* open_by_handle_at is allowed */
+
+	pthread_mutex_t session_lock;
+	bool session_closed;
+};
+
+struct write_request {
+	struct waiter waiter; /* first: the store hands it back */
+	struct mount *mount;
+	fuse_req_t req;
+	size_t size;
+	struct command commands[];
+};
+
+struct directory_listing {
+	struct store_entry *entries;
+	size_t count;
+	struct directory_listing *next, *prev; /* on mount->listings (poll_lock) */
+};
+
+/* mount.c */
+struct mount *mount_of(fuse_req_t req);
+void who_of(fuse_req_t req, char *who, size_t size);
+bool file_readable(struct mount *mount, struct open_file *file);
+
+/* mount_xattr.c */
+void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void mount_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags);
+void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* mount_notify.c */
+void touch(struct mount *mount, const struct change *change);
+void *notifier_main(void *argument);
+
+#endif

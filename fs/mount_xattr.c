@@ -1,0 +1,102 @@
+/* mount_xattr.c: the user.semfs.* extended attributes of a semaphore file:
+ * reading them through the report module, setting limit (and refusing the
+ * rest). */
+#include "mount_internal.h"
+
+static const char *attribute_name(const char *name);
+static void reply_xattr_text(fuse_req_t req, size_t size, const char *text, size_t length);
+
+/* ---- extended attributes ----------------------------------------------------- */
+
+static const char *attribute_name(const char *name)
+{
+	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? name + strlen(XATTR_PREFIX)
+								      : NULL;
+}
+
+static void reply_xattr_text(fuse_req_t req, size_t size, const char *text, size_t length)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, length);
+	else if (size < length)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, text, length);
+}
+
+void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct mount *mount = mount_of(req);
+	const char *field = attribute_name(name);
+	struct semaphore *semaphore;
+	char *text = NULL;
+
+	if (!field || store_open_semaphore(mount->store, ino, &semaphore) < 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	int length = report_attribute(mount->store, semaphore, field, &text);
+	store_close_semaphore(mount->store, semaphore, ino);
+	if (length < 0)
+		fuse_reply_err(req, -length);
+	else
+		reply_xattr_text(req, size, text, (size_t)length);
+	free(text);
+}
+
+void mount_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct mount *mount = mount_of(req);
+	struct semaphore *semaphore;
+	char names[512];
+	size_t length = 0;
+
+	if (store_open_semaphore(mount->store, ino, &semaphore) == 0) {
+		store_close_semaphore(mount->store, semaphore, ino);
+		for (size_t i = 0; report_attribute_names[i]; i++)
+			length += (size_t)snprintf(names + length, sizeof(names) - length, "%s%s",
+						   XATTR_PREFIX, report_attribute_names[i]) +
+				  1;
+	}
+	reply_xattr_text(req, size, names, length);
+}
+
+void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags)
+{
+	struct mount *mount = mount_of(req);
+	const char *field = attribute_name(name);
+	struct semaphore *semaphore;
+	struct command command;
+	char line[64], error[160];
+
+	if (!field) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
+	if (strcmp(field, "limit") != 0) {
+		fuse_reply_err(req, EPERM); /* the others are read-only */
+		return;
+	}
+	/* The same parser as a written `limit N`: one grammar, one set of errors. */
+	if (size > 16 ||
+	    command_parse(line,
+			  (size_t)snprintf(line, sizeof(line), "limit %.*s", (int)size, value),
+			  &command, error, sizeof(error)) < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	int r = store_open_semaphore(mount->store, ino, &semaphore);
+	if (r == 0) {
+		struct waiter waiter = {.commands = &command, .count = 1};
+		who_of(req, waiter.who, sizeof(waiter.who));
+		r = store_submit(mount->store, semaphore, &waiter); /* limit never waits */
+		store_close_semaphore(mount->store, semaphore, ino);
+	}
+	fuse_reply_err(req, r < 0 ? -r : 0);
+}
+
+void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, attribute_name(name) ? EPERM : ENODATA);
+}
