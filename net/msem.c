@@ -1,6 +1,9 @@
 /* msem.c: the command-line client. Keeps the classic msem synopsis and
  * works the same on a path inside a semfs mount (commands are writes to the
- * file) and, with -H or SEMFS_HOST, on a remote semfs (native dialect). */
+ * file) and, with -H or SEMFS_HOST, on a remote semfs (native dialect).
+ * One file on purpose: a program whose four sections (arguments, local,
+ * remote, the actions) all work on its invocation and target; cutting it
+ * would only add a private header. */
 #include "client.h"
 #include "name.h"
 #include "config.h"
