@@ -139,7 +139,7 @@ bool flush_output(struct connection *c);
 void queue_output(struct connection *c, const char *data, size_t length, bool whole);
 void send_bytes(struct connection *c, const char *data, size_t length);
 void send_text(struct connection *c, const char *text);
-void reply(struct connection *c, const char *fmt, ...);
+void reply(struct connection *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *explain(int error);
 void reply_error(struct connection *c, int error, const char *name);
 void connection_close(struct connection *c, const char *reason);
