@@ -37,6 +37,7 @@ static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		       struct fuse_file_info *fi);
 static void write_answer(struct write_request *request, int error);
 static void write_complete(struct waiter *waiter, int error);
+static void write_queued(struct waiter *waiter, int delta);
 static void write_interrupted(fuse_req_t req, void *data);
 static void mount_write(fuse_req_t req, fuse_ino_t ino, const char *buffer, size_t size,
 			off_t offset, struct fuse_file_info *fi);
@@ -126,8 +127,11 @@ static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct mount *mount = mount_of(req);
 	struct store_attr attr;
-	bool canonical = fuse_req_ctx(req)->pid == mount->notifier_tid;
-	int r = store_lookup(mount->store, parent, name, canonical, &attr);
+	bool own = fuse_req_ctx(req)->pid == mount->notifier_tid;
+	int r = store_lookup(mount->store, nodeids_ino(&mount->nodeids, parent), name, &attr);
+
+	if (r == 0 && attr.kind == NODE_SEMAPHORE)
+		attr.nodeid = nodeids_looked_up(&mount->nodeids, attr.ino, own);
 
 	status_size(mount, r, &attr);
 	reply_entry(req, r, &attr);
@@ -135,21 +139,29 @@ static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void mount_forget(fuse_req_t req, fuse_ino_t ino, uint64_t count)
 {
-	store_forget(mount_of(req)->store, ino, count);
+	struct mount *mount = mount_of(req);
+	uint64_t node = nodeids_forget(&mount->nodeids, ino, count);
+	if (node)
+		store_forget(mount->store, node, count);
 	fuse_reply_none(req);
 }
 
 static void mount_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-	for (size_t i = 0; i < count; i++)
-		store_forget(mount_of(req)->store, forgets[i].ino, forgets[i].nlookup);
+	for (size_t i = 0; i < count; i++) {
+		uint64_t node =
+		    nodeids_forget(&mount_of(req)->nodeids, forgets[i].ino, forgets[i].nlookup);
+		if (node)
+			store_forget(mount_of(req)->store, node, forgets[i].nlookup);
+	}
 	fuse_reply_none(req);
 }
 
 static void mount_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct store_attr attr;
-	int r = store_getattr(mount_of(req)->store, ino, &attr);
+	struct mount *mount = mount_of(req);
+	int r = store_getattr(mount->store, nodeids_ino(&mount->nodeids, ino), &attr);
 
 	status_size(mount_of(req), r, &attr);
 	reply_attr(req, r, &attr);
@@ -169,8 +181,9 @@ static void mount_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int t
 	/* FUSE_SET_ATTR_SIZE: the journal cannot be truncated; `echo > f` opens
 	 * with O_TRUNC and must still work, so a size change is ignored. */
 	int r = store_setattr(
-	    mount_of(req)->store, ino, to_set & FUSE_SET_ATTR_MODE ? &mode : NULL,
-	    to_set & FUSE_SET_ATTR_UID ? &uid : NULL, to_set & FUSE_SET_ATTR_GID ? &gid : NULL,
+	    mount_of(req)->store, nodeids_ino(&mount_of(req)->nodeids, ino),
+	    to_set & FUSE_SET_ATTR_MODE ? &mode : NULL, to_set & FUSE_SET_ATTR_UID ? &uid : NULL,
+	    to_set & FUSE_SET_ATTR_GID ? &gid : NULL,
 	    to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW) ? &mtime : NULL, &attr);
 	reply_attr(req, r, &attr);
 }
@@ -185,10 +198,14 @@ static void mount_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		fuse_reply_err(req, EPERM); /* only semaphores and directories */
 		return;
 	}
-	reply_entry(req,
-		    store_create(mount_of(req)->store, parent, name, mode, context->uid,
-				 context->gid, &attr),
-		    &attr);
+	struct mount *mount = mount_of(req);
+	int r = store_create(mount->store, nodeids_ino(&mount->nodeids, parent), name, mode,
+			     context->uid, context->gid, &attr);
+	/* An alias, as for a lookup: the creating descriptor may wait in a
+	 * write, and the notifier touches the node's own inode. */
+	if (r == 0)
+		attr.nodeid = nodeids_looked_up(&mount->nodeids, attr.ino, false);
+	reply_entry(req, r, &attr);
 }
 
 static void mount_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -197,19 +214,21 @@ static void mount_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	struct store_attr attr;
 
 	reply_entry(req,
-		    store_mkdir(mount_of(req)->store, parent, name, mode, context->uid,
-				context->gid, &attr),
+		    store_mkdir(mount_of(req)->store, nodeids_ino(&mount_of(req)->nodeids, parent),
+				name, mode, context->uid, context->gid, &attr),
 		    &attr);
 }
 
 static void mount_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -store_unlink(mount_of(req)->store, parent, name));
+	fuse_reply_err(req, -store_unlink(mount_of(req)->store,
+					  nodeids_ino(&mount_of(req)->nodeids, parent), name));
 }
 
 static void mount_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -store_rmdir(mount_of(req)->store, parent, name));
+	fuse_reply_err(req, -store_rmdir(mount_of(req)->store,
+					 nodeids_ino(&mount_of(req)->nodeids, parent), name));
 }
 
 static void listing_free(struct mount *mount, struct directory_listing *listing)
@@ -229,8 +248,10 @@ static void listing_free(struct mount *mount, struct directory_listing *listing)
 static void mount_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct directory_listing *listing = calloc(1, sizeof(*listing));
-	int r = listing ? store_list(mount_of(req)->store, ino, &listing->entries, &listing->count)
-			: -ENOMEM;
+	int r = listing
+		    ? store_list(mount_of(req)->store, nodeids_ino(&mount_of(req)->nodeids, ino),
+				 &listing->entries, &listing->count)
+		    : -ENOMEM;
 
 	if (r < 0) {
 		free(listing);
@@ -328,7 +349,10 @@ static void open_file_free(struct mount *mount, struct open_file *file)
 
 	if (file->semaphore) {
 		store_release_owner(mount->store, &file->owner, "close");
-		store_close_semaphore(mount->store, file->semaphore, file->nodeid);
+		{
+			store_close_semaphore(mount->store, file->semaphore);
+			nodeids_opened(&mount->nodeids, file->nodeid, -1);
+		}
 	}
 	free(file->status_text);
 	free(file);
@@ -371,7 +395,10 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	} else {
 		file->kind = OPEN_SEMAPHORE;
 		file->nodeid = ino;
-		r = store_open_semaphore(mount->store, ino, &file->semaphore);
+		r = store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino),
+					 &file->semaphore);
+		if (r == 0)
+			nodeids_opened(&mount->nodeids, ino, 1);
 	}
 	if (r < 0) {
 		free(file->status_text);
@@ -446,6 +473,13 @@ static void write_answer(struct write_request *request, int error)
 	free(request);
 }
 
+/* The store queued or unqueued the write (under its lock). */
+static void write_queued(struct waiter *waiter, int delta)
+{
+	struct write_request *request = (struct write_request *)waiter;
+	nodeids_queued(&request->mount->nodeids, request->nodeid, delta);
+}
+
 /* The store ended the wait (any store thread, no store lock held). */
 static void write_complete(struct waiter *waiter, int error)
 {
@@ -505,8 +539,12 @@ static void mount_write(fuse_req_t req, fuse_ino_t ino, const char *buffer, size
 	request->waiter.count = (size_t)count;
 	request->waiter.owner = &file->owner;
 	request->waiter.complete = write_complete;
-	request->waiter.announced_by_reply = true;
-	request->waiter.via_nodeid = ino;
+	/* IN_MODIFY from a write lands on the inode it came through: only the
+	 * node's own is what a watch by path holds; changes through an alias
+	 * get a touch. */
+	request->waiter.announced_by_reply = !nodeids_is_alias(ino);
+	request->nodeid = ino;
+	request->waiter.queued = write_queued;
 	who_of(req, request->waiter.who, sizeof(request->waiter.who));
 
 	/* Before the waiter is visible to anyone who could grant it. */
@@ -616,6 +654,11 @@ struct mount *mount_new(void)
 
 	if (!mount)
 		return NULL;
+	if (nodeids_init(&mount->nodeids) < 0) {
+		nodeids_free(&mount->nodeids);
+		free(mount);
+		return NULL;
+	}
 	pthread_mutex_init(&mount->poll_lock, NULL);
 	pthread_mutex_init(&mount->notify_lock, NULL);
 	pthread_mutex_init(&mount->session_lock, NULL);
@@ -701,5 +744,6 @@ void mount_destroy(struct mount *mount)
 	pthread_mutex_destroy(&mount->session_lock);
 	pthread_mutex_destroy(&mount->notify_lock);
 	pthread_mutex_destroy(&mount->poll_lock);
+	nodeids_free(&mount->nodeids);
 	free(mount);
 }

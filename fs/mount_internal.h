@@ -58,8 +58,17 @@ struct change {
 	char path[];
 };
 
+/* The nodeids the kernel holds for semaphores (mount_nodeids.c). */
+struct nodeids {
+	pthread_mutex_t lock;
+	struct known **by_nodeid, **by_ino;
+	size_t size, count;
+	uint64_t next_alias;
+};
+
 struct mount {
 	struct store *store;
+	struct nodeids nodeids;
 	struct fuse_session *session;
 	char mountpoint[PATH_MAX];
 	bool mounted;
@@ -86,6 +95,7 @@ struct mount {
 struct write_request {
 	struct waiter waiter; /* first: the store hands it back */
 	struct mount *mount;
+	uint64_t nodeid; /* it came through: a waiting write holds its inode */
 	fuse_req_t req;
 	size_t size;
 	struct command commands[];
@@ -112,5 +122,21 @@ void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 /* mount_notify.c */
 void touch(struct mount *mount, const struct change *change);
 void *notifier_main(void *argument);
+
+/* mount_nodeids.c: a node's own nodeid is its ino; every other path walk to
+ * a semaphore gets an alias nodeid of its own (see the file's top). */
+int nodeids_init(struct nodeids *table);
+void nodeids_free(struct nodeids *table);
+uint64_t nodeids_ino(struct nodeids *table, uint64_t nodeid); /* 0: unknown */
+bool nodeids_is_alias(uint64_t nodeid);
+/* A lookup of semaphore `ino`: its own nodeid (`own`, the notifier) or a
+ * fresh alias. One kernel reference. */
+uint64_t nodeids_looked_up(struct nodeids *table, uint64_t ino, bool own);
+/* The kernel forgets `count` references: the ino to tell the store. */
+uint64_t nodeids_forget(struct nodeids *table, uint64_t nodeid, uint64_t count);
+void nodeids_opened(struct nodeids *table, uint64_t nodeid, int delta);
+void nodeids_queued(struct nodeids *table, uint64_t nodeid, int delta);
+/* The nodeids of `ino` a watch may hold, that no waiting write holds. */
+size_t nodeids_watchable(struct nodeids *table, uint64_t ino, uint64_t *out, size_t max);
 
 #endif

@@ -72,7 +72,7 @@ static void wake_pollers(struct mount *mount)
 static bool still_watchable(struct mount *mount, uint64_t ino, uint64_t nodeid)
 {
 	uint64_t nodeids[64];
-	size_t count = store_watchable_nodeids(mount->store, ino, nodeids, 64);
+	size_t count = nodeids_watchable(&mount->nodeids, ino, nodeids, 64);
 
 	for (size_t i = 0; i < count; i++)
 		if (nodeids[i] == nodeid)
@@ -85,7 +85,7 @@ static bool still_watchable(struct mount *mount, uint64_t ino, uint64_t nodeid)
 void touch(struct mount *mount, const struct change *change)
 {
 	uint64_t nodeids[64];
-	size_t count = store_watchable_nodeids(mount->store, change->ino, nodeids, 64);
+	size_t count = nodeids_watchable(&mount->nodeids, change->ino, nodeids, 64);
 	struct {
 		struct file_handle handle;
 		uint32_t words[3];

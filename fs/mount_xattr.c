@@ -31,12 +31,13 @@ void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 	struct semaphore *semaphore;
 	char *text = NULL;
 
-	if (!field || store_open_semaphore(mount->store, ino, &semaphore) < 0) {
+	if (!field ||
+	    store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino), &semaphore) < 0) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
 	int length = report_attribute(mount->store, semaphore, field, &text);
-	store_close_semaphore(mount->store, semaphore, ino);
+	store_close_semaphore(mount->store, semaphore);
 	if (length < 0)
 		fuse_reply_err(req, -length);
 	else
@@ -51,8 +52,9 @@ void mount_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char names[512];
 	size_t length = 0;
 
-	if (store_open_semaphore(mount->store, ino, &semaphore) == 0) {
-		store_close_semaphore(mount->store, semaphore, ino);
+	if (store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino), &semaphore) ==
+	    0) {
+		store_close_semaphore(mount->store, semaphore);
 		for (size_t i = 0; report_attribute_names[i]; i++)
 			length += (size_t)snprintf(names + length, sizeof(names) - length, "%s%s",
 						   XATTR_PREFIX, report_attribute_names[i]) +
@@ -86,12 +88,12 @@ void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	int r = store_open_semaphore(mount->store, ino, &semaphore);
+	int r = store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino), &semaphore);
 	if (r == 0) {
 		struct waiter waiter = {.commands = &command, .count = 1};
 		who_of(req, waiter.who, sizeof(waiter.who));
 		r = store_submit(mount->store, semaphore, &waiter); /* limit never waits */
-		store_close_semaphore(mount->store, semaphore, ino);
+		store_close_semaphore(mount->store, semaphore);
 	}
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }

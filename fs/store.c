@@ -340,22 +340,14 @@ void store_close(struct store *store)
 		return;
 	if (!store->stopping)
 		store_shutdown(store);
-	/* Aliases, then unlinked nodes the kernel still knew. */
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < store->by_ino.size; i++) {
-			struct node *node = store->by_ino.buckets[i];
-			while (node) {
-				struct node *next = node->ino_chain;
-				if (pass == 0 && node->alias_of) {
-					node->alias_of->first_alias = NULL;
-					hash_remove(&store->by_ino, node, false);
-					free(node->name);
-					free(node);
-				} else if (pass == 1 && node->unlinked) {
-					node_free(store, node);
-				}
-				node = next;
-			}
+	/* Unlinked nodes the kernel still knew. */
+	for (size_t i = 0; i < store->by_ino.size; i++) {
+		struct node *node = store->by_ino.buckets[i];
+		while (node) {
+			struct node *next = node->ino_chain;
+			if (node->unlinked)
+				node_free(store, node);
+			node = next;
 		}
 	}
 	if (store->status)

@@ -47,12 +47,7 @@ struct node {
 	struct node *first_child, *last_child, *next_sibling, *prev_sibling;
 	struct node *ino_chain, *name_chain; /* hash buckets */
 	struct semaphore *semaphore;	     /* NODE_SEMAPHORE: holds one reference */
-	struct node *alias_of;		     /* an alias: the node it stands for */
-	struct node *first_alias;	     /* live aliases of this node */
-	struct node *alias_prev, *alias_next;
-	bool implicit;		/* a directory made for a name: goes when it empties */
-	unsigned opens;		/* open files on this nodeid */
-	unsigned queued_writes; /* waits holding this nodeid's inode lock */
+	bool implicit;			     /* a directory made for a name: goes when it empties */
 };
 
 struct holder {
@@ -157,7 +152,6 @@ void run_done(struct done_list *done);
 int hash_grow(struct hash *hash, bool by_name);
 void hash_remove(struct hash *hash, struct node *node, bool by_name);
 struct node *node_by_ino(struct store *store, uint64_t ino);
-struct node *node_resolve(struct store *store, uint64_t nodeid);
 struct node *node_child(struct store *store, struct node *parent, const char *name);
 int node_path(const struct node *node, char *out, size_t size);
 int child_path(const struct node *parent, const char *name, char *out, size_t size);
@@ -167,8 +161,7 @@ struct node *node_new(struct store *store, struct node *parent, const char *name
 void node_detach(struct store *store, struct node *node);
 void node_free(struct store *store, struct node *node);
 void node_release_if_unused(struct store *store, struct node *node);
-struct node *lookup_choice(struct store *store, struct node *node, bool canonical);
-void note_queued_write(struct store *store, struct waiter *waiter, int delta);
+void note_queued(struct waiter *waiter, int delta);
 
 /* store_semaphore.c */
 void journal_event(struct store *store, struct semaphore *semaphore, const char *event,

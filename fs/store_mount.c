@@ -42,7 +42,7 @@ static int parent_directory(struct store *store, uint64_t ino, struct node **par
 	return 0;
 }
 
-int store_lookup(struct store *store, uint64_t parent_ino, const char *name, bool canonical,
+int store_lookup(struct store *store, uint64_t parent_ino, const char *name,
 		 struct store_attr *attr)
 {
 	struct node *parent, *node;
@@ -57,10 +57,8 @@ int store_lookup(struct store *store, uint64_t parent_ino, const char *name, boo
 		if (!node) {
 			r = -ENOENT;
 		} else {
-			struct node *chosen = lookup_choice(store, node, canonical);
-			chosen->lookups++;
+			node->lookups++;
 			node_fill_attr(store, node, attr);
-			attr->nodeid = chosen->ino;
 		}
 	}
 	pthread_mutex_unlock(&store->lock);
@@ -83,7 +81,7 @@ int store_getattr(struct store *store, uint64_t ino, struct store_attr *attr)
 	int r = 0;
 
 	pthread_mutex_lock(&store->lock);
-	struct node *node = node_resolve(store, ino);
+	struct node *node = node_by_ino(store, ino);
 	if (node) {
 		node_fill_attr(store, node, attr);
 		attr->nodeid = ino;
@@ -228,12 +226,8 @@ static int make_entry(struct store *store, uint64_t parent_ino, const char *name
 		r = create_semaphore(store, parent, name, mode, uid, gid,
 				     store->options.default_limit, false, "semfs", &node);
 	if (r == 0) {
-		/* An alias, as for a lookup: the creating descriptor may wait in
-		 * a write, and the notifier touches the node's own inode. */
-		struct node *chosen = lookup_choice(store, node, false);
-		chosen->lookups++;
+		node->lookups++;
 		node_fill_attr(store, node, attr);
-		attr->nodeid = chosen->ino;
 	}
 	pthread_mutex_unlock(&store->lock);
 	return r;
@@ -314,7 +308,7 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 	int r = 0;
 
 	pthread_mutex_lock(&store->lock);
-	struct node *node = node_resolve(store, ino);
+	struct node *node = node_by_ino(store, ino);
 	if (!node) {
 		r = -ENOENT;
 		goto out;
@@ -422,7 +416,7 @@ int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **o
 	int r = 0;
 
 	pthread_mutex_lock(&store->lock);
-	struct node *node = node_resolve(store, ino);
+	struct node *node = node_by_ino(store, ino);
 	if (!node)
 		r = -ENOENT;
 	else if (node->kind == NODE_DIRECTORY)
@@ -431,42 +425,20 @@ int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **o
 		r = -EINVAL;
 	else {
 		node->semaphore->references++;
-		node_by_ino(store, ino)->opens++;
 		*out = node->semaphore;
 	}
 	pthread_mutex_unlock(&store->lock);
 	return r;
 }
 
-void store_close_semaphore(struct store *store, struct semaphore *semaphore, uint64_t nodeid)
+void store_close_semaphore(struct store *store, struct semaphore *semaphore)
 {
 	struct done_list done = {0};
 
 	pthread_mutex_lock(&store->lock);
-	struct node *node = nodeid ? node_by_ino(store, nodeid) : NULL;
-	if (node && node->opens > 0) {
-		node->opens--;
-		node_release_if_unused(store, node);
-	}
 	semaphore_let_go(store, semaphore, &done);
 	pthread_mutex_unlock(&store->lock);
 	run_done(&done);
-}
-
-size_t store_watchable_nodeids(struct store *store, uint64_t ino, uint64_t *out, size_t max)
-{
-	size_t count = 0;
-
-	pthread_mutex_lock(&store->lock);
-	struct node *node = node_by_ino(store, ino);
-	/* A touch of an inode whose lock a waiting write holds would wait too. */
-	if (node && node->lookups > 0 && node->queued_writes == 0 && count < max)
-		out[count++] = node->ino;
-	for (struct node *a = node ? node->first_alias : NULL; a && count < max; a = a->alias_next)
-		if (a->lookups > 0 && a->opens == 0 && a->queued_writes == 0)
-			out[count++] = a->ino;
-	pthread_mutex_unlock(&store->lock);
-	return count;
 }
 
 size_t store_read_journal(struct store *store, struct semaphore *semaphore, uint64_t *offset,

@@ -252,7 +252,7 @@ static int command_relax(struct store *store, struct semaphore *semaphore, struc
 	helper_release_if_idle(semaphore);
 	while (relaxed) {
 		struct waiter *next = relaxed->queue_next;
-		note_queued_write(store, relaxed, -1);
+		note_queued(relaxed, -1);
 		relaxed->queue_prev = relaxed->queue_next = NULL;
 		relaxed->state = WAITER_RUNNING;
 		relaxed->token = ++semaphore->token;
@@ -379,10 +379,6 @@ int store_submit(struct store *store, struct semaphore *semaphore, struct waiter
 	waiter->semaphore = semaphore;
 	waiter->next = 0;
 	waiter->state = WAITER_RUNNING;
-	/* IN_MODIFY from a write through an alias lands on the alias's inode,
-	 * not the one inotify watches: those changes need a touch. */
-	if (waiter->via_nodeid && waiter->via_nodeid != semaphore->ino)
-		waiter->announced_by_reply = false;
 	if (store->stopping)
 		r = -ECANCELED;
 	else

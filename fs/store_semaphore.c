@@ -159,7 +159,7 @@ void live_remove(struct store *store, struct semaphore *semaphore)
 
 void queue_remove(struct semaphore *semaphore, struct waiter *waiter)
 {
-	note_queued_write(semaphore->store, waiter, -1);
+	note_queued(waiter, -1);
 	if (waiter->queue_prev)
 		waiter->queue_prev->queue_next = waiter->queue_next;
 	else
@@ -183,7 +183,7 @@ void queue_append(struct semaphore *semaphore, struct waiter *waiter)
 	semaphore->tail = waiter;
 	semaphore->waiting++;
 	waiter->state = WAITER_QUEUED;
-	note_queued_write(semaphore->store, waiter, 1);
+	note_queued(waiter, 1);
 }
 
 static void record_of(struct semaphore *semaphore, struct backing_record *record)

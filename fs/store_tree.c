@@ -1,12 +1,11 @@
 /* store_tree.c: the name tree: nodes, their hash tables (ino, parent+name),
- * paths, and the alias nodeids the mount hands out. Knows nothing of SysV. */
+ * paths. Knows nothing of SysV, nor of the kernel's nodeids (the mount's). */
 #include "store_internal.h"
 
 static uint64_t hash_name(uint64_t parent, const char *name);
 static uint64_t hash_ino(uint64_t ino);
 static struct node **hash_chain(struct hash *hash, struct node *node, bool by_name);
 static int hash_insert(struct hash *hash, struct node *node, bool by_name);
-static struct node *alias_new(struct store *store, struct node *target);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -115,13 +114,6 @@ struct node *node_by_ino(struct store *store, uint64_t ino)
 	while (node && node->ino != ino)
 		node = node->ino_chain;
 	return node;
-}
-
-/* A nodeid from the kernel: the node itself, or the node an alias stands for. */
-struct node *node_resolve(struct store *store, uint64_t nodeid)
-{
-	struct node *node = node_by_ino(store, nodeid);
-	return node && node->alias_of ? node->alias_of : node;
 }
 
 struct node *node_child(struct store *store, struct node *parent, const char *name)
@@ -246,55 +238,13 @@ void node_free(struct store *store, struct node *node)
 
 void node_release_if_unused(struct store *store, struct node *node)
 {
-	if (node->alias_of) {
-		if (node->lookups > 0 || node->opens > 0)
-			return;
-		struct node *target = node->alias_of;
-		if (node->alias_prev)
-			node->alias_prev->alias_next = node->alias_next;
-		else
-			target->first_alias = node->alias_next;
-		if (node->alias_next)
-			node->alias_next->alias_prev = node->alias_prev;
-		hash_remove(&store->by_ino, node, false);
-		free(node->name);
-		free(node);
-		node_release_if_unused(store, target);
-		return;
-	}
-	if (node->unlinked && node->lookups == 0 && !node->first_alias)
+	if (node->unlinked && node->lookups == 0)
 		node_free(store, node);
 }
 
-static struct node *alias_new(struct store *store, struct node *target)
+/* A queued write holds its inode's lock: the front-end that sent it counts. */
+void note_queued(struct waiter *waiter, int delta)
 {
-	struct node *alias =
-	    node_new(store, NULL, "", NODE_SEMAPHORE, target->mode, target->uid, target->gid);
-	if (!alias)
-		return NULL;
-	alias->alias_of = target;
-	alias->alias_next = target->first_alias;
-	if (target->first_alias)
-		target->first_alias->alias_prev = alias;
-	target->first_alias = alias;
-	return alias;
-}
-
-/* Which nodeid a lookup of `node` gets: see store.h on aliases. */
-struct node *lookup_choice(struct store *store, struct node *node, bool canonical)
-{
-	if (canonical || node->kind != NODE_SEMAPHORE)
-		return node;
-	/* A fresh one every time: two path walks that shared an inode could
-	 * meet a waiting write's lock between their lookup and their write. */
-	struct node *alias = alias_new(store, node);
-	return alias ? alias : node; /* no memory: share, and risk the wait */
-}
-
-/* A queued write holds its inode's lock: count it on the nodeid it came by. */
-void note_queued_write(struct store *store, struct waiter *waiter, int delta)
-{
-	struct node *via = waiter->via_nodeid ? node_by_ino(store, waiter->via_nodeid) : NULL;
-	if (via)
-		via->queued_writes = (unsigned)((int)via->queued_writes + delta);
+	if (waiter->queued)
+		waiter->queued(waiter, delta);
 }

@@ -34,8 +34,8 @@ struct holder;
 enum store_node_kind { NODE_DIRECTORY, NODE_SEMAPHORE, NODE_STATUS };
 
 struct store_attr {
-	uint64_t nodeid; /* the kernel's handle: the node, or an alias of it */
-	uint64_t ino;	 /* st_ino: always the node's own */
+	uint64_t nodeid; /* the node's own: its ino (the mount may hand out another) */
+	uint64_t ino;	 /* st_ino */
 	enum store_node_kind kind;
 	mode_t mode; /* with file type bits */
 	uid_t uid;
@@ -74,7 +74,10 @@ struct waiter {
 	/* The front-end's successful reply itself tells watchers (a write through
 	 * the VFS raises IN_MODIFY), so the store need not. */
 	bool announced_by_reply;
-	uint64_t via_nodeid; /* the mount's nodeid the request came through, or 0 */
+	/* Told, under the store lock, when the request enters (+1) or leaves
+	 * (-1) its semaphore's queue: a waiting write holds its inode's lock,
+	 * which the mount must know. NULL: nobody asks. */
+	void (*queued)(struct waiter *waiter, int delta);
 
 	/* Store-private, under the store lock. */
 	struct semaphore *semaphore;
@@ -128,17 +131,11 @@ int store_start(struct store *store);	  /* start the monitor thread */
 void store_shutdown(struct store *store); /* end all waits (ECANCELED), stop threads */
 void store_close(struct store *store);
 
-/* The tree, for the mount. Functions return 0 or -errno. lookup and create
- * count one kernel reference, forget drops them. Nodeids are the node's ino
- * or an alias of it (see store_lookup).
- *
- * Aliases: the kernel holds a file's inode lock through a whole write, and an
- * O_TRUNC open (`echo x > f`) needs it exclusively. So every lookup of a
- * semaphore hands out a fresh nodeid (an alias) for it: no two path walks
- * share an inode, and `echo unlock > f` gets past any waiting `echo lock`.
- * `canonical` asks for the node's own nodeid (the notifier's path touches). */
-int store_lookup(struct store *store, uint64_t parent, const char *name, bool canonical,
-		 struct store_attr *attr);
+/* The tree, for the mount. Functions return 0 or -errno; nodes are named by
+ * their ino. lookup and create count one kernel reference, forget drops them;
+ * an unlinked node lives until the last one goes. (Which nodeids the kernel
+ * gets for a node is the mount's business: fs/mount_nodeids.c.) */
+int store_lookup(struct store *store, uint64_t parent, const char *name, struct store_attr *attr);
 void store_forget(struct store *store, uint64_t ino, uint64_t count);
 int store_getattr(struct store *store, uint64_t ino, struct store_attr *attr);
 int store_create(struct store *store, uint64_t parent, const char *name, mode_t mode, uid_t uid,
@@ -153,15 +150,10 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 int store_list(struct store *store, uint64_t ino, struct store_entry **entries, size_t *count);
 void store_list_free(struct store_entry *entries, size_t count);
 
-/* Semaphores. open takes a reference that close (with the same nodeid, or 0
- * for store_open_path) drops. */
-int store_open_semaphore(struct store *store, uint64_t nodeid, struct semaphore **semaphore);
-void store_close_semaphore(struct store *store, struct semaphore *semaphore, uint64_t nodeid);
-
-/* The nodeids of `ino` an inotify watch may hold: the node's own and every
- * alias the kernel knows that no open file or waiting write uses. A change
- * touches each of them, since a write raises IN_MODIFY only on its own. */
-size_t store_watchable_nodeids(struct store *store, uint64_t ino, uint64_t *out, size_t max);
+/* Semaphores. open takes a reference that close drops (store_open_path
+ * takes one too). */
+int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **semaphore);
+void store_close_semaphore(struct store *store, struct semaphore *semaphore);
 
 /* Run a request's commands in order. Returns 0 (all done), -errno (failed at
  * the first error; earlier commands stay done) or STORE_QUEUED: it waits, and

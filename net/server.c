@@ -234,7 +234,7 @@ void reply_error(struct connection *c, int error, const char *name)
 static void watch_stop(struct connection *c)
 {
 	if (c->watching) {
-		store_close_semaphore(c->server->options.store, c->watching, 0);
+		store_close_semaphore(c->server->options.store, c->watching);
 		c->watching = NULL;
 		c->server->watchers--;
 	}
@@ -249,7 +249,7 @@ static void connection_let_go(struct connection *c)
 		store_release_owner(store, &c->owner, c->who);
 	c->acquired = 0;
 	if (c->request_semaphore) {
-		store_close_semaphore(store, c->request_semaphore, 0);
+		store_close_semaphore(store, c->request_semaphore);
 		c->request_semaphore = NULL;
 	}
 	watch_stop(c);
@@ -358,7 +358,7 @@ int request_submit(struct connection *c, struct semaphore *semaphore)
 void request_finish(struct connection *c)
 {
 	if (c->request_semaphore) {
-		store_close_semaphore(c->server->options.store, c->request_semaphore, 0);
+		store_close_semaphore(c->server->options.store, c->request_semaphore);
 		c->request_semaphore = NULL;
 	}
 }

@@ -57,7 +57,7 @@ static void native_status(struct connection *c, const char *asked)
 		r = store_open_path(store, name, false, &semaphore);
 	if (r == 0) {
 		r = report_semaphore_status(store, semaphore, &text);
-		store_close_semaphore(store, semaphore, 0);
+		store_close_semaphore(store, semaphore);
 	}
 	if (r < 0) {
 		reply_error(c, -r, asked);

@@ -132,5 +132,5 @@ Test(alloc, a_failed_holder_record_takes_no_unit)
 	usleep(100000);
 	cr_assert_eq(value_of(s), 1, "the handed unit was stranded");
 	cr_assert_null(owner.holders);
-	store_close_semaphore(store, s, attr.ino);
+	store_close_semaphore(store, s);
 }

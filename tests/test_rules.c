@@ -212,12 +212,12 @@ Test(rules, every_command_in_every_state_class)
 			}
 			if (state != REMOVED) {
 				store_release_owner(store, &acquirer, "test");
-				store_close_semaphore(store, s, 0);
+				store_close_semaphore(store, s);
 				cr_assert_eq(store_unlink(store, STORE_ROOT_INO, name), 0);
 				if (state == BUSY_WITH_WAITER && completions == 0)
 					cr_assert(wait_completions(1), "the waiter was not ended");
 			} else {
-				store_close_semaphore(store, s, 0);
+				store_close_semaphore(store, s);
 			}
 			checked++;
 		}
@@ -241,7 +241,7 @@ Test(rules, relax_completes_every_waiter_and_keeps_the_value)
 	cr_assert_eq(last_error, 0);
 	cr_assert_eq(attribute(s, "value"), 0);
 	cr_assert_eq(attribute(s, "waiting"), 0);
-	store_close_semaphore(store, s, 0);
+	store_close_semaphore(store, s);
 }
 
 /* Waiters are served in arrival order, each by its own deadline. */
@@ -257,7 +257,7 @@ Test(rules, waiters_in_fifo_order_and_deadlines)
 	cr_assert(wait_completions(2));
 	cr_assert_eq(last_error, 0, "the first waiter got the unit");
 	cr_assert_eq(attribute(s, "value"), 0);
-	store_close_semaphore(store, s, 0);
+	store_close_semaphore(store, s);
 }
 
 /* A unit another process adds past the limit is taken back before a grant. */
@@ -270,7 +270,7 @@ Test(rules, an_outside_excess_is_taken_back)
 	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
 	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), -EAGAIN, "an outside unit was handed out");
 	cr_assert_eq(fake_value(handle), 0);
-	store_close_semaphore(store, s, 0);
+	store_close_semaphore(store, s);
 }
 
 /* The counter removed from outside: the semaphore is gone (EIDRM). */
@@ -280,5 +280,5 @@ Test(rules, a_counter_removed_from_outside_ends_the_semaphore)
 	fake_remove(attribute(s, "semid"));
 	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), -EIDRM);
 	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), -EIDRM);
-	store_close_semaphore(store, s, 0);
+	store_close_semaphore(store, s);
 }

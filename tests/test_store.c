@@ -160,7 +160,7 @@ Test(store, uncontended_lock_is_immediate_and_contended_waits)
 	cr_assert_eq(completed[0], 1);
 	cr_assert_eq(errors[0], 0);
 	cr_assert_eq(value_of(s), 0, "the unit went to the waiter");
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, fifo_order)
@@ -173,7 +173,7 @@ Test(store, fifo_order)
 		cr_assert(wait_completed(i + 1, 2000));
 		cr_assert_eq(completed[i], i, "waiter %d served out of order", completed[i]);
 	}
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, timeout_takes_nothing)
@@ -191,7 +191,7 @@ Test(store, timeout_takes_nothing)
 	cr_assert_geq(elapsed, 0.2);
 	cr_assert_lt(elapsed, 1.0);
 	cr_assert_eq(value_of(s), 0);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, cancel_leaves_no_unit)
@@ -205,7 +205,7 @@ Test(store, cancel_leaves_no_unit)
 	usleep(300000); /* the helper would have handed it on by now */
 	cr_assert_eq(value_of(s), 1, "a cancelled waiter kept a unit");
 	cr_assert_eq(completed_count, 0, "a cancelled waiter was completed");
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, interrupt_before_queueing_fails_with_eintr)
@@ -220,7 +220,7 @@ Test(store, interrupt_before_queueing_fails_with_eintr)
 	w.waiter.count = 1;
 	w.waiter.complete = fake_complete;
 	cr_assert_eq(store_submit(store, s, &w.waiter), -EINTR);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, relax_completes_every_waiter_value_unchanged)
@@ -233,7 +233,7 @@ Test(store, relax_completes_every_waiter_value_unchanged)
 	for (int i = 0; i < 5; i++)
 		cr_assert_eq(errors[i], 0);
 	cr_assert_eq(value_of(s), 0);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, acquire_belongs_to_owner_and_returns_on_release)
@@ -251,7 +251,7 @@ Test(store, acquire_belongs_to_owner_and_returns_on_release)
 	store_release_owner(store, &owner, "test");
 	cr_assert_eq(value_of(s), 1);
 	cr_assert_null(owner.holders);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, unlink_fails_waiters_with_eidrm)
@@ -263,7 +263,7 @@ Test(store, unlink_fails_waiters_with_eidrm)
 	cr_assert(wait_completed(1, 2000));
 	cr_assert_eq(errors[0], EIDRM);
 	cr_assert_eq(submit(s, &w, 2, VERB_UNLOCK, 0, NULL), -EIDRM);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, limit_and_set_are_bounded)
@@ -287,7 +287,7 @@ Test(store, limit_and_set_are_bounded)
 	cr_assert_eq(store_submit(store, s, &w.waiter), 0);
 	cr_assert_eq(store_submit(store, s, &w.waiter), 0);
 	cr_assert_eq(store_submit(store, s, &w.waiter), -EOVERFLOW);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 /* ---- the limit holds against every actor (issue 12) ----------------------- */
@@ -328,7 +328,7 @@ Test(store, unlock_never_hands_out_an_acquired_unit)
 	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), 0);
 	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), -EAGAIN, "two holders on limit 1");
 	cr_assert_eq(run_one(s, VERB_UNLOCK, 0, NULL), 0);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, set_is_bounded_by_acquired_units)
@@ -343,7 +343,7 @@ Test(store, set_is_bounded_by_acquired_units)
 	cr_assert_eq(run_one(s, VERB_SET, 0, NULL), 0);
 	store_release_owner(store, &owner, "test");
 	cr_assert_eq(kernel_value(s), 1);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, sysv_set_admits_whom_the_file_admits)
@@ -360,7 +360,7 @@ Test(store, sysv_set_admits_whom_the_file_admits)
 	cr_assert_eq(semctl(semid_of(s), 0, IPC_STAT, &info), 0);
 	cr_assert_eq(info.sem_perm.mode & 0777, 0600);
 	cr_assert_eq(info.sem_perm.uid, nobody);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, an_outside_change_past_the_limit_is_reverted)
@@ -382,7 +382,7 @@ Test(store, an_outside_change_past_the_limit_is_reverted)
 	cr_assert_eq(semop(semid_of(s), &up, 1), 0);
 	usleep(600000); /* the monitor reverts it by itself */
 	cr_assert_eq(kernel_value(s), 1);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 /* Two outside programs pass the unit back and forth; a waiter of ours still
@@ -422,7 +422,7 @@ Test(store, outside_users_cannot_starve_our_waiters)
 		waitpid(children[i], NULL, 0);
 	}
 	cr_assert_eq(error, 0, "our waiter was starved: %s", strerror(error));
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 Test(store, tokens_never_repeat_for_a_name)
@@ -431,13 +431,13 @@ Test(store, tokens_never_repeat_for_a_name)
 	struct test_waiter w;
 	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, 0, NULL), 0);
 	uint64_t first = w.waiter.token;
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 	cr_assert_eq(store_unlink(store, STORE_ROOT_INO, "token"), 0);
 	s = make("token");
 	cr_assert_eq(submit(s, &w, 1, VERB_LOCK, 0, NULL), 0);
 	cr_assert_gt(w.waiter.token, first, "token %lu handed out again",
 		     (unsigned long)w.waiter.token);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 }
 
 static void reopen(void)
@@ -463,7 +463,7 @@ Test(store, a_second_store_on_one_state_dir_is_refused)
 Test(store, an_unreadable_record_is_set_aside)
 {
 	struct semaphore *s = make("good");
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 	char path[128];
 	snprintf(path, sizeof(path), "%s/tree/empty", state_dir);
 	FILE *file = fopen(path, "w"); /* what a full disk at create left */
@@ -471,9 +471,9 @@ Test(store, an_unreadable_record_is_set_aside)
 	fclose(file);
 	reopen();
 	struct store_attr attr;
-	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, "good", true, &attr), 0);
+	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, "good", &attr), 0);
 	store_forget(store, attr.nodeid, 1);
-	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, "empty", true, &attr), -ENOENT);
+	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, "empty", &attr), -ENOENT);
 	cr_assert_neq(access(path, F_OK), 0, "the bad record is still in the tree");
 }
 
@@ -519,7 +519,7 @@ Test(store, an_unsaved_change_is_refused)
 	free(limit_text);
 	cr_assert_eq(store_getattr(store, ino, &attr), 0);
 	tmpfs_command("rm -f ", "/fill");
-	store_close_semaphore(store, s, ino);
+	store_close_semaphore(store, s);
 	teardown_store();
 	tmpfs_command("umount ", "");
 	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
@@ -537,7 +537,7 @@ static struct semaphore *open_existing(const char *name)
 {
 	struct store_attr attr;
 	struct semaphore *semaphore;
-	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, name, true, &attr), 0);
+	cr_assert_eq(store_lookup(store, STORE_ROOT_INO, name, &attr), 0);
 	cr_assert_eq(store_open_semaphore(store, attr.ino, &semaphore), 0);
 	store_forget(store, attr.nodeid, 1);
 	s_ino = attr.ino;
@@ -560,11 +560,11 @@ Test(store, restore_adopts_only_its_own_set_and_value)
 	struct semaphore *s = make("adopt");
 	key_t key = (key_t)attribute_of(s, "key");
 	int semid = semid_of(s);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 	s = make("over");
 	struct sembuf up = {.sem_num = 0, .sem_op = 3, .sem_flg = IPC_NOWAIT};
 	cr_assert_eq(semop(semid_of(s), &up, 1), 0);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 	store_shutdown(store);
 	store_close(store);
 	/* Another user's one-semaphore set now sits at the recorded key. */
@@ -585,10 +585,10 @@ Test(store, restore_adopts_only_its_own_set_and_value)
 	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
 	s = open_existing("adopt");
 	key_t now = (key_t)attribute_of(s, "key");
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 	s = open_existing("over");
 	int value = kernel_value(s);
-	store_close_semaphore(store, s, s_ino);
+	store_close_semaphore(store, s);
 	struct semid_ds info;
 	int foreign_alive = semctl(foreign, 0, IPC_STAT, &info);
 	semctl(foreign, 0, IPC_RMID);
