@@ -147,8 +147,6 @@ void node_attach_semaphore(struct node *node, struct semaphore *semaphore);
 
 /* store_tree.c */
 void timespec_now(clockid_t clock, struct timespec *now);
-void done_push(struct done_list *done, struct waiter *waiter, int result);
-void run_done(struct done_list *done);
 int hash_grow(struct hash *hash, bool by_name);
 void hash_remove(struct hash *hash, struct node *node, bool by_name);
 struct node *node_by_ino(struct store *store, uint64_t ino);
@@ -161,7 +159,6 @@ struct node *node_new(struct store *store, struct node *parent, const char *name
 void node_detach(struct store *store, struct node *node);
 void node_free(struct store *store, struct node *node);
 void node_release_if_unused(struct store *store, struct node *node);
-void note_queued(struct waiter *waiter, int delta);
 
 /* store_semaphore.c */
 void journal_event(struct store *store, struct semaphore *semaphore, const char *event,
@@ -173,8 +170,6 @@ struct holder *holder_of_owner(struct semaphore *semaphore, struct owner *owner)
 void holder_drop_plain(struct semaphore *semaphore, const char *who);
 void semaphore_unreference(struct store *store, struct semaphore *semaphore);
 void live_remove(struct store *store, struct semaphore *semaphore);
-void queue_remove(struct semaphore *semaphore, struct waiter *waiter);
-void queue_append(struct semaphore *semaphore, struct waiter *waiter);
 int semaphore_save(struct store *store, struct semaphore *semaphore);
 int token_reserve(struct store *store, struct semaphore *semaphore, uint64_t count);
 bool set_gone_from_outside(struct store *store, struct semaphore *semaphore,
@@ -216,5 +211,12 @@ int walk_to_parent(struct store *store, const char *path, const struct maker *ma
 		   struct node **parent, const char **leaf);
 void prune_implicit(struct store *store, struct node *directory);
 bool node_permits(const struct node *node, const struct store_caller *caller, unsigned bits);
+
+/* store_waiters.c */
+void done_push(struct done_list *done, struct waiter *waiter, int result);
+void run_done(struct done_list *done);
+void queue_append(struct semaphore *semaphore, struct waiter *waiter);
+void queue_remove(struct semaphore *semaphore, struct waiter *waiter);
+void note_queued(struct waiter *waiter, int delta);
 
 #endif

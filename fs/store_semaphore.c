@@ -157,35 +157,6 @@ void live_remove(struct store *store, struct semaphore *semaphore)
 	store->live_count--;
 }
 
-void queue_remove(struct semaphore *semaphore, struct waiter *waiter)
-{
-	note_queued(waiter, -1);
-	if (waiter->queue_prev)
-		waiter->queue_prev->queue_next = waiter->queue_next;
-	else
-		semaphore->head = waiter->queue_next;
-	if (waiter->queue_next)
-		waiter->queue_next->queue_prev = waiter->queue_prev;
-	else
-		semaphore->tail = waiter->queue_prev;
-	waiter->queue_prev = waiter->queue_next = NULL;
-	semaphore->waiting--;
-}
-
-void queue_append(struct semaphore *semaphore, struct waiter *waiter)
-{
-	waiter->queue_next = NULL;
-	waiter->queue_prev = semaphore->tail;
-	if (semaphore->tail)
-		semaphore->tail->queue_next = waiter;
-	else
-		semaphore->head = waiter;
-	semaphore->tail = waiter;
-	semaphore->waiting++;
-	waiter->state = WAITER_QUEUED;
-	note_queued(waiter, 1);
-}
-
 static void record_of(struct semaphore *semaphore, struct backing_record *record)
 {
 	struct node *node = semaphore->node;

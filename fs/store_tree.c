@@ -14,30 +14,6 @@ void timespec_now(clockid_t clock, struct timespec *now)
 	clock_gettime(clock, now);
 }
 
-void done_push(struct done_list *done, struct waiter *waiter, int result)
-{
-	waiter->state = WAITER_DONE;
-	waiter->result = result;
-	waiter->queue_next = NULL;
-	if (done->last)
-		done->last->queue_next = waiter;
-	else
-		done->first = waiter;
-	done->last = waiter;
-}
-
-void run_done(struct done_list *done)
-{
-	struct waiter *waiter = done->first;
-
-	while (waiter) {
-		struct waiter *next = waiter->queue_next; /* complete() may free it */
-		waiter->complete(waiter, waiter->result < 0 ? -waiter->result : 0);
-		waiter = next;
-	}
-	done->first = done->last = NULL;
-}
-
 /* ---- hash tables: ino -> node, (parent, name) -> node ------------------- */
 
 static uint64_t hash_name(uint64_t parent, const char *name)
@@ -240,11 +216,4 @@ void node_release_if_unused(struct store *store, struct node *node)
 {
 	if (node->unlinked && node->lookups == 0)
 		node_free(store, node);
-}
-
-/* A queued write holds its inode's lock: the front-end that sent it counts. */
-void note_queued(struct waiter *waiter, int delta)
-{
-	if (waiter->queued)
-		waiter->queued(waiter, delta);
 }
