@@ -219,4 +219,8 @@ void queue_append(struct semaphore *semaphore, struct waiter *waiter);
 void queue_remove(struct semaphore *semaphore, struct waiter *waiter);
 void note_queued(struct waiter *waiter, int delta);
 
+/* store_restore.c: every record of state_dir back in the tree. 0 or -errno
+ * with a message. */
+int store_restore(struct store *store, char *error, size_t error_size);
+
 #endif
