@@ -177,27 +177,36 @@ static int replace_file(struct backing *backing, const char *temporary, int dire
 int backing_write(struct backing *backing, const char *path, const struct backing_record *record)
 {
 	char text[256];
-	int length =
-	    snprintf(text, sizeof(text),
-		     "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n%s%s",
-		     (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
-		     (unsigned)record->uid, (unsigned)record->gid, record->token_reserved,
-		     record->undefined ? "undefined=1\n" : "", record->defined ? "defined=1\n" : "");
+	int length = snprintf(
+	    text, sizeof(text),
+	    "key=0x%08x\nlimit=%u\nmode=0%o\nuid=%u\ngid=%u\ntoken=%" PRIu64 "\n%s%s",
+	    (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
+	    (unsigned)record->uid, (unsigned)record->gid, record->token_reserved,
+	    record->undefined ? "undefined=1\n" : "", record->defined ? "defined=1\n" : "");
 	return replace_file(backing, "tmp/record", backing->root_fd, path, text, (size_t)length);
 }
 
-int backing_read(struct backing *backing, const char *path, struct backing_record *record)
+/* A small text file below `dir_fd`, NUL-ended in `text`: its length or -errno. */
+static ssize_t read_text(int dir_fd, const char *path, char *text, size_t size)
 {
-	char text[512];
-	int fd = openat(backing->root_fd, path, O_RDONLY | O_CLOEXEC);
+	int fd = openat(dir_fd, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	ssize_t length = read(fd, text, sizeof(text) - 1);
+	ssize_t length = read(fd, text, size - 1);
 	int saved = errno;
 	close(fd);
 	if (length < 0)
 		return -saved;
 	text[length] = '\0';
+	return length;
+}
+
+int backing_read(struct backing *backing, const char *path, struct backing_record *record)
+{
+	char text[512];
+	ssize_t length = read_text(backing->root_fd, path, text, sizeof(text));
+	if (length < 0)
+		return (int)length;
 
 	unsigned found = 0;
 	record->undefined = record->defined = false;
@@ -258,15 +267,11 @@ int backing_token_floor(struct backing *backing, uint64_t *floor)
 	unsigned long long number;
 
 	*floor = 0;
-	int fd = openat(backing->state_fd, "tokens", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno; /* none yet: nothing was deleted */
-	ssize_t length = read(fd, text, sizeof(text) - 1);
-	int saved = errno;
-	close(fd);
+	ssize_t length = read_text(backing->state_fd, "tokens", text, sizeof(text));
+	if (length == -ENOENT)
+		return 0; /* none yet: nothing was deleted */
 	if (length < 0)
-		return -saved;
-	text[length] = '\0';
+		return (int)length;
 	if (sscanf(text, "floor=%llu", &number) != 1)
 		return -EBADMSG;
 	*floor = number;

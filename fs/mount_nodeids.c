@@ -149,10 +149,12 @@ bool nodeids_is_alias(uint64_t nodeid)
 uint64_t nodeids_looked_up(struct nodeids *table, uint64_t ino, bool own)
 {
 	pthread_mutex_lock(&table->lock);
-	struct known *k = own ? find(table, ino) : NULL;
+	struct known *k = own ? NULL : add(table, table->next_alias++, ino, true);
+	if (!k) /* the notifier's, or no memory: share the node's own inode */
+		k = find(table, ino);
 	if (!k)
-		k = add(table, own ? ino : table->next_alias++, ino, !own);
-	uint64_t nodeid = ino; /* no memory: share the inode, and risk the wait */
+		k = add(table, ino, ino, false);
+	uint64_t nodeid = ino; /* not even that: untracked, forget still passes */
 	if (k) {
 		k->lookups++;
 		nodeid = k->nodeid;

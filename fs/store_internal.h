@@ -105,7 +105,11 @@ struct store {
 	time_t enospc_logged;	  /* when "out of SysV sets" was last logged */
 	time_t state_full_logged; /* when "state_dir full" was last logged */
 	time_t excess_logged;	  /* when an outside excess was last logged */
-	uint64_t token_floor;	  /* new semaphores start their tokens here */
+	/* Undefined semaphores come and go with every ACE cycle on a new name:
+	 * a few lines a second, then a count, so no peer can flood the log. */
+	time_t undefined_second;
+	unsigned undefined_logged, undefined_suppressed;
+	uint64_t token_floor; /* new semaphores start their tokens here */
 	uint64_t grants_total, timeouts_total;
 	pid_t pid;
 	unsigned helpers;
@@ -176,6 +180,7 @@ bool set_gone_from_outside(struct store *store, struct semaphore *semaphore,
 			   struct done_list *done);
 int delete_node(struct store *store, struct node *node, const char *who, struct done_list *done);
 void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_list *done);
+void log_undefined(struct store *store, const char *path, const char *what);
 void semaphore_let_go(struct store *store, struct semaphore *semaphore, struct done_list *done);
 
 /* store_rules.c */

@@ -166,7 +166,7 @@ int create_semaphore(struct store *store, struct node *parent, const char *name,
 			journal_event(store, node->semaphore, "create", who, 0, NULL, true);
 			parent->mtime = parent->ctime = node->mtime;
 			if (undefined) /* as ACE logs "adding undefined semaphore" */
-				log_info("undefined semaphore %s created (limit %u)", path, limit);
+				log_undefined(store, path, "created (limit 1)");
 			*out = node;
 		}
 	}

@@ -317,6 +317,26 @@ int delete_node(struct store *store, struct node *node, const char *who, struct 
 	return 0;
 }
 
+#define UNDEFINED_LOGS_PER_SECOND 10
+
+void log_undefined(struct store *store, const char *path, const char *what)
+{
+	time_t second = time(NULL);
+
+	if (second != store->undefined_second) {
+		if (store->undefined_suppressed)
+			log_info("%u more undefined semaphores created or removed (not logged one "
+				 "by one)",
+				 store->undefined_suppressed);
+		store->undefined_second = second;
+		store->undefined_logged = store->undefined_suppressed = 0;
+	}
+	if (store->undefined_logged++ < UNDEFINED_LOGS_PER_SECOND)
+		log_info("undefined semaphore %s %s", path, what);
+	else
+		store->undefined_suppressed++;
+}
+
 /* ACE's undefined semaphores last while someone uses them: no holder, no
  * waiter, no open file or connection, every unit home. */
 void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_list *done)
@@ -329,7 +349,7 @@ void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_
 		return;
 	char path[PATH_MAX];
 	if (node_path(semaphore->node, path, sizeof(path)) == 0)
-		log_info("undefined semaphore %s removed: idle", path);
+		log_undefined(store, path, "removed: idle");
 	(void)delete_node(store, semaphore->node, "semfs:idle", done);
 }
 

@@ -739,10 +739,11 @@ static int execute(const struct invocation *inv, struct target *t)
 				 timeout ? timeout : "");
 			r = fd < 0 ? -errno : write(fd, command, strlen(command)) < 0 ? -errno : 0;
 		} else {
-			char ignored[256];
-			(void)remote(t->client, ignored, sizeof(ignored), "create %s", t->name);
-			r = remote(t->client, reply, sizeof(reply), "acquire %s%s%s", t->name,
-				   timeout ? " " : "", timeout ? timeout : "");
+			/* Made if missing; any refusal but EEXIST is the answer. */
+			r = remote(t->client, reply, sizeof(reply), "create %s", t->name);
+			if (r == 0 || r == -EEXIST)
+				r = remote(t->client, reply, sizeof(reply), "acquire %s%s%s",
+					   t->name, timeout ? " " : "", timeout ? timeout : "");
 		}
 		if (r == -ETIMEDOUT || r == -EAGAIN) {
 			if (fd >= 0)
@@ -828,8 +829,8 @@ int main(int argc, char **argv)
 			/* A directory there, as far as -l cares: PATH/WORD exists. */
 			bare.uid = inv.words[0];
 			if (!semaphore && valid_uid(bare.uid) && (r = name_target(&bare, &t)) < 0)
-				directory =
-				    remote(t.client, reply, sizeof(reply), "status %s", t.name) == 0;
+				directory = remote(t.client, reply, sizeof(reply), "status %s",
+						   t.name) == 0;
 		}
 		if ((r = assign_arguments(&inv, semaphore, directory)) >= 0 ||
 		    (r = name_target(&inv, &t)) >= 0)

@@ -217,12 +217,42 @@ static void remove_sets(const char *path)
 	closedir(directory);
 }
 
+bool e2e_wait_gone(const char *name, int ms)
+{
+	struct stat status;
+	for (double end = e2e_now() + ms / 1000.0; e2e_now() < end; usleep(20000))
+		if (stat(e2e_path(name), &status) < 0 && errno == ENOENT)
+			return true;
+	return false;
+}
+
+/* Mounts a test made itself below its directory (a second daemon, run.sh,
+ * -o nonempty) and did not get to unmount because an assertion stopped it:
+ * their daemons exit when unmounted. */
+static void unmount_leftovers(void)
+{
+	char line[1024], prefix[300];
+	FILE *mounts = fopen("/proc/self/mounts", "re");
+
+	snprintf(prefix, sizeof(prefix), "%s/", e2e.dir);
+	while (mounts && fgets(line, sizeof(line), mounts)) {
+		char point[PATH_MAX];
+		if (sscanf(line, "%*s %4095s", point) == 1 &&
+		    strncmp(point, prefix, strlen(prefix)) == 0)
+			(void)umount2(point, MNT_DETACH);
+	}
+	if (mounts)
+		fclose(mounts);
+}
+
 void e2e_teardown(void)
 {
 	char command[400], tree[320];
 
 	e2e_kill_children();
 	e2e_stop();
+	if (e2e.dir[0])
+		unmount_leftovers();
 	snprintf(tree, sizeof(tree), "%s/tree", e2e.state);
 	remove_sets(tree);
 	if (e2e.dir[0]) {

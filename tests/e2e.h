@@ -47,6 +47,8 @@ void e2e_expect_text(const char *name, const char *needle);
 /* Poll until the xattr equals `value`; false after `milliseconds`. */
 bool e2e_wait_xattr(const char *name, const char *attribute, long value, int milliseconds);
 double e2e_now(void);
+/* MOUNT/name is gone (ENOENT) within `ms`. */
+bool e2e_wait_gone(const char *name, int ms);
 int e2e_thread_count(pid_t pid);
 
 #endif

@@ -166,7 +166,13 @@ class Session:
         deadline = time.time() + 5
         while not self.mounted():
             if self.daemon.poll() is not None or time.time() > deadline:
-                raise RuntimeError("semfs did not mount: " + self.daemon_log())
+                message = "semfs did not mount: " + self.daemon_log()
+                self.daemon.kill()  # leave nothing behind: no daemon, no directory
+                self.daemon.wait()
+                self.log.close()
+                subprocess.run(["fusermount3", "-u", "-z", self.mnt], stderr=subprocess.DEVNULL)
+                subprocess.run(["rm", "-rf", self.dir])
+                raise RuntimeError(message)
             time.sleep(0.02)
         env = dict(os.environ)
         env["PATH"] = build + ":" + env["PATH"]
@@ -272,7 +278,10 @@ def expected_status(command, shown):
 
 
 def run_block(block, build):
-    session = Session(build)
+    try:
+        session = Session(build)
+    except RuntimeError as error:
+        return ["  " + str(error)]
     failures = []
     try:
         dialogue = native_dialogue(block)

@@ -69,15 +69,6 @@ static void restart_with(const char *text, const char *semfs_lines)
 	e2e_restart();
 }
 
-static bool wait_gone(const char *name, int ms)
-{
-	struct stat status;
-	for (double end = e2e_now() + ms / 1000.0; e2e_now() < end; usleep(20000))
-		if (stat(e2e_path(name), &status) < 0 && errno == ENOENT)
-			return true;
-	return false;
-}
-
 /* The client got its unit: anything else (a fallback) fails the test. */
 static void expect_locked(struct ace_client *client, const char *name)
 {
@@ -206,14 +197,14 @@ Test(ace_operator, every_name_an_ace_client_sends_works)
 			     names[i].file);
 		cr_assert_eq(e2e_xattr(names[i].file, "limit"), 1, "undefined: limit 1");
 		release(&client);
-		cr_assert(wait_gone(names[i].file, 3000), "'%s' stayed after its release",
+		cr_assert(e2e_wait_gone(names[i].file, 3000), "'%s' stayed after its release",
 			  names[i].file);
 		/* Directories made for a name go with it. */
 		char top[256];
 		snprintf(top, sizeof(top), "%s", names[i].file);
 		if (strchr(top, '/')) {
 			*strchr(top, '/') = '\0';
-			cr_assert(wait_gone(top, 3000), "directory '%s' stayed", top);
+			cr_assert(e2e_wait_gone(top, 3000), "directory '%s' stayed", top);
 		}
 	}
 	cr_assert_eq(e2e_xattr("one", "limit"), 1, "the defined one is untouched");

@@ -24,15 +24,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static bool wait_gone(const char *name, int ms)
-{
-	struct stat status;
-	for (double end = e2e_now() + ms / 1000.0; e2e_now() < end; usleep(20000))
-		if (stat(e2e_path(name), &status) < 0 && errno == ENOENT)
-			return true;
-	return false;
-}
-
 /* ---- suites -------------------------------------------------------------------- */
 
 static void start_plain(void)
@@ -61,7 +52,7 @@ Test(ace, undefined_semaphore_is_acquired_released_and_vanishes)
 	ace_say(&client, "release");
 	ace_expect(&client, "ok", 3000);
 	ace_expect(&client, "closed", 3000); /* ok|, then the server closes */
-	cr_assert(wait_gone("job", 2000), "the idle undefined semaphore is still there");
+	cr_assert(e2e_wait_gone("job", 2000), "the idle undefined semaphore is still there");
 	ace_kill(&client);
 }
 
@@ -94,7 +85,7 @@ Test(ace, defined_limit_three_makes_the_fourth_wait_with_heartbeats)
 		ace_expect(&holders[i], "ok", 3000);
 	}
 	cr_assert(e2e_wait_xattr("pool", "value", 3, 2000));
-	cr_assert(!wait_gone("pool", 300), "a defined semaphore vanished");
+	cr_assert(!e2e_wait_gone("pool", 300), "a defined semaphore vanished");
 	for (int i = 0; i < 3; i++)
 		ace_kill(&holders[i]);
 	ace_kill(&fourth);
@@ -137,7 +128,7 @@ Test(ace, a_waiter_that_disconnects_leaves_the_queue)
 	ace_say(&holder, "release");
 	ace_expect(&holder, "ok", 3000);
 	/* Nobody took the unit on the way out, and the name is gone. */
-	cr_assert(wait_gone("solo", 2000));
+	cr_assert(e2e_wait_gone("solo", 2000));
 	ace_kill(&holder);
 }
 
@@ -184,7 +175,7 @@ Test(ace, split_and_coalesced_tokens)
 	cr_assert_str_eq(reply, "ok|");
 	cr_assert(closed_by_server(fd, 2000));
 	close(fd);
-	cr_assert(wait_gone("split", 2000));
+	cr_assert(e2e_wait_gone("split", 2000));
 }
 
 Test(ace, release_while_queued_is_answered_locked_ok)
@@ -210,7 +201,7 @@ Test(ace, release_while_queued_is_answered_locked_ok)
 	cr_assert(strstr(reply, "locked|ok|"), "%s", reply);
 	cr_assert(closed_by_server(fd, 2000));
 	close(fd);
-	cr_assert(wait_gone("early", 2000), "the unit did not come back at once");
+	cr_assert(e2e_wait_gone("early", 2000), "the unit did not come back at once");
 	ace_kill(&holder);
 }
 
@@ -228,7 +219,7 @@ Test(ace, invalid_input_closes_the_connection)
 		close(fd);
 	}
 	/* Nothing was left behind: the held unit of "a" went back. */
-	cr_assert(wait_gone("a", 2000));
+	cr_assert(e2e_wait_gone("a", 2000));
 	e2e_expect_text("../semfs.log", "invalid ACE input");
 }
 
@@ -573,7 +564,7 @@ Test(ace, undefined_semaphores_held_at_a_crash_are_gone_after_restart)
 	ace_kill(&client);
 	e2e_restart();
 	/* SEM_UNDO gave the unit back; idle and undefined, it goes at start-up. */
-	cr_assert(wait_gone("crashed", 1000));
+	cr_assert(e2e_wait_gone("crashed", 1000));
 	cr_assert_eq(e2e_xattr("kept", "value"), 1, "a created semaphore stays");
 	cr_assert_eq(e2e_xattr("pool", "limit"), 3);
 }
