@@ -1,6 +1,7 @@
 /* test_rules.c: the store's rules against the in-memory backend (no kernel):
  * every command in every state class — free (all units home), partly out,
- * busy with a waiter, holders of both kinds (lock and acquire), removed —
+ * at its limit, busy with a waiter, holders of both kinds (lock and acquire),
+ * removed —
  * with the result code and the units at home afterwards; and relax, limit
  * and set with waiters queued. The same rules run over System V in
  * test_store.c and end to end; here they run on the backend seam alone. */
@@ -106,9 +107,9 @@ static int now(struct semaphore *s, enum command_verb verb, int number, struct o
 	return run(s, &r, verb, 0, number, owner);
 }
 
-enum state_class { FREE, PARTLY_OUT, BUSY_WITH_WAITER, BOTH_KINDS, REMOVED };
-static const char *const class_names[] = {"free", "partly out", "busy with a waiter",
-					  "both kinds held", "removed"};
+enum state_class { FREE, PARTLY_OUT, AT_LIMIT, BUSY_WITH_WAITER, BOTH_KINDS, REMOVED };
+static const char *const class_names[] = {
+    "free", "partly out", "at its limit", "busy with a waiter", "both kinds held", "removed"};
 
 static struct owner acquirer;
 static struct request queued;
@@ -128,6 +129,11 @@ static struct semaphore *make(enum state_class state, const char *name)
 		break;
 	case PARTLY_OUT:
 		cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+		break;
+	case AT_LIMIT:
+		cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+		cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
+		cr_assert_eq(attribute(s, "value"), 0);
 		break;
 	case BUSY_WITH_WAITER:
 		cr_assert_eq(now(s, VERB_LOCK, 0, NULL), 0);
@@ -152,22 +158,31 @@ static const struct expectation {
 	enum command_verb verb;
 	int number;	 /* limit, set */
 	bool with_owner; /* acquire, release: the acquirer */
-	int result[5];	 /* by state class */
-	int home[5];	 /* value afterwards; -1: not checked (removed) */
+	int result[6];	 /* by state class */
+	int home[6];	 /* value afterwards; -1: not checked (removed) */
 } table[] = {
-    /*                               free     partly   busy     both     removed */
-    {VERB_LOCK, 0, false, {0, 0, -EAGAIN, 0, -EIDRM}, {1, 0, 0, 0, -1}},
-    {VERB_UNLOCK, 0, false, {-EOVERFLOW, 0, 0, 0, -EIDRM}, {2, 2, 0, 2, -1}},
-    {VERB_RELAX, 0, false, {0, 0, 0, 0, -EIDRM}, {2, 1, 0, 1, -1}},
-    {VERB_ACQUIRE, 0, true, {0, 0, -EAGAIN, 0, -EIDRM}, {1, 0, 0, 0, -1}},
-    {VERB_ACQUIRE, 0, false, {-EINVAL, -EINVAL, -EINVAL, -EINVAL, -EIDRM}, {2, 1, 0, 1, -1}},
-    {VERB_RELEASE, 0, true, {-ENOLCK, -ENOLCK, -ENOLCK, 0, -EIDRM}, {2, 1, 0, 2, -1}},
-    {VERB_LIMIT, 4, false, {0, 0, 0, 0, -EIDRM}, {4, 3, 2, 2, -1}},
-    {VERB_LIMIT, 1, false, {0, 0, 0, -EBUSY, -EIDRM}, {1, 0, 0, 1, -1}},
-    {VERB_LIMIT, 0, false, {0, -EBUSY, -EBUSY, -EBUSY, -EIDRM}, {0, 1, 0, 1, -1}},
-    {VERB_SET, 0, false, {0, 0, 0, 0, -EIDRM}, {0, 0, 0, 0, -1}},
-    {VERB_SET, 2, false, {0, 0, -ERANGE, 0, -EIDRM}, {2, 2, 0, 2, -1}},
-    {VERB_SET, 3, false, {-ERANGE, -ERANGE, -ERANGE, -ERANGE, -EIDRM}, {2, 1, 0, 1, -1}},
+    /* state class:                    free, partly out, at limit, busy with a waiter, both, removed
+     */
+    {VERB_LOCK, 0, false, {0, 0, -EAGAIN, -EAGAIN, 0, -EIDRM}, {1, 0, 0, 0, 0, -1}},
+    {VERB_UNLOCK, 0, false, {-EOVERFLOW, 0, 0, 0, 0, -EIDRM}, {2, 2, 1, 0, 2, -1}},
+    {VERB_RELAX, 0, false, {0, 0, 0, 0, 0, -EIDRM}, {2, 1, 0, 0, 1, -1}},
+    {VERB_ACQUIRE, 0, true, {0, 0, -EAGAIN, -EAGAIN, 0, -EIDRM}, {1, 0, 0, 0, 0, -1}},
+    {VERB_ACQUIRE,
+     0,
+     false,
+     {-EINVAL, -EINVAL, -EINVAL, -EINVAL, -EINVAL, -EIDRM},
+     {2, 1, 0, 0, 1, -1}},
+    {VERB_RELEASE, 0, true, {-ENOLCK, -ENOLCK, -ENOLCK, -ENOLCK, 0, -EIDRM}, {2, 1, 0, 0, 2, -1}},
+    {VERB_LIMIT, 4, false, {0, 0, 0, 0, 0, -EIDRM}, {4, 3, 2, 2, 2, -1}},
+    {VERB_LIMIT, 1, false, {0, 0, -EBUSY, 0, -EBUSY, -EIDRM}, {1, 0, 0, 0, 1, -1}},
+    {VERB_LIMIT, 0, false, {0, -EBUSY, -EBUSY, -EBUSY, -EBUSY, -EIDRM}, {0, 1, 0, 0, 1, -1}},
+    {VERB_SET, 0, false, {0, 0, 0, 0, 0, -EIDRM}, {0, 0, 0, 0, 0, -1}},
+    {VERB_SET, 2, false, {0, 0, 0, -ERANGE, 0, -EIDRM}, {2, 2, 2, 0, 2, -1}},
+    {VERB_SET,
+     3,
+     false,
+     {-ERANGE, -ERANGE, -ERANGE, -ERANGE, -ERANGE, -EIDRM},
+     {2, 1, 0, 0, 1, -1}},
 };
 
 Test(rules, every_command_in_every_state_class)
@@ -222,7 +237,7 @@ Test(rules, every_command_in_every_state_class)
 			checked++;
 		}
 	}
-	cr_assert_eq(checked, 60);
+	cr_assert_eq(checked, 72);
 	cr_assert_eq(fake_live(), 0, "every backend counter went with its semaphore");
 }
 
