@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # fuzz.sh TARGET|all SECONDS: run a libFuzzer target (command, ace, native,
-# config) for SECONDS, starting from its committed seed corpus
+# config, replica) for SECONDS, starting from its committed seed corpus
 # (tests/fuzz/corpus/TARGET) and its regressions. `all` runs every target,
 # two at a time. New corpus entries go to build-fuzz/corpus/TARGET, crashes
 # to build-fuzz/crashes/: copy a crash to tests/fuzz/regressions/TARGET/ and
 # it replays in the ordinary test suite from then on.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-targets=(command ace native config)
+targets=(command ace native config replica)
 if [ $# -ne 2 ] || ! [[ $2 =~ ^[0-9]+$ ]]; then
 	echo "usage: $0 {${targets[*]// /|}|all} SECONDS" >&2
 	exit 2
