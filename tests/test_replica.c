@@ -47,13 +47,14 @@ TestSuite(replica, .init = setup, .fini = teardown);
 static int event(bool deleted, const char *key, const char *value, int64_t create, int64_t lease)
 {
 	char error[256] = "";
+	revision++;
 	struct replica_event e = {
 	    .deleted = deleted,
 	    .key = key,
 	    .key_length = strlen(key),
 	    .value = value,
 	    .value_length = value ? strlen(value) : 0,
-	    .revision = ++revision,
+	    .revision = revision,
 	    .create_revision = create ? create : revision,
 	    .lease = lease,
 	};

@@ -1,0 +1,237 @@
+/* etcd_cluster.c: real etcd members for the cluster tests (see the header). */
+#include "etcd_cluster.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t length = sizeof(a);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &length) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+/* One HTTP/1.0 POST (or GET without a body) to 127.0.0.1:port: the status
+ * code, the body in `out`; -1 when nobody answers within a second. */
+static int http(int port, const char *path, const char *body, char *out, size_t size)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct timeval second = {.tv_sec = 1};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof(second));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &second, sizeof(second));
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	char request[1024];
+	int n = body ? snprintf(request, sizeof(request),
+				"POST %s HTTP/1.0\r\nContent-Type: application/json\r\n"
+				"Content-Length: %zu\r\n\r\n%s",
+				path, strlen(body), body)
+		     : snprintf(request, sizeof(request), "GET %s HTTP/1.0\r\n\r\n", path);
+	char response[8192];
+	size_t got = 0;
+	if (write(fd, request, (size_t)n) != n) {
+		close(fd);
+		return -1;
+	}
+	ssize_t r;
+	while (got < sizeof(response) - 1 &&
+	       (r = read(fd, response + got, sizeof(response) - 1 - got)) > 0)
+		got += (size_t)r;
+	close(fd);
+	response[got] = '\0';
+	int status;
+	if (sscanf(response, "HTTP/%*s %d", &status) != 1)
+		return -1;
+	const char *start = strstr(response, "\r\n\r\n");
+	snprintf(out, size, "%s", start ? start + 4 : "");
+	return status;
+}
+
+static bool spawn(struct etcd_cluster *c, int member, bool fresh)
+{
+	char name[16], data[200], client[64], peer[64], initial[ETCD_CLUSTER_MAX * 64] = "",
+										   log_path[220];
+	snprintf(name, sizeof(name), "m%d", member);
+	snprintf(data, sizeof(data), "%s/%s", c->dir, name);
+	snprintf(client, sizeof(client), "http://127.0.0.1:%d", c->client_ports[member]);
+	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", c->peer_ports[member]);
+	for (int i = 0; i < c->size; i++) {
+		size_t used = strlen(initial);
+		snprintf(initial + used, sizeof(initial) - used, "%sm%d=http://127.0.0.1:%d",
+			 i ? "," : "", i, c->peer_ports[i]);
+	}
+	snprintf(log_path, sizeof(log_path), "%s/%s.log", c->dir, name);
+	pid_t pid = fork();
+	if (pid < 0)
+		return false;
+	if (pid == 0) {
+		/* ETCD_* variables are read as flags: none may leak in. */
+		for (char **e = environ; *e;)
+			if (strncmp(*e, "ETCD_", 5) == 0) {
+				char variable[256];
+				snprintf(variable, sizeof(variable), "%.*s",
+					 (int)(strchr(*e, '=') - *e), *e);
+				unsetenv(variable);
+			} else
+				e++;
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execl("/usr/bin/etcd", "etcd", "--name", name, "--data-dir", data,
+		      "--listen-client-urls", client, "--advertise-client-urls", client,
+		      "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		      "--initial-cluster", initial, "--initial-cluster-state",
+		      fresh ? "new" : "existing", "--initial-cluster-token", c->dir,
+		      "--heartbeat-interval", "100", "--election-timeout", "1000", "--log-level",
+		      "warn", (char *)NULL);
+		_exit(127);
+	}
+	c->pids[member] = pid;
+	return true;
+}
+
+bool etcd_cluster_healthy(const struct etcd_cluster *c, int member)
+{
+	char body[512];
+	return c->pids[member] > 0 &&
+	       http(c->client_ports[member], "/health", NULL, body, sizeof(body)) == 200 &&
+	       strstr(body, "\"health\":\"true\"") != NULL;
+}
+
+static bool wait_healthy(struct etcd_cluster *c, int member, int seconds)
+{
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	do {
+		if (etcd_cluster_healthy(c, member))
+			return true;
+		int status;
+		if (waitpid(c->pids[member], &status, WNOHANG) == c->pids[member]) {
+			fprintf(stderr, "etcd member %d exited (see %s/m%d.log)\n", member, c->dir,
+				member);
+			c->pids[member] = 0;
+			return false;
+		}
+		usleep(50000);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while (now.tv_sec - start.tv_sec < seconds);
+	fprintf(stderr, "etcd member %d not healthy after %d s (see %s/m%d.log)\n", member, seconds,
+		c->dir, member);
+	return false;
+}
+
+bool etcd_cluster_start(struct etcd_cluster *c, int size)
+{
+	memset(c, 0, sizeof(*c));
+	if (access("/usr/bin/etcd", X_OK) != 0) {
+		fprintf(stderr, "no /usr/bin/etcd (Debian package etcd-server): skipped\n");
+		exit(77);
+	}
+	c->size = size;
+	/* On disk, not tmpfs: each member preallocates 64 MB of WAL. */
+	snprintf(c->dir, sizeof(c->dir), "/var/tmp/semfs-etcd.XXXXXX");
+	if (!mkdtemp(c->dir))
+		return false;
+	for (int i = 0; i < size; i++) {
+		c->client_ports[i] = free_port();
+		c->peer_ports[i] = free_port();
+		snprintf(c->endpoints[i], sizeof(c->endpoints[i]), "http://127.0.0.1:%d",
+			 c->client_ports[i]);
+		size_t used = strlen(c->endpoint_list);
+		snprintf(c->endpoint_list + used, sizeof(c->endpoint_list) - used, "%s%s",
+			 i ? "," : "", c->endpoints[i]);
+	}
+	for (int i = 0; i < size; i++)
+		if (!spawn(c, i, true)) {
+			etcd_cluster_stop(c);
+			return false;
+		}
+	for (int i = 0; i < size; i++)
+		if (!wait_healthy(c, i, 20)) {
+			etcd_cluster_stop(c);
+			return false;
+		}
+	return true;
+}
+
+void etcd_cluster_kill(struct etcd_cluster *c, int member)
+{
+	if (c->pids[member] <= 0)
+		return;
+	kill(c->pids[member], SIGKILL);
+	waitpid(c->pids[member], NULL, 0);
+	c->pids[member] = 0;
+}
+
+bool etcd_cluster_restart(struct etcd_cluster *c, int member)
+{
+	etcd_cluster_kill(c, member);
+	return spawn(c, member, false) && wait_healthy(c, member, 20);
+}
+
+void etcd_cluster_pause(struct etcd_cluster *c, int member, bool paused)
+{
+	if (c->pids[member] > 0)
+		kill(c->pids[member], paused ? SIGSTOP : SIGCONT);
+}
+
+int etcd_cluster_leader(const struct etcd_cluster *c)
+{
+	for (int i = 0; i < c->size; i++) {
+		char body[1024];
+		if (c->pids[i] <= 0 || http(c->client_ports[i], "/v3/maintenance/status", "{}",
+					    body, sizeof(body)) != 200)
+			continue;
+		const char *member = strstr(body, "\"member_id\":\"");
+		const char *leader = strstr(body, "\"leader\":\"");
+		if (member && leader &&
+		    strncmp(member + 13, leader + 10, strcspn(leader + 10, "\"")) == 0)
+			return i;
+	}
+	return -1;
+}
+
+void etcd_cluster_stop(struct etcd_cluster *c)
+{
+	for (int i = 0; i < c->size; i++) {
+		if (c->pids[i] > 0) {
+			kill(c->pids[i], SIGCONT);
+			etcd_cluster_kill(c, i);
+		}
+	}
+	if (c->dir[0]) {
+		char command[200];
+		snprintf(command, sizeof(command), "rm -rf '%s'", c->dir);
+		if (system(command) != 0)
+			fprintf(stderr, "could not remove %s\n", c->dir);
+	}
+}
