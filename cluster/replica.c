@@ -29,7 +29,7 @@ struct semaphore {
 	struct entry *entries; /* by create revision */
 	size_t count, allocated;
 	int holders; /* as of the last settle */
-	int64_t last_revision;
+	int64_t last_revision, meta_revision;
 };
 
 struct replica {
@@ -218,24 +218,37 @@ static void say(replica_report_fn *report, void *context, enum replica_change ch
 	report(context, &r);
 }
 
-/* Report every entry whose state the settle changed, then take the change. */
-static void commit(struct semaphore *semaphore, int holders, int64_t revision,
-		   replica_report_fn *report, void *context)
+/* Take what settle() computed; each entry's `next` keeps its old state for
+ * announce(), so that every report sees the state after the event. */
+static void commit(struct semaphore *semaphore, int holders)
 {
-	int value = value_of(semaphore, holders);
 	for (size_t i = 0; i < semaphore->count; i++) {
 		struct entry *e = &semaphore->entries[i];
-		if (e->next == e->state)
-			continue;
-		if (e->state == ENTRY_HOLDING)
-			say(report, context, REPLICA_DEMOTED, semaphore, e, revision, value);
-		if (e->next == ENTRY_HOLDING)
-			say(report, context, REPLICA_GRANTED, semaphore, e, revision, value);
-		else if (e->next == ENTRY_RELAXED)
-			say(report, context, REPLICA_RELAXED, semaphore, e, revision, value);
+		enum entry_state old = e->state;
 		e->state = e->next;
+		e->next = old;
 	}
 	semaphore->holders = holders;
+}
+
+/* Report every entry whose state the last commit changed. */
+static void announce(struct semaphore *semaphore, int64_t revision, replica_report_fn *report,
+		     void *context)
+{
+	int value = value_of(semaphore, semaphore->holders);
+	for (size_t i = 0; i < semaphore->count; i++) {
+		struct entry *e = &semaphore->entries[i];
+		enum entry_state old = e->next;
+		e->next = e->state;
+		if (old == e->state)
+			continue;
+		if (old == ENTRY_HOLDING)
+			say(report, context, REPLICA_DEMOTED, semaphore, e, revision, value);
+		if (e->state == ENTRY_HOLDING)
+			say(report, context, REPLICA_GRANTED, semaphore, e, revision, value);
+		else if (e->state == ENTRY_RELAXED)
+			say(report, context, REPLICA_RELAXED, semaphore, e, revision, value);
+	}
 }
 
 /* ---- parsing keys and values ------------------------------------------------ */
@@ -308,6 +321,15 @@ int replica_meta_parse(const char *text, size_t length, struct replica_meta *met
 		size_t v_length = (size_t)(text + end - v);
 		int64_t n;
 #define KEY(k) (key_length == sizeof(k) - 1 && memcmp(text + at, k, key_length) == 0)
+		if (KEY("by")) { /* the rest of the record */
+			size_t rest = length - (size_t)(v - text);
+			if (rest >= sizeof(m.by) || memchr(v, '\n', rest) || memchr(v, '\0', rest))
+				return fail(error, error_size, -EINVAL,
+					    "meta: by= too long or not one line");
+			memcpy(m.by, v, rest);
+			m.by[rest] = '\0';
+			break;
+		}
 		if (KEY("relaxed")) {
 			int r = parse_ranges(v, v_length, &m, error, error_size);
 			if (r < 0)
@@ -352,6 +374,12 @@ int replica_meta_format(const struct replica_meta *meta, char *out, size_t size)
 	for (int i = 0; i < meta->relaxed_count; i++) {
 		n = snprintf(out + used, size - used, "%s%" PRId64 "-%" PRId64, i ? "," : "",
 			     meta->relaxed[i].from, meta->relaxed[i].to);
+		if (n < 0 || (size_t)n >= size - used)
+			return -ENAMETOOLONG;
+		used += (size_t)n;
+	}
+	if (meta->by[0]) {
+		n = snprintf(out + used, size - used, " by=%s", meta->by);
 		if (n < 0 || (size_t)n >= size - used)
 			return -ENAMETOOLONG;
 		used += (size_t)n;
@@ -458,14 +486,16 @@ static int apply_meta(struct replica *replica, const struct replica_event *event
 	} else {
 		s->meta = meta;
 		s->has_meta = true;
+		s->meta_revision = event->revision;
 	}
 	s->last_revision = event->revision;
 	int holders = settle(s);
 	enum replica_change change = event->deleted ? REPLICA_REMOVED
 				     : had	    ? REPLICA_CHANGED
 						    : REPLICA_CREATED;
+	commit(s, holders);
 	say(report, context, change, s, NULL, event->revision, value_of(s, holders));
-	commit(s, holders, event->revision, report, context);
+	announce(s, event->revision, report, context);
 	drop_if_empty(replica, s);
 	return 0;
 }
@@ -501,10 +531,11 @@ static int apply_entry(struct replica *replica, const struct replica_event *even
 		s->count--;
 		s->last_revision = event->revision;
 		int holders = settle(s);
+		commit(s, holders);
 		say(report, context,
 		    gone.state == ENTRY_HOLDING ? REPLICA_RELEASED : REPLICA_CANCELLED, s, &gone,
 		    event->revision, value_of(s, holders));
-		commit(s, holders, event->revision, report, context);
+		announce(s, event->revision, report, context);
 		drop_if_empty(replica, s);
 		return 0;
 	}
@@ -537,9 +568,10 @@ static int apply_entry(struct replica *replica, const struct replica_event *even
 	s->last_revision = event->revision;
 	int holders = settle(s);
 	e = find_entry(s, id, id_length);
-	if (e->next == ENTRY_WAITING)
+	commit(s, holders);
+	if (e->state == ENTRY_WAITING)
 		say(report, context, REPLICA_QUEUED, s, e, event->revision, value_of(s, holders));
-	commit(s, holders, event->revision, report, context);
+	announce(s, event->revision, report, context);
 	return 0;
 }
 
@@ -631,6 +663,7 @@ static void state_of(const struct semaphore *s, struct replica_state *state)
 	}
 	state->value = value_of(s, state->holders);
 	state->last_revision = s->last_revision;
+	state->meta_revision = s->meta_revision;
 }
 
 int replica_state(const struct replica *replica, const char *name, struct replica_state *state)

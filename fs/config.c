@@ -19,17 +19,22 @@ enum config_type {
 	TYPE_UNSIGNED,
 	TYPE_BYTES,
 	TYPE_BOOL,
-	TYPE_IPV4,    /* dotted quad */
-	TYPE_HOST,    /* any host name or address */
-	TYPE_ALLOW,   /* allow-list */
-	TYPE_IGNORED, /* ACE's keys semfs has no use for */
-	TYPE_USER,    /* a local user, by name or uid: network_user */
-	TYPE_MODE,    /* octal permission bits */
-	TYPE_FORMAT,  /* stats_format: semfs or ace */
+	TYPE_IPV4,	/* dotted quad */
+	TYPE_HOST,	/* any host name or address */
+	TYPE_ALLOW,	/* allow-list */
+	TYPE_IGNORED,	/* ACE's keys semfs has no use for */
+	TYPE_USER,	/* a local user, by name or uid: network_user */
+	TYPE_MODE,	/* octal permission bits */
+	TYPE_FORMAT,	/* stats_format: semfs or ace */
+	TYPE_ENDPOINTS, /* etcd members: http(s)://host:port, comma or blank separated */
+	TYPE_PREFIX,	/* a key prefix: /semfs/ */
+	TYPE_HOSTNAME,	/* this host in the cluster: letters, digits, '.', '-', '_' */
+	TYPE_MILLIS,	/* seconds, decimals allowed: 1.5 */
 };
 
 #define NET	       "service_network_semaphore"
 #define DEFINED_PREFIX "semaphore_"
+#define CLUSTER	       "cluster"
 
 static const struct config_row {
 	const char *section;
@@ -60,6 +65,16 @@ static const struct config_row {
     {NET, "module", TYPE_IGNORED, 0, 0, 0},
     {NET, "class", TYPE_IGNORED, 0, 0, 0},
     {NET, "description", TYPE_IGNORED, 0, 0, 0},
+    {CLUSTER, "endpoints", TYPE_ENDPOINTS, 0, 0, 0},
+    {CLUSTER, "prefix", TYPE_PREFIX, offsetof(struct config, cluster_prefix), 0, 0},
+    {CLUSTER, "host", TYPE_HOSTNAME, offsetof(struct config, cluster_host), 0, 0},
+    /* etcd raises a TTL under 2 s silently: refused here instead. */
+    {CLUSTER, "lease_ttl", TYPE_UNSIGNED, offsetof(struct config, cluster_lease_ttl), 2, 3600},
+    {CLUSTER, "request_timeout", TYPE_MILLIS, offsetof(struct config, cluster_request_timeout_ms),
+     100, 600000},
+    {CLUSTER, "ca_file", TYPE_PATH, offsetof(struct config, cluster_ca_file), 0, 0},
+    {CLUSTER, "cert_file", TYPE_PATH, offsetof(struct config, cluster_cert_file), 0, 0},
+    {CLUSTER, "key_file", TYPE_PATH, offsetof(struct config, cluster_key_file), 0, 0},
 };
 
 /* network_user: a name from the password database, or a number. */
@@ -117,6 +132,76 @@ void config_defaults(struct config *config)
 	config->remote_port = CONFIG_PORT;
 	config->allowed.ranges[0] = (struct allow_range){0x7f000000u, 0xff000000u};
 	config->allowed.count = 1;
+	snprintf(config->cluster_prefix, sizeof(config->cluster_prefix), "/semfs/");
+	if (gethostname(config->cluster_host, sizeof(config->cluster_host)) != 0 ||
+	    !config->cluster_host[0])
+		snprintf(config->cluster_host, sizeof(config->cluster_host), "localhost");
+	config->cluster_host[strcspn(config->cluster_host, "./@ \t")] = '\0';
+	config->cluster_lease_ttl = 5;
+	config->cluster_request_timeout_ms = 2000;
+}
+
+int config_check(const struct config *config, char *error, size_t error_size)
+{
+	if (config->cluster_section && config->cluster_endpoint_count == 0) {
+		snprintf(error, error_size,
+			 "[cluster] without endpoints: name etcd's members (endpoints = "
+			 "http://HOST:2379, ...) or remove the section");
+		return -1;
+	}
+	if (config->cluster_endpoint_count &&
+	    (config->cluster_cert_file[0] != 0) != (config->cluster_key_file[0] != 0)) {
+		snprintf(error, error_size,
+			 "[cluster]: a client certificate needs both cert_file and key_file");
+		return -1;
+	}
+	return 0;
+}
+
+/* endpoints: up to CONFIG_ENDPOINTS_MAX http(s)://HOST:PORT, separated by
+ * commas or blanks (continuation lines too). */
+static int parse_endpoints(struct config *config, const char *value, char *reason, size_t size)
+{
+	int count = 0;
+	char list[CONFIG_ENDPOINTS_MAX][CONFIG_HOST_MAX];
+	for (const char *p = value; *p;) {
+		size_t skip = strspn(p, ", \t\n");
+		p += skip;
+		size_t length = strcspn(p, ", \t\n");
+		if (length == 0)
+			break;
+		const char *rest = strncmp(p, "http://", 7) == 0    ? p + 7
+				   : strncmp(p, "https://", 8) == 0 ? p + 8
+								    : NULL;
+		const char *colon = rest ? memchr(rest, ':', length - (size_t)(rest - p)) : NULL;
+		if (!rest || rest == p + length || !colon || colon == rest ||
+		    memchr(rest, '/', length - (size_t)(rest - p)) || length >= CONFIG_HOST_MAX) {
+			snprintf(reason, size,
+				 "'%.*s' is not http://HOST:PORT or https://HOST:PORT",
+				 (int)(length > 200 ? 200 : length), p);
+			return -1;
+		}
+		char *end;
+		unsigned long port = strtoul(colon + 1, &end, 10);
+		if (end != p + length || port == 0 || port > 65535) {
+			snprintf(reason, size, "'%.*s': expected a port 1..65535 after the colon",
+				 (int)length, p);
+			return -1;
+		}
+		if (count == CONFIG_ENDPOINTS_MAX) {
+			snprintf(reason, size, "more than %d endpoints", CONFIG_ENDPOINTS_MAX);
+			return -1;
+		}
+		snprintf(list[count++], CONFIG_HOST_MAX, "%.*s", (int)length, p);
+		p += length;
+	}
+	if (count == 0) {
+		snprintf(reason, size, "no endpoint given");
+		return -1;
+	}
+	memcpy(config->cluster_endpoints, list, sizeof(list));
+	config->cluster_endpoint_count = count;
+	return 0;
 }
 
 void config_free(struct config *config)
@@ -333,6 +418,8 @@ static void config_apply(struct config_parse *parse, const char *section, const 
 {
 	const struct config_row *row = NULL;
 
+	if (strcmp(section, CLUSTER) == 0)
+		parse->config->cluster_section = true;
 	if (strcmp(section, NET) == 0 &&
 	    strncmp(name, DEFINED_PREFIX, strlen(DEFINED_PREFIX)) == 0) {
 		define_semaphore(parse, name, value);
@@ -361,6 +448,41 @@ static void config_apply(struct config_parse *parse, const char *section, const 
 	switch (row->type) {
 	case TYPE_IGNORED:
 		break;
+	case TYPE_ENDPOINTS:
+		if (parse_endpoints(parse->config, value, reason, sizeof(reason)) < 0)
+			config_fail(parse, name, value, reason);
+		break;
+	case TYPE_PREFIX:
+		if (value[0] != '/' || strlen(value) >= 200 || strpbrk(value, " \t\n"))
+			config_fail(parse, name, value,
+				    "expected a key prefix that starts with '/', such as /semfs/");
+		else
+			snprintf(field, CONFIG_HOST_MAX, "%s%s", value,
+				 value[strlen(value) - 1] == '/' ? "" : "/");
+		break;
+	case TYPE_HOSTNAME:
+		if (!value[0] || strlen(value) >= CONFIG_CLUSTER_HOST_MAX ||
+		    strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				  "0123456789-_") != strlen(value))
+			config_fail(parse, name, value,
+				    "expected a host name of letters, digits, '-' and '_' "
+				    "(at most 63)");
+		else
+			snprintf(field, CONFIG_CLUSTER_HOST_MAX, "%s", value);
+		break;
+	case TYPE_MILLIS: {
+		char *end;
+		errno = 0;
+		double seconds = strtod(value, &end);
+		if (errno || end == value || *end || !(seconds * 1000 >= (double)row->min) ||
+		    seconds * 1000 > (double)row->max) {
+			snprintf(reason, sizeof(reason), "expected seconds %.1f..%.0f",
+				 (double)row->min / 1000, (double)row->max / 1000);
+			config_fail(parse, name, value, reason);
+		} else
+			*(unsigned *)field = (unsigned)(seconds * 1000 + 0.5);
+		break;
+	}
 	case TYPE_USER:
 		if (config_set_user(parse->config, value) < 0)
 			config_fail(parse, name, value, "expected a local user name or uid");

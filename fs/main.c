@@ -1,6 +1,7 @@
 /* main.c: the semfs daemon: options, configuration, then the store, the
  * mount, the network server and the stats writer, in that order, torn down
  * in reverse. */
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
 #include "mount.h"
@@ -371,6 +372,37 @@ static const struct store_caller *network_caller(const struct config *config,
 	return caller;
 }
 
+/* [cluster]: etcd holds the semaphores. Start-up waits until the cluster
+ * answered and the tree is the cluster's; a cluster that does not answer is
+ * a start-up failure with its reason, never a quiet single host. */
+static int attach_cluster(struct store *store, const struct config *config)
+{
+	struct cluster_options options = {
+	    .etcd = {.endpoint_count = config->cluster_endpoint_count,
+		     .request_timeout_ms = (int)config->cluster_request_timeout_ms,
+		     .ca_file = config->cluster_ca_file[0] ? config->cluster_ca_file : NULL,
+		     .cert_file = config->cluster_cert_file[0] ? config->cluster_cert_file : NULL,
+		     .key_file = config->cluster_key_file[0] ? config->cluster_key_file : NULL},
+	    .prefix = config->cluster_prefix,
+	    .host = config->cluster_host,
+	    .lease_ttl = config->cluster_lease_ttl,
+	};
+	for (int i = 0; i < config->cluster_endpoint_count; i++)
+		options.etcd.endpoints[i] = config->cluster_endpoints[i];
+	char lease_file[PATH_MAX + 16], error[1024];
+	snprintf(lease_file, sizeof(lease_file), "%s/cluster.lease", config->state_dir);
+	options.lease_file = lease_file;
+	if (store_attach_cluster(store, &options, error, sizeof(error)) < 0) {
+		log_warnx("cluster: %s", error);
+		return -1;
+	}
+	log_info("cluster mode: host %s, %d etcd endpoint%s, keys under %s, lease_ttl %u s",
+		 config->cluster_host, config->cluster_endpoint_count,
+		 config->cluster_endpoint_count == 1 ? "" : "s", config->cluster_prefix,
+		 config->cluster_lease_ttl);
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	argc = drop_mount_source(argc, argv);
@@ -428,6 +460,10 @@ int main(int argc, char *argv[])
 			log_warnx("%s", error);
 			goto out_config;
 		}
+	}
+	if (config_check(&config, error, sizeof(error)) < 0) {
+		log_warnx("%s", error);
+		goto out_config;
 	}
 	if (options.check_only) {
 		printf("configuration OK\n");
@@ -487,6 +523,8 @@ int main(int argc, char *argv[])
 		log_warnx("state directory %s: %s", config.state_dir, error);
 		goto out_mount;
 	}
+	if (config.cluster_endpoint_count && attach_cluster(store, &config) < 0)
+		goto out_store;
 	if (store_options.max_wait > 0)
 		log_info("the kernel aborts FUSE requests after a timeout: waits end with "
 			 "ETIMEDOUT after %.0f s",

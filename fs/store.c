@@ -21,6 +21,8 @@
  * lock; run_done() calls complete() after the lock is dropped. */
 #include "store_internal.h"
 
+#include "cluster.h"
+
 static void free_subtree(struct store *store, struct node *node);
 
 /* ---- the backend (see backend.h) ------------------------------------------ */
@@ -179,6 +181,8 @@ int store_start(struct store *store)
 
 	if (r < 0)
 		return r;
+	if (store->cluster && (r = cluster_start(store->cluster)) < 0)
+		return r;
 	store->monitor_running = true;
 	return 0;
 }
@@ -187,6 +191,8 @@ void store_shutdown(struct store *store)
 {
 	struct done_list done = {0};
 
+	/* First: its requests complete (ECANCELED) through the store. */
+	cluster_shutdown(store->cluster);
 	pthread_mutex_lock(&store->lock);
 	store->stopping = true;
 	pthread_cond_broadcast(&store->monitor_wake);
@@ -234,6 +240,7 @@ void store_close(struct store *store)
 		return;
 	if (!store->stopping)
 		store_shutdown(store);
+	cluster_close(store->cluster);
 	/* Unlinked nodes the kernel still knew. */
 	for (size_t i = 0; i < store->by_ino.size; i++) {
 		struct node *node = store->by_ino.buckets[i];

@@ -131,10 +131,33 @@ void kick_handler(int signal_number)
 
 /* ---- outside changes ------------------------------------------------------ */
 
+/* Cluster mode: the set only mirrors the cluster's value; an outside
+ * semop cannot wait in the cluster's queue, so its change is undone. */
+static void cluster_revert(struct store *store, struct semaphore *s, struct done_list *done)
+{
+	int value = be_value(store, s->semid);
+	if (handle_gone(value)) {
+		(void)set_gone_from_outside(store, s, done);
+		return;
+	}
+	if (value < 0 || value == s->cluster_value)
+		return;
+	int pid = be_last_pid(store, s->semid);
+	char who[32], extra[48];
+	snprintf(who, sizeof(who), "sysv:%d", pid);
+	snprintf(extra, sizeof(extra), "was=%d reverted", value);
+	(void)be_adjust(store, s->semid, s->cluster_value - value, false);
+	journal_event(store, s, "outside-change", who, 0, extra, false);
+}
+
 static void monitor_check(struct store *store, struct done_list *done)
 {
 	for (struct semaphore *s = store->live, *next; s; s = next) {
 		next = s->live_next;
+		if (store->cluster) {
+			cluster_revert(store, s, done);
+			continue;
+		}
 		int value = limit_guard(store, s);
 		if (handle_gone(value)) {
 			(void)set_gone_from_outside(store, s, done);

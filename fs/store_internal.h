@@ -81,6 +81,8 @@ struct semaphore {
 	pthread_t helper;
 	struct timespec helper_until;		 /* when the helper wakes by itself */
 	unsigned references;			 /* node + open files + helper */
+	bool cluster_seen;			 /* cluster mode: in the last full load */
+	int cluster_value;			 /* cluster mode: what the SysV set must show */
 	struct semaphore *live_prev, *live_next; /* monitor's list */
 };
 
@@ -118,6 +120,7 @@ struct store {
 	bool monitor_running;
 	pthread_t monitor;
 	pthread_cond_t monitor_wake;
+	struct cluster *cluster; /* cluster mode (store_cluster.c); NULL: one host */
 };
 
 struct done_list {
@@ -227,5 +230,17 @@ void note_queued(struct waiter *waiter, int delta);
 /* store_restore.c: every record of state_dir back in the tree. 0 or -errno
  * with a message. */
 int store_restore(struct store *store, char *error, size_t error_size);
+
+/* store_cluster.c: the calls above, in cluster mode */
+struct cluster_health;
+int cluster_store_submit(struct store *store, struct semaphore *semaphore, struct waiter *waiter);
+bool cluster_store_cancel(struct store *store, struct waiter *waiter);
+void cluster_store_return_units(struct store *store, struct waiter *waiter);
+int cluster_store_create(struct store *store, const char *path, mode_t mode, uid_t uid, gid_t gid,
+			 unsigned limit, const char *who, struct node **out);
+int cluster_store_remove(struct store *store, const char *path, const char *who);
+int cluster_store_define(struct store *store, const char *path, unsigned limit, char *error,
+			 size_t error_size);
+struct node *cluster_store_node(struct store *store, const char *path);
 
 #endif

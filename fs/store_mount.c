@@ -210,6 +210,38 @@ int make_directory(struct store *store, struct node *parent, const char *name, m
 	return 0;
 }
 
+/* Cluster mode: the semaphore is made in etcd, and is here once the watch
+ * brought it back. Directories stay local (semfs(8) CLUSTER MODE). */
+static int cluster_entry(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
+			 uid_t uid, gid_t gid, struct store_attr *attr)
+{
+	struct node *parent, *node;
+	char path[PATH_MAX];
+
+	pthread_mutex_lock(&store->lock);
+	int r = parent_directory(store, parent_ino, &parent);
+	if (r == 0)
+		r = check_new_name(store, parent, name);
+	if (r == 0)
+		r = child_path(parent, name, path, sizeof(path));
+	pthread_mutex_unlock(&store->lock);
+	if (r == 0)
+		r = cluster_store_create(store, path, mode, uid, gid, store->options.default_limit,
+					 "mount", NULL);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&store->lock);
+	node = cluster_store_node(store, path);
+	if (!node || node->kind != NODE_SEMAPHORE)
+		r = -EIO; /* removed again before it could be opened */
+	else {
+		node->lookups++;
+		node_fill_attr(store, node, attr);
+	}
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
 /* A new entry below `parent_ino`, made from the mount: counted as looked up
  * once, since the kernel now holds a reference to it. */
 static int make_entry(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
@@ -218,6 +250,8 @@ static int make_entry(struct store *store, uint64_t parent_ino, const char *name
 	struct node *parent, *node;
 	int r;
 
+	if (store->cluster && !directory)
+		return cluster_entry(store, parent_ino, name, mode, uid, gid, attr);
 	pthread_mutex_lock(&store->lock);
 	r = parent_directory(store, parent_ino, &parent);
 	if (r == 0 && directory)
@@ -264,6 +298,12 @@ int store_unlink(struct store *store, uint64_t parent_ino, const char *name)
 	}
 	if (r == 0 && node->semaphore->defined)
 		r = -EPERM;
+	if (r == 0 && store->cluster) {
+		char path[PATH_MAX];
+		r = node_path(node, path, sizeof(path));
+		pthread_mutex_unlock(&store->lock);
+		return r < 0 ? r : cluster_store_remove(store, path, "mount");
+	}
 	if (r == 0)
 		r = delete_node(store, node, "semfs", &done);
 	pthread_mutex_unlock(&store->lock);

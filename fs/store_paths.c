@@ -216,7 +216,16 @@ int store_open_path(struct store *store, const char *path, bool undefined_if_mis
 
 	pthread_mutex_lock(&store->lock);
 	int r = store->stopping ? -ECANCELED : find_semaphore(store, path, &node);
-	if (r == -ENOENT && undefined_if_missing) {
+	if (r == -ENOENT && undefined_if_missing && store->cluster) {
+		/* ACE's undefined name, cluster-wide: limit 1 (it stays: semfs(8)). */
+		pthread_mutex_unlock(&store->lock);
+		r = cluster_store_create(store, path, store->options.network_mode,
+					 store->options.network_uid, store->options.network_gid, 1,
+					 "semfs:undefined", NULL);
+		pthread_mutex_lock(&store->lock);
+		if (r == 0 || r == -EEXIST)
+			r = find_semaphore(store, path, &node);
+	} else if (r == -ENOENT && undefined_if_missing) {
 		/* ACE's "jobs/nightly": its directories come and go with it. */
 		struct maker network = {store->options.network_uid, store->options.network_gid,
 					directory_mode(store->options.network_mode)};
@@ -245,6 +254,10 @@ int store_create_path(struct store *store, const char *path, unsigned limit, con
 	struct maker network = {store->options.network_uid, store->options.network_gid,
 				directory_mode(store->options.network_mode)};
 
+	if (store->cluster)
+		return cluster_store_create(store, path, store->options.network_mode,
+					    store->options.network_uid, store->options.network_gid,
+					    limit, who, NULL);
 	pthread_mutex_lock(&store->lock);
 	int r = walk_to_parent(store, path, &network, &parent, &leaf);
 	if (r == 0)
@@ -266,6 +279,10 @@ int store_delete_path(struct store *store, const char *path, const char *who)
 	int r = find_semaphore(store, path, &node);
 	if (r == 0 && node->semaphore->defined)
 		r = -EPERM;
+	if (r == 0 && store->cluster) {
+		pthread_mutex_unlock(&store->lock);
+		return cluster_store_remove(store, path, who);
+	}
 	if (r == 0)
 		r = delete_node(store, node, who, &done);
 	pthread_mutex_unlock(&store->lock);
@@ -288,6 +305,10 @@ int store_define(struct store *store, const char *name, unsigned limit, char *er
 			 strerror(-r));
 		pthread_mutex_unlock(&store->lock);
 		return r;
+	}
+	if (store->cluster) {
+		pthread_mutex_unlock(&store->lock);
+		return cluster_store_define(store, path, limit, error, error_size);
 	}
 	r = find_semaphore(store, path, &node);
 	if (r == -ENOENT) {
@@ -363,6 +384,9 @@ static void undefine(struct store *store, struct semaphore *semaphore, struct do
 void store_defines_done(struct store *store)
 {
 	struct done_list done = {0};
+
+	if (store->cluster)
+		return; /* what is defined is the cluster's, whatever this host's file says */
 
 	pthread_mutex_lock(&store->lock);
 	for (struct semaphore *s = store->live, *next; s; s = next) {

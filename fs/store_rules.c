@@ -3,6 +3,8 @@
  * giving back what an owner or a failed reply held. */
 #include "store_internal.h"
 
+#include "cluster.h"
+
 static void helper_release_if_idle(struct semaphore *semaphore);
 static int helper_start(struct store *store, struct semaphore *semaphore);
 static int command_lock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
@@ -375,6 +377,9 @@ int store_submit(struct store *store, struct semaphore *semaphore, struct waiter
 	struct done_list done = {0};
 	int r;
 
+	if (store->cluster)
+		return cluster_store_submit(store, semaphore, waiter);
+
 	pthread_mutex_lock(&store->lock);
 	waiter->semaphore = semaphore;
 	waiter->next = 0;
@@ -393,6 +398,9 @@ int store_submit(struct store *store, struct semaphore *semaphore, struct waiter
 bool store_cancel(struct store *store, struct waiter *waiter)
 {
 	bool taken = false;
+
+	if (store->cluster)
+		return cluster_store_cancel(store, waiter);
 
 	pthread_mutex_lock(&store->lock);
 	if (waiter->state == WAITER_QUEUED) {
@@ -413,6 +421,10 @@ void store_return_units(struct store *store, struct waiter *waiter)
 {
 	struct semaphore *semaphore = waiter->semaphore;
 
+	if (store->cluster) {
+		cluster_store_return_units(store, waiter);
+		return;
+	}
 	pthread_mutex_lock(&store->lock);
 	for (; waiter->lock_units > 0 && !semaphore->removed; waiter->lock_units--) {
 		if (be_adjust(store, semaphore->semid, 1, false) < 0)
@@ -440,6 +452,8 @@ void store_release_owner(struct store *store, struct owner *owner, const char *w
 {
 	struct done_list done = {0};
 
+	if (store->cluster)
+		cluster_release_owner(store->cluster, owner);
 	pthread_mutex_lock(&store->lock);
 	while (owner->holders) {
 		struct semaphore *semaphore = owner->holders->semaphore;

@@ -1,6 +1,7 @@
 /* config.h: semfs's settings, their built-in defaults and the INI loader.
- * Two sections: [semfs] and ACE's own [service_network_semaphore], which
- * loads unchanged (its module/class/description keys are accepted silently). */
+ * Three sections: [semfs], ACE's own [service_network_semaphore], which
+ * loads unchanged (its module/class/description keys are accepted silently),
+ * and [cluster] (etcd: the same semaphores on many hosts). */
 #ifndef SEMFS_CONFIG_H
 #define SEMFS_CONFIG_H
 
@@ -12,7 +13,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define CONFIG_HOST_MAX 256
+#define CONFIG_HOST_MAX		256
+#define CONFIG_ENDPOINTS_MAX	16
+#define CONFIG_CLUSTER_HOST_MAX 64
 
 /* `semaphore_NAME = LIMIT`: exists from start-up, cannot be deleted. */
 struct config_semaphore {
@@ -49,6 +52,17 @@ struct config {
 	bool stats_ace_format;	  /* stats_format = ace: semaphore.status as ACE writes it */
 	struct config_semaphore *defined;
 	size_t defined_count;
+
+	/* [cluster]: etcd holds the semaphores (cluster mode) once it names
+	 * endpoints; cluster_section: the section was there at all. */
+	bool cluster_section;
+	char cluster_endpoints[CONFIG_ENDPOINTS_MAX][CONFIG_HOST_MAX]; /* http(s)://host:port */
+	int cluster_endpoint_count;
+	char cluster_prefix[CONFIG_HOST_MAX];	    /* keys live below it: "/semfs/" */
+	char cluster_host[CONFIG_CLUSTER_HOST_MAX]; /* this host's name: gethostname() */
+	unsigned cluster_lease_ttl;		    /* s: a dead host's acquire units come back */
+	unsigned cluster_request_timeout_ms;	    /* an etcd call's whole life */
+	char cluster_ca_file[PATH_MAX], cluster_cert_file[PATH_MAX], cluster_key_file[PATH_MAX];
 };
 
 #define CONFIG_JOURNAL_MIN 256
@@ -69,5 +83,9 @@ int config_load(struct config *config, const char *path, config_warning_fn *warn
 		size_t error_size);
 
 void config_free(struct config *config);
+
+/* After the last config_load(): what only the whole configuration can show
+ * (a [cluster] section without endpoints). 0, or -1 with the reason. */
+int config_check(const struct config *config, char *error, size_t error_size);
 
 #endif

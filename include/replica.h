@@ -19,7 +19,8 @@
  *
  * Keys are relative to the cluster prefix:
  *   sem/NAME/meta          "limit=N plain=N mode=0644 uid=N gid=N defined=0|1
- *                           relaxed=A-B,C-D" (relaxed may be empty)
+ *                           relaxed=A-B,C-D by=WHO" (relaxed and by may be
+ *                           empty; by= comes last and runs to the end)
  *   sem/NAME/q/ENTRY       "kind=lock|acquire who=WHO"; ENTRY is HOST.LEASE.N
  *   hosts/HOST             a daemon's incarnation (ignored by the rule)
  * NAME is replica_key_name()'s escaped form: no '/' in it. */
@@ -34,6 +35,7 @@
 #define REPLICA_RELAXED_MAX 16 /* ranges a meta record may carry */
 #define REPLICA_WHO_MAX	    128
 #define REPLICA_ENTRY_MAX   192 /* HOST.LEASE.N */
+#define REPLICA_FORGIVE_MAX 64	/* lock entries one set may delete (etcd: 128 ops a txn) */
 
 enum replica_kind { REPLICA_LOCK, REPLICA_ACQUIRE };
 
@@ -48,6 +50,7 @@ struct replica_meta {
 	uid_t uid;
 	gid_t gid;
 	bool defined;
+	char by[REPLICA_WHO_MAX]; /* who wrote it last: "pid:42@build01"; "" if unknown */
 	int relaxed_count;
 	struct replica_range relaxed[REPLICA_RELAXED_MAX];
 };
@@ -120,6 +123,7 @@ struct replica_state {
 	int waiting;	       /* entries waiting (not relaxed) */
 	int value;	       /* limit - plain - holders */
 	int64_t last_revision; /* of its latest event */
+	int64_t meta_revision; /* its meta record's mod revision: compare-and-swap on it */
 };
 int replica_state(const struct replica *replica, const char *name, struct replica_state *state);
 

@@ -124,6 +124,17 @@ struct store_options {
 	const struct backend *backend;
 };
 
+/* Cluster mode (cluster.h): connect to etcd and make the tree the
+ * cluster's, before store_define and the front-ends. -errno with the reason
+ * (the cluster does not answer, a bad option). store_start starts its loop,
+ * store_shutdown ends it (waits end with ECANCELED, the lease is revoked). */
+struct cluster_options;
+struct cluster_health;
+int store_attach_cluster(struct store *store, const struct cluster_options *options, char *error,
+			 size_t error_size);
+/* Zeros outside cluster mode. */
+void cluster_store_health(struct store *store, struct cluster_health *health);
+
 /* Open the state directory and bring back every semaphore it records. */
 int store_open(struct store **out, const struct store_options *options, char *error,
 	       size_t error_size);

@@ -245,8 +245,8 @@ static void connection_let_go(struct connection *c)
 {
 	struct store *store = c->server->options.store;
 
-	if (c->owner.holders)
-		store_release_owner(store, &c->owner, c->who);
+	/* Always: in cluster mode the units are the cluster's, not in holders. */
+	store_release_owner(store, &c->owner, c->who);
 	c->acquired = 0;
 	if (c->request_semaphore) {
 		store_close_semaphore(store, c->request_semaphore);

@@ -418,3 +418,72 @@ Test(config, a_key_given_twice_in_one_file_is_said)
 	cr_assert(strstr(warnings, ":4: 'default_limit' in [semfs] given again (first on line 2)"),
 		  "%s", warnings);
 }
+
+Test(config, cluster_section_turns_cluster_mode_on_and_checks_every_value)
+{
+	struct config c;
+	char error[512];
+	config_defaults(&c);
+	cr_assert_eq(c.cluster_endpoint_count, 0, "single-host by default");
+	cr_assert_str_eq(c.cluster_prefix, "/semfs/");
+	cr_assert_eq(c.cluster_lease_ttl, 5);
+	cr_assert_eq(c.cluster_request_timeout_ms, 2000);
+	cr_assert(c.cluster_host[0] && !strchr(c.cluster_host, '.'), "host '%s'", c.cluster_host);
+	cr_assert_eq(config_check(&c, error, sizeof(error)), 0);
+	cr_assert_eq(load_text(&c,
+			       "[cluster]\n"
+			       "endpoints = http://127.0.0.1:2379, http://10.0.0.2:2379\n"
+			       "    https://etcd3.example:2379\n"
+			       "prefix = /prod/sem\n"
+			       "host = build01\n"
+			       "lease_ttl = 3\n"
+			       "request_timeout = 1.5\n",
+			       error, sizeof(error)),
+		     0, "%s", error);
+	cr_assert_eq(c.cluster_endpoint_count, 3);
+	cr_assert_str_eq(c.cluster_endpoints[2], "https://etcd3.example:2379");
+	cr_assert_str_eq(c.cluster_prefix, "/prod/sem/");
+	cr_assert_str_eq(c.cluster_host, "build01");
+	cr_assert_eq(c.cluster_lease_ttl, 3);
+	cr_assert_eq(c.cluster_request_timeout_ms, 1500);
+	cr_assert_eq(config_check(&c, error, sizeof(error)), 0);
+	config_free(&c);
+
+	const char *const bad[][2] = {
+	    {"endpoints = 127.0.0.1:2379", "not http://HOST:PORT"},
+	    {"endpoints = http://127.0.0.1", "not http://HOST:PORT"},
+	    {"endpoints = http://127.0.0.1:99999", "port 1..65535"},
+	    {"endpoints = http://h:1/v3", "not http://HOST:PORT"},
+	    {"endpoints = ,", "no endpoint"},
+	    {"prefix = semfs", "starts with '/'"},
+	    {"host = build.01", "host name"},
+	    {"host = a b", "host name"},
+	    {"lease_ttl = 1", "2..3600"},
+	    {"request_timeout = 0.01", "seconds"},
+	    {"request_timeout = soon", "seconds"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256];
+		config_defaults(&c);
+		snprintf(text, sizeof(text), "[cluster]\n%s\n", bad[i][0]);
+		cr_assert_eq(load_text(&c, text, error, sizeof(error)), -1, "%s accepted", bad[i][0]);
+		cr_assert(strstr(error, ":2:") && strstr(error, bad[i][1]), "%s: %s", bad[i][0],
+			  error);
+		config_free(&c);
+	}
+	/* A [cluster] section that names no member is an error, not a silent
+	 * single host. */
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c, "[cluster]\nhost = a\n", error, sizeof(error)), 0);
+	cr_assert_eq(config_check(&c, error, sizeof(error)), -1);
+	cr_assert(strstr(error, "without endpoints"), "%s", error);
+	config_free(&c);
+	config_defaults(&c);
+	cr_assert_eq(load_text(&c,
+			       "[cluster]\nendpoints = https://h:2379\ncert_file = /etc/hostname\n",
+			       error, sizeof(error)),
+		     0, "%s", error);
+	cr_assert_eq(config_check(&c, error, sizeof(error)), -1);
+	cr_assert(strstr(error, "both cert_file and key_file"), "%s", error);
+	config_free(&c);
+}

@@ -319,13 +319,14 @@ Test(replica, meta_records_and_key_names_round_trip)
 				 .uid = 1000,
 				 .gid = 100,
 				 .defined = true,
+				 .by = "pid:42@build01 (msem)",
 				 .relaxed_count = 2,
 				 .relaxed = {{10, 20}, {31, 31}}};
 	char text[256], error[128];
 	int n = replica_meta_format(&m, text, sizeof(text));
 	cr_assert_gt(n, 0);
 	cr_assert_str_eq(text, "limit=5 plain=2 mode=0640 uid=1000 gid=100 defined=1 "
-			       "relaxed=10-20,31-31");
+			       "relaxed=10-20,31-31 by=pid:42@build01 (msem)");
 	struct replica_meta back;
 	cr_assert_eq(replica_meta_parse(text, (size_t)n, &back, error, sizeof(error)), 0, "%s",
 		     error);

@@ -1,0 +1,292 @@
+/* store_cluster.c: the store in cluster mode (include/cluster.h). The tree,
+ * journals and the SysV mirror of every value stay here; what a command does
+ * is decided cluster-wide: requests go to the cluster loop and come back
+ * through the hooks below, which keep the local tree equal to etcd's. */
+#include "store_internal.h"
+
+#include "cluster.h"
+
+/* ---- hooks: the cluster loop tells the store ------------------------------ */
+
+static struct node *node_at(struct store *store, const char *path)
+{
+	struct node *parent;
+	const char *leaf;
+	if (walk_to_parent(store, path, NULL, &parent, &leaf) < 0)
+		return NULL;
+	return node_child(store, parent, leaf);
+}
+
+static mode_t directory_bits(mode_t mode)
+{
+	return (mode & 0777) | ((mode & 0444) >> 2);
+}
+
+/* The SysV set shows the cluster's value; outsiders may only read it. */
+static void mirror(struct store *store, struct semaphore *s, int value)
+{
+	int current = be_value(store, s->semid);
+	if (current >= 0 && current != value)
+		(void)be_adjust(store, s->semid, value - current, false);
+	s->cluster_value = value;
+}
+
+static void hook_sync(void *context, const char *path, const struct replica_meta *meta, int value,
+		      int waiting)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_at(store, path);
+	if (!node) {
+		struct maker maker = {meta->uid, meta->gid, directory_bits(meta->mode)};
+		struct node *parent = NULL;
+		const char *leaf;
+		int r = walk_to_parent(store, path, &maker, &parent, &leaf);
+		if (r == 0)
+			r = create_semaphore(store, parent, leaf, meta->mode, meta->uid, meta->gid,
+					     (unsigned)meta->limit, false,
+					     meta->by[0] ? meta->by : "cluster", &node);
+		if (r < 0) {
+			if (parent)
+				prune_implicit(store, parent);
+			log_warnx("cluster: semaphore %s cannot be shown here: %s", path,
+				  strerror(-r));
+			pthread_mutex_unlock(&store->lock);
+			return;
+		}
+	}
+	if (node->kind != NODE_SEMAPHORE || !node->semaphore) {
+		log_warnx("cluster: semaphore %s is a directory here: not shown", path);
+		pthread_mutex_unlock(&store->lock);
+		return;
+	}
+	struct semaphore *s = node->semaphore;
+	if (!s->cluster_seen) {
+		/* Read-only to outsiders (this uid may still write: semfs's own
+		 * mirror); tokens are the cluster's revisions. */
+		(void)be_set_owner(store, s->semid, meta->uid, meta->gid,
+				   (meta->mode & 0444) | 0200);
+		s->token = 0;
+	}
+	s->limit = (unsigned)meta->limit;
+	s->defined = meta->defined;
+	s->waiting = (size_t)waiting;
+	s->cluster_seen = true;
+	mirror(store, s, value);
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void hook_gone(void *context, const char *path)
+{
+	struct store *store = context;
+	struct done_list done = {0};
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_at(store, path);
+	if (node && node->kind == NODE_SEMAPHORE && node->semaphore)
+		(void)delete_node(store, node, "cluster", &done);
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+}
+
+static void hook_load_begin(void *context)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	for (struct semaphore *s = store->live; s; s = s->live_next)
+		s->cluster_seen = false;
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* What the cluster does not have is not here either: left from a run
+ * before (restored from state_dir), or removed while this host was away. */
+static void hook_load_end(void *context)
+{
+	struct store *store = context;
+	struct done_list done = {0};
+	pthread_mutex_lock(&store->lock);
+	for (bool again = true; again;) {
+		again = false;
+		for (struct semaphore *s = store->live; s; s = s->live_next)
+			if (!s->cluster_seen && s->node && !s->node->unlinked) {
+				(void)delete_node(store, s->node, "cluster", &done);
+				again = true; /* the live list changed */
+				break;
+			}
+	}
+	pthread_mutex_unlock(&store->lock);
+	run_done(&done);
+}
+
+static void hook_journal(void *context, const char *path, const char *event, const char *who,
+			 int64_t token, const char *extra)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_at(store, path);
+	if (node && node->kind == NODE_SEMAPHORE && node->semaphore) {
+		struct semaphore *s = node->semaphore;
+		if (strcmp(event, "lock") == 0 || strcmp(event, "acquire") == 0) {
+			s->grants++;
+			store->grants_total++;
+			if ((uint64_t)token > s->token)
+				s->token = (uint64_t)token;
+		}
+		journal_event(store, s, event, who, token > 0 ? (uint64_t)token : 0, extra, false);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void hook_complete(void *context, struct waiter *waiter, int error, int64_t token,
+			  unsigned lock_units)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	struct semaphore *s = waiter->semaphore;
+	waiter->token = token > 0 ? (uint64_t)token : 0;
+	waiter->lock_units = lock_units;
+	waiter->changed_something = error == 0;
+	if (error == -ETIMEDOUT) {
+		s->timeouts++;
+		store->timeouts_total++;
+	}
+	note_queued(waiter, -1);
+	waiter->state = WAITER_DONE;
+	pthread_mutex_unlock(&store->lock);
+	waiter->complete(waiter, -error);
+}
+
+static bool hook_alive(void *context)
+{
+	struct store *store = context;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	if (pthread_mutex_timedlock(&store->lock, &until) != 0)
+		return false;
+	pthread_mutex_unlock(&store->lock);
+	return true;
+}
+
+int store_attach_cluster(struct store *store, const struct cluster_options *options, char *error,
+			 size_t error_size)
+{
+	static const struct cluster_hooks hooks = {
+	    .sync = hook_sync,
+	    .gone = hook_gone,
+	    .load_begin = hook_load_begin,
+	    .load_end = hook_load_end,
+	    .journal = hook_journal,
+	    .complete = hook_complete,
+	    .alive = hook_alive,
+	};
+	struct cluster_hooks mine = hooks;
+	mine.context = store;
+	struct cluster_options o = *options;
+	o.max_wait = store->options.max_wait;
+	return cluster_open(&store->cluster, &o, &mine, error, error_size);
+}
+
+/* ---- the store's calls, in cluster mode ------------------------------------ */
+
+int cluster_store_submit(struct store *store, struct semaphore *semaphore, struct waiter *waiter)
+{
+	char path[PATH_MAX];
+	pthread_mutex_lock(&store->lock);
+	waiter->semaphore = semaphore;
+	waiter->next = 0;
+	int r = store->stopping ? -ECANCELED
+		: semaphore->removed || !semaphore->node
+		    ? -EIDRM
+		    : node_path(semaphore->node, path, sizeof(path));
+	if (r < 0) {
+		waiter->state = WAITER_DONE;
+		pthread_mutex_unlock(&store->lock);
+		return r;
+	}
+	waiter->state = WAITER_QUEUED;
+	note_queued(waiter, 1);
+	pthread_mutex_unlock(&store->lock);
+	/* complete() may run before this returns. */
+	r = cluster_submit(store->cluster, path, waiter);
+	if (r < 0) {
+		pthread_mutex_lock(&store->lock);
+		note_queued(waiter, -1);
+		waiter->state = WAITER_DONE;
+		pthread_mutex_unlock(&store->lock);
+		return r;
+	}
+	return STORE_QUEUED;
+}
+
+bool cluster_store_cancel(struct store *store, struct waiter *waiter)
+{
+	pthread_mutex_lock(&store->lock);
+	bool queued = waiter->state == WAITER_QUEUED;
+	waiter->interrupted = true;
+	pthread_mutex_unlock(&store->lock);
+	if (queued)
+		cluster_cancel(store->cluster, waiter);
+	return false; /* it completes with EINTR, or with what it had */
+}
+
+void cluster_store_return_units(struct store *store, struct waiter *waiter)
+{
+	char path[PATH_MAX];
+	pthread_mutex_lock(&store->lock);
+	unsigned units = waiter->lock_units;
+	waiter->lock_units = 0;
+	int r = waiter->semaphore->node ? node_path(waiter->semaphore->node, path, sizeof(path))
+					: -ENOENT;
+	pthread_mutex_unlock(&store->lock);
+	if (r == 0 && units)
+		cluster_return_units(store->cluster, path, units, waiter->who);
+}
+
+/* Creates go through etcd; the local node appears when the watch brings
+ * the record back (hook_sync), before cluster_create returns. */
+int cluster_store_create(struct store *store, const char *path, mode_t mode, uid_t uid, gid_t gid,
+			 unsigned limit, const char *who, struct node **out)
+{
+	struct replica_meta meta = {
+	    .limit = (int)limit, .mode = mode & 07777, .uid = uid, .gid = gid};
+	snprintf(meta.by, sizeof(meta.by), "%s", who);
+	int r = cluster_create(store->cluster, path, &meta);
+	if (r < 0 && r != -EEXIST)
+		return r;
+	/* Caller takes the lock again to find it. */
+	(void)out;
+	return r;
+}
+
+int cluster_store_remove(struct store *store, const char *path, const char *who)
+{
+	return cluster_remove(store->cluster, path, false, who);
+}
+
+int cluster_store_define(struct store *store, const char *path, unsigned limit, char *error,
+			 size_t error_size)
+{
+	int r = cluster_define(store->cluster, path, limit);
+	if (r == -EBUSY)
+		snprintf(error, error_size,
+			 "semaphore %s: limit %u is below the units in use in the cluster: kept "
+			 "its limit",
+			 path, limit);
+	else if (r < 0)
+		snprintf(error, error_size, "semaphore %s: cannot define it in the cluster: %s",
+			 path, strerror(-r));
+	return r == -EBUSY ? 0 : r;
+}
+
+struct node *cluster_store_node(struct store *store, const char *path)
+{
+	return node_at(store, path);
+}
+
+void cluster_store_health(struct store *store, struct cluster_health *health)
+{
+	if (store->cluster)
+		cluster_health(store->cluster, health);
+	else
+		memset(health, 0, sizeof(*health));
+}

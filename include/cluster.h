@@ -1,0 +1,104 @@
+/* cluster.h: cluster mode — the store's semaphores kept in etcd, the same on
+ * every host (shared/CLUSTER.md; semfs(8) CLUSTER MODE).
+ *
+ * Each lock or acquire request puts one queue entry in etcd under this
+ * daemon's lease; every host's replica (replica.h) applies etcd's events in
+ * revision order, and the one rule there says who holds. The cluster module
+ * owns the etcd client, the lease, the watch and the replica, all driven by
+ * one loop thread of its own; the store keeps the tree, the journals, the
+ * local SysV mirror of each value, and answers its waiters when told.
+ *
+ * Threads: requests are queued from any thread and run on the loop thread.
+ * The loop calls the store's hooks holding none of its own locks, so the
+ * hooks may take the store lock; the store may call in here holding its
+ * lock (order: store lock, then the cluster's queue lock). */
+#ifndef SEMFS_CLUSTER_H
+#define SEMFS_CLUSTER_H
+
+#include "etcd.h"
+#include "replica.h"
+#include "store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct cluster_options {
+	struct etcd_options etcd;
+	const char *prefix;	/* keys live below it: "/semfs/" */
+	const char *host;	/* this host's name in entries and journals */
+	unsigned lease_ttl;	/* s */
+	const char *lease_file; /* this incarnation's lease ID, revoked at the next start */
+	double max_wait;	/* s, 0 for none: every wait ends (ETIMEDOUT) before */
+};
+
+/* The store's side, called on the loop thread (or, before cluster_start,
+ * on the thread that waits in a synchronous call). */
+struct cluster_hooks {
+	void *context;
+	/* `path` exists cluster-wide with this record, value and waiters. */
+	void (*sync)(void *context, const char *path, const struct replica_meta *meta, int value,
+		     int waiting);
+	/* `path` was removed cluster-wide. */
+	void (*gone)(void *context, const char *path);
+	/* A full load is done: every semaphore not synced since `begin` is
+	 * gone (begin: a load starts). */
+	void (*load_begin)(void *context);
+	void (*load_end)(void *context);
+	/* One journal line for `path`. */
+	void (*journal)(void *context, const char *path, const char *event, const char *who,
+			int64_t token, const char *extra);
+	/* A submitted request ended: error 0 or -errno; the token of its last
+	 * grant and the lock units it took. Called exactly once. */
+	void (*complete)(void *context, struct waiter *waiter, int error, int64_t token,
+			 unsigned lock_units);
+	/* Whether the store still answers (its lock can be taken): the lease
+	 * is renewed only then, so a wedged daemon loses its lease. */
+	bool (*alive)(void *context);
+};
+
+struct cluster;
+
+/* Connect: revoke the previous incarnation's lease, take a new one, read
+ * every semaphore (hooks->sync for each), open the watch. Blocks up to a
+ * few request timeouts; -EIO with the reason when the cluster does not
+ * answer. No thread yet (cluster_start, after the daemon forks). */
+int cluster_open(struct cluster **out, const struct cluster_options *options,
+		 const struct cluster_hooks *hooks, char *error, size_t error_size);
+int cluster_start(struct cluster *cluster);
+/* End every request (-ECANCELED), revoke the lease (this host's acquire
+ * units return at once), stop the loop. */
+void cluster_shutdown(struct cluster *cluster);
+void cluster_close(struct cluster *cluster);
+
+/* ---- asynchronous: complete() tells the end -------------------------------- */
+/* Run the waiter's commands on the semaphore at `path`. 0, or -ENOMEM. */
+int cluster_submit(struct cluster *cluster, const char *path, struct waiter *waiter);
+/* The caller gave up: its entry goes and it completes with -EINTR (or with
+ * what it had, if it ended first). */
+void cluster_cancel(struct cluster *cluster, struct waiter *waiter);
+/* Every acquire unit of `owner` goes back (last close, disconnect). */
+void cluster_release_owner(struct cluster *cluster, struct owner *owner);
+/* A reply was lost: `units` lock units at `path` go back. */
+void cluster_return_units(struct cluster *cluster, const char *path, unsigned units,
+			  const char *who);
+
+/* ---- synchronous: block until the local tree shows the result -------------- */
+/* Create `path` with `meta` (limit, mode, owner, defined): 0, -EEXIST, -EIO. */
+int cluster_create(struct cluster *cluster, const char *path, const struct replica_meta *meta);
+/* Remove it with every entry: 0, -ENOENT, -EPERM (defined, unless
+ * `even_defined`), -EIO. */
+int cluster_remove(struct cluster *cluster, const char *path, bool even_defined, const char *who);
+/* A configuration line: create it defined, or make it defined with this
+ * limit (-EBUSY: more units in use; it is defined with its old limit). */
+int cluster_define(struct cluster *cluster, const char *path, unsigned limit);
+
+struct cluster_health {
+	int endpoints, reachable;
+	double lease_age;    /* s since the lease was last renewed */
+	int64_t revision;    /* the replica's */
+	uint64_t lease_lost; /* times */
+	uint64_t watch_reopened;
+};
+void cluster_health(struct cluster *cluster, struct cluster_health *health);
+
+#endif

@@ -1,0 +1,683 @@
+/* test_cluster.c: cluster mode end to end. A real 3-member etcd cluster on
+ * 127.0.0.1 and two or three real semfs daemons, each with its own mount,
+ * state directory, port and `host =` name, play the hosts. Checked on every
+ * host: the files, the journals, the kernel's own value of each mirror set
+ * (semctl GETVAL), and the invariant value + units in use = limit. Runs in
+ * an IPC namespace of its own (meson: unshare --ipc). */
+#include "etcd_cluster.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/sem.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HOSTS_MAX    3
+#define CHILDREN_MAX 256
+
+struct host {
+	char name[16];
+	char dir[200], mnt[256], config[256], log[256];
+	unsigned port;
+	pid_t pid;
+};
+
+static struct etcd_cluster cluster;
+static struct host hosts[HOSTS_MAX];
+static char base[64];
+static pid_t children[CHILDREN_MAX];
+static int child_count;
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static unsigned free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t length = sizeof(a);
+	bind(fd, (struct sockaddr *)&a, sizeof(a));
+	getsockname(fd, (struct sockaddr *)&a, &length);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static bool mounted(const char *path)
+{
+	FILE *mounts = fopen("/proc/mounts", "re");
+	char line[1024];
+	bool found = false;
+	while (mounts && fgets(line, sizeof(line), mounts)) {
+		char *space = strchr(line, ' ');
+		if (space && strncmp(space + 1, path, strlen(path)) == 0 &&
+		    space[1 + strlen(path)] == ' ')
+			found = true;
+	}
+	if (mounts)
+		fclose(mounts);
+	return found;
+}
+
+static char *slurp(const char *path)
+{
+	FILE *file = fopen(path, "re");
+	if (!file)
+		return strdup("");
+	char *text = calloc(1, 1 << 20);
+	size_t n = fread(text, 1, (1 << 20) - 1, file);
+	text[n] = '\0';
+	fclose(file);
+	return text;
+}
+
+/* Start host `i` (its files in base/NAME) against the etcd cluster. false
+ * with the daemon's exit status in *status when it did not mount. */
+static bool host_launch(int i, int *status)
+{
+	struct host *h = &hosts[i];
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		int log = open(h->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (log >= 0) {
+			dup2(log, 2);
+			close(log);
+		}
+		execl(getenv("SEMFS_BIN"), "semfs", "-f", "-c", h->config, h->mnt, (char *)NULL);
+		_exit(127);
+	}
+	h->pid = pid;
+	for (int t = 0; t < 1500 && !mounted(h->mnt); t++) {
+		if (waitpid(pid, status, WNOHANG) == pid) {
+			h->pid = 0;
+			return false;
+		}
+		usleep(10000);
+	}
+	return mounted(h->mnt);
+}
+
+/* Its name and files: base/hostX/{mnt,state,semfs.ini,semfs.log}. */
+static void host_paths(int i)
+{
+	struct host *h = &hosts[i];
+	char name[16], dir[200];
+	snprintf(name, sizeof(name), "host%c", 'a' + i);
+	snprintf(dir, sizeof(dir), "%s/%s", base, name);
+	memcpy(h->name, name, sizeof(name));
+	memcpy(h->dir, dir, sizeof(dir));
+	snprintf(h->mnt, sizeof(h->mnt), "%s/mnt", dir);
+	snprintf(h->config, sizeof(h->config), "%s/semfs.ini", dir);
+	snprintf(h->log, sizeof(h->log), "%s/semfs.log", dir);
+	mkdir(dir, 0755);
+	mkdir(h->mnt, 0755);
+}
+
+static void host_start(int i, const char *endpoints)
+{
+	struct host *h = &hosts[i];
+	host_paths(i);
+	h->port = free_port();
+	FILE *config = fopen(h->config, "we");
+	cr_assert_not_null(config);
+	fprintf(config,
+		"[semfs]\nstate_dir = %s/state\n"
+		"[service_network_semaphore]\nbind_port = %u\n"
+		"[cluster]\nendpoints = %s\nprefix = %s/\nhost = %s\nlease_ttl = 2\n"
+		"request_timeout = 1.5\n",
+		h->dir, h->port, endpoints ? endpoints : cluster.endpoint_list, base, h->name);
+	fclose(config);
+	int status = 0;
+	bool up = host_launch(i, &status);
+	char *log = slurp(h->log);
+	cr_assert(up, "%s did not mount (status 0x%x):\n%s", h->name, status, log);
+	free(log);
+}
+
+static void host_stop(int i, int signal_number)
+{
+	struct host *h = &hosts[i];
+	if (h->pid > 0) {
+		int status = 0;
+		kill(h->pid, signal_number);
+		waitpid(h->pid, &status, 0);
+		h->pid = 0;
+		if (signal_number == SIGTERM) {
+			/* A clean stop exits 0; a sanitizer report or a leak does not. */
+			char *log = slurp(h->log);
+			cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+				  "%s did not stop cleanly (status 0x%x):\n%s", h->name, status,
+				  log);
+			free(log);
+		}
+	}
+	if (h->mnt[0] && mounted(h->mnt))
+		umount2(h->mnt, MNT_DETACH);
+}
+
+static void setup(void)
+{
+	cr_assert(etcd_cluster_start(&cluster, 3), "etcd did not start");
+	snprintf(base, sizeof(base), "/tmp/semfs-cluster.XXXXXX");
+	cr_assert_not_null(mkdtemp(base));
+	memset(hosts, 0, sizeof(hosts));
+	child_count = 0;
+}
+
+static void teardown(void)
+{
+	for (int i = 0; i < child_count; i++)
+		if (children[i] > 0) {
+			kill(children[i], SIGKILL);
+			waitpid(children[i], NULL, 0);
+		}
+	for (int i = 0; i < HOSTS_MAX; i++)
+		host_stop(i, SIGTERM);
+	etcd_cluster_stop(&cluster);
+	char command[128];
+	snprintf(command, sizeof(command), "rm -rf '%s'", base);
+	if (system(command) != 0)
+		fprintf(stderr, "could not remove %s\n", base);
+}
+
+TestSuite(cluster, .init = setup, .fini = teardown, .timeout = 120);
+
+static const char *at(int i, const char *name)
+{
+	static char paths[8][512];
+	static int next;
+	char *path = paths[next++ % 8];
+	snprintf(path, 512, "%s/%s", hosts[i].mnt, name);
+	return path;
+}
+
+static int write_text(int i, const char *name, const char *text)
+{
+	int fd = open(at(i, name), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		return errno;
+	int r = write(fd, text, strlen(text)) == (ssize_t)strlen(text) ? 0 : errno;
+	close(fd);
+	return r;
+}
+
+static pid_t spawn_write(int i, const char *name, const char *text)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(write_text(i, name, text));
+	cr_assert_lt(child_count, CHILDREN_MAX);
+	children[child_count++] = pid;
+	return pid;
+}
+
+/* A child's exit status, or -1 while it still runs after `ms`. */
+static int wait_exit(pid_t pid, int ms)
+{
+	for (int t = 0; t <= ms; t += 5) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			for (int c = 0; c < child_count; c++)
+				if (children[c] == pid)
+					children[c] = 0;
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+		}
+		usleep(5000);
+	}
+	return -1;
+}
+
+static long xattr(int i, const char *name, const char *attribute)
+{
+	char value[64], full[64];
+	snprintf(full, sizeof(full), "user.semfs.%s", attribute);
+	ssize_t n = getxattr(at(i, name), full, value, sizeof(value) - 1);
+	if (n < 0)
+		return -1;
+	value[n] = '\0';
+	return strtol(value, NULL, 0);
+}
+
+/* The kernel's own count: GETVAL of the host's mirror set. */
+static int getval(int i, const char *name)
+{
+	long key = xattr(i, name, "key");
+	int semid = semget((key_t)key, 0, 0);
+	return semid < 0 ? -1 : semctl(semid, 0, GETVAL);
+}
+
+static bool wait_value(int i, const char *name, long value, int ms)
+{
+	for (int t = 0; t <= ms; t += 10) {
+		if (xattr(i, name, "value") == value && getval(i, name) == value)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+static bool wait_exists(int i, const char *name, bool exists, int ms)
+{
+	for (int t = 0; t <= ms; t += 10) {
+		if ((access(at(i, name), F_OK) == 0) == exists)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+static int dial(int i)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)hosts[i].port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	struct timeval limit = {.tv_sec = 20};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+	return fd;
+}
+
+/* One native request and its reply line (without the newline). */
+static void ask(int fd, const char *request, char *reply, size_t size)
+{
+	char line[512];
+	snprintf(line, sizeof(line), "%s\n", request);
+	cr_assert_eq(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+	size_t used = 0;
+	while (used < size - 1) {
+		ssize_t n = read(fd, reply + used, 1);
+		if (n <= 0 || reply[used] == '\n')
+			break;
+		used++;
+	}
+	reply[used] = '\0';
+}
+
+static void expect_journal(int i, const char *name, const char *needle)
+{
+	char *text = slurp(at(i, name));
+	cr_assert(strstr(text, needle), "%s's journal of %s lacks '%s':\n%s", hosts[i].name, name,
+		  needle, text);
+	free(text);
+}
+
+/* ---- the tests ------------------------------------------------------------- */
+
+Test(cluster, a_unit_taken_on_one_host_blocks_the_other_until_released)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
+	cr_assert(wait_exists(1, "db", true, 3000), "db never showed on hostb");
+	cr_assert(wait_value(1, "db", 0, 3000), "hostb: value %ld, GETVAL %d",
+		  xattr(1, "db", "value"), getval(1, "db"));
+	pid_t waiter = spawn_write(1, "db", "lock\n");
+	cr_assert_eq(wait_exit(waiter, 400), -1, "hostb got a unit hosta holds");
+	cr_assert_eq(xattr(0, "db", "waiting"), 1, "hosta does not see hostb waiting");
+	cr_assert_eq(write_text(0, "db", "unlock\n"), 0);
+	cr_assert_eq(wait_exit(waiter, 5000), 0, "hostb's lock did not complete");
+	cr_assert(wait_value(0, "db", 0, 3000));
+	/* Every host's journal shows every host's events. */
+	expect_journal(0, "db", "@hostb");
+	expect_journal(1, "db", "lock by=pid:");
+	expect_journal(1, "db", "@hosta");
+	/* A unit stays out until unlocked; unlock twice is refused. */
+	cr_assert_eq(write_text(1, "db", "unlock\n"), 0);
+	cr_assert(wait_value(0, "db", 1, 3000));
+	cr_assert_eq(write_text(0, "db", "unlock\n"), EOVERFLOW);
+	/* Timeouts and try-locks keep their meaning. */
+	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
+	double start = now();
+	cr_assert_eq(write_text(1, "db", "lock 0.3\n"), ETIMEDOUT);
+	cr_assert_geq(now() - start, 0.29);
+	cr_assert_eq(write_text(1, "db", "lock 0\n"), EAGAIN);
+	cr_assert_eq(xattr(1, "db", "waiting"), 0, "a timed-out waiter left its entry");
+}
+
+Test(cluster, creates_and_removals_show_on_every_host_and_outsiders_are_reverted)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	int fd = open(at(0, "pool"), O_WRONLY | O_CREAT | O_EXCL, 0640);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert(wait_exists(1, "pool", true, 3000));
+	struct stat st;
+	cr_assert_eq(stat(at(1, "pool"), &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0640, "mode 0%o on hostb", st.st_mode & 0777);
+	cr_assert_eq(write_text(1, "pool", "limit 3\n"), 0);
+	cr_assert(wait_value(0, "pool", 3, 3000));
+	cr_assert_eq(xattr(0, "pool", "limit"), 3);
+	/* An outside semop on hostb's mirror cannot join the cluster's queue:
+	 * it is undone and journalled. */
+	int semid = semget((key_t)xattr(1, "pool", "key"), 0, 0);
+	cr_assert_geq(semid, 0);
+	struct sembuf take = {.sem_num = 0, .sem_op = -1, .sem_flg = IPC_NOWAIT};
+	cr_assert_eq(semop(semid, &take, 1), 0);
+	cr_assert(wait_value(1, "pool", 3, 3000), "the outside change stayed");
+	expect_journal(1, "pool", "outside-change");
+	expect_journal(1, "pool", "reverted");
+	cr_assert_eq(xattr(0, "pool", "value"), 3, "hosta saw hostb's outsider");
+	/* rm on one host removes it everywhere; holders' units with it. */
+	cr_assert_eq(write_text(0, "pool", "lock\n"), 0);
+	cr_assert_eq(unlink(at(1, "pool")), 0);
+	cr_assert(wait_exists(0, "pool", false, 3000), "pool outlived rm on hosta");
+	cr_assert(wait_exists(1, "pool", false, 100));
+	/* And the name is free again, on both. */
+	cr_assert_eq(write_text(1, "pool", "lock\n"), 0);
+	cr_assert(wait_value(0, "pool", 0, 3000));
+}
+
+Test(cluster, waiters_on_several_hosts_are_served_in_cluster_arrival_order)
+{
+	for (int i = 0; i < 3; i++)
+		host_start(i, NULL);
+	cr_assert_eq(write_text(0, "fifo", "lock\n"), 0);
+	for (int i = 1; i < 3; i++)
+		cr_assert(wait_exists(i, "fifo", true, 3000));
+	char ledger[256];
+	snprintf(ledger, sizeof(ledger), "%s/ledger", base);
+	enum { WAITERS = 9 };
+	pid_t pids[WAITERS];
+	for (int w = 0; w < WAITERS; w++) {
+		int i = (w + 1) % 3; /* hostb, hostc, hosta, hostb, ... */
+		pid_t pid = fork();
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			int r = write_text(i, "fifo", "lock\n");
+			int fd = open(ledger, O_WRONLY | O_APPEND | O_CREAT, 0644);
+			char line[16];
+			int n = snprintf(line, sizeof(line), "%d\n", w);
+			if (r || write(fd, line, (size_t)n) != n)
+				_exit(1);
+			close(fd);
+			_exit(write_text(i, "fifo", "unlock\n"));
+		}
+		children[child_count++] = pids[w] = pid;
+		/* Each is queued before the next is sent. */
+		for (int t = 0; t < 300 && xattr(0, "fifo", "waiting") < w + 1; t++)
+			usleep(10000);
+		cr_assert_eq(xattr(0, "fifo", "waiting"), w + 1, "waiter %d not queued", w);
+	}
+	cr_assert_eq(write_text(0, "fifo", "unlock\n"), 0);
+	for (int w = 0; w < WAITERS; w++)
+		cr_assert_eq(wait_exit(pids[w], 10000), 0, "waiter %d", w);
+	char *order = slurp(ledger);
+	cr_assert_str_eq(order, "0\n1\n2\n3\n4\n5\n6\n7\n8\n", "served out of order:\n%s", order);
+	free(order);
+	for (int i = 0; i < 3; i++)
+		cr_assert(wait_value(i, "fifo", 1, 3000), "%s: value", hosts[i].name);
+}
+
+/* 200 acquire/release cycles on one limit-1 name from 3 hosts: a marker file
+ * made with O_EXCL while holding proves no two holders; the fencing tokens
+ * in the ledger only grow. */
+Test(cluster, racing_cycles_on_three_hosts_never_show_two_holders)
+{
+	for (int i = 0; i < 3; i++)
+		host_start(i, NULL);
+	int fd0 = dial(0);
+	char reply[256];
+	ask(fd0, "create race 1", reply, sizeof(reply));
+	cr_assert_str_eq(reply, "ok limit=1");
+	close(fd0);
+	for (int i = 1; i < 3; i++)
+		cr_assert(wait_exists(i, "race", true, 3000));
+	char marker[256], ledger[256];
+	snprintf(marker, sizeof(marker), "%s/holder", base);
+	snprintf(ledger, sizeof(ledger), "%s/tokens", base);
+	enum { WORKERS = 6, CYCLES = 34 }; /* 204 cycles */
+	pid_t pids[WORKERS];
+	for (int w = 0; w < WORKERS; w++) {
+		pid_t pid = fork();
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			int fd = dial(w % 3);
+			for (int n = 0; n < CYCLES; n++) {
+				char answer[256];
+				ask(fd, "acquire race", answer, sizeof(answer));
+				long long token;
+				if (sscanf(answer, "ok token=%lld", &token) != 1)
+					_exit(10);
+				int m = open(marker, O_CREAT | O_EXCL | O_WRONLY, 0644);
+				if (m < 0)
+					_exit(11); /* two holders */
+				close(m);
+				int l = open(ledger, O_WRONLY | O_APPEND | O_CREAT, 0644);
+				dprintf(l, "%lld\n", token);
+				close(l);
+				unlink(marker);
+				ask(fd, "release race", answer, sizeof(answer));
+				if (strcmp(answer, "ok") != 0)
+					_exit(12);
+			}
+			_exit(0);
+		}
+		children[child_count++] = pids[w] = pid;
+	}
+	for (int w = 0; w < WORKERS; w++)
+		cr_assert_eq(wait_exit(pids[w], 90000), 0,
+			     "worker %d (10: acquire, 11: two "
+			     "holders, 12: release)",
+			     w);
+	char *text = slurp(ledger);
+	long long previous = 0, token;
+	int count = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		token = atoll(line);
+		cr_assert_gt(token, previous, "token %lld after %lld", token, previous);
+		previous = token;
+		count++;
+	}
+	free(text);
+	cr_assert_eq(count, WORKERS * CYCLES);
+	for (int i = 0; i < 3; i++)
+		cr_assert(wait_value(i, "race", 1, 3000), "%s: value %ld", hosts[i].name,
+			  xattr(i, "race", "value"));
+}
+
+Test(cluster, relax_limit_and_set_reach_waiters_on_every_host)
+{
+	for (int i = 0; i < 3; i++)
+		host_start(i, NULL);
+	cr_assert_eq(write_text(0, "gate", "lock\n"), 0);
+	for (int i = 1; i < 3; i++)
+		cr_assert(wait_exists(i, "gate", true, 3000));
+	pid_t b = spawn_write(1, "gate", "lock\n"), c = spawn_write(2, "gate", "lock\n");
+	for (int t = 0; t < 300 && xattr(0, "gate", "waiting") < 2; t++)
+		usleep(10000);
+	cr_assert_eq(xattr(0, "gate", "waiting"), 2);
+	cr_assert_eq(write_text(0, "gate", "relax\n"), 0);
+	cr_assert_eq(wait_exit(b, 5000), 0);
+	cr_assert_eq(wait_exit(c, 5000), 0);
+	cr_assert(wait_value(2, "gate", 0, 3000), "relax took or gave a unit");
+	expect_journal(1, "gate", "relaxed");
+	/* limit with waiters: the new units go to them. */
+	b = spawn_write(1, "gate", "lock\n");
+	c = spawn_write(2, "gate", "lock\n");
+	for (int t = 0; t < 300 && xattr(0, "gate", "waiting") < 2; t++)
+		usleep(10000);
+	cr_assert_eq(write_text(0, "gate", "limit 3\n"), 0);
+	cr_assert_eq(wait_exit(b, 5000), 0);
+	cr_assert_eq(wait_exit(c, 5000), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert(wait_value(i, "gate", 0, 3000));
+	cr_assert_eq(write_text(1, "gate", "limit 2\n"), EBUSY, "a limit below the units in use");
+	/* set with a waiter: the unit it frees goes to the waiter. */
+	b = spawn_write(1, "gate", "lock\n");
+	for (int t = 0; t < 300 && xattr(0, "gate", "waiting") < 1; t++)
+		usleep(10000);
+	cr_assert_eq(write_text(2, "gate", "set 1\n"), 0);
+	cr_assert_eq(wait_exit(b, 5000), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert(wait_value(i, "gate", 0, 3000), "%s: %ld", hosts[i].name,
+			  xattr(i, "gate", "value"));
+	cr_assert_eq(write_text(2, "gate", "set 3\n"), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert(wait_value(i, "gate", 3, 3000));
+}
+
+Test(cluster, a_killed_host_returns_its_acquire_units_and_keeps_its_locks)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	int fd = dial(0);
+	char reply[256];
+	ask(fd, "create pool 3", reply, sizeof(reply));
+	cr_assert_str_eq(reply, "ok limit=3");
+	ask(fd, "acquire pool", reply, sizeof(reply));
+	cr_assert(strncmp(reply, "ok token=", 9) == 0, "%s", reply);
+	cr_assert_eq(write_text(0, "pool", "lock\n"), 0);
+	cr_assert(wait_value(1, "pool", 1, 3000));
+	double killed = now();
+	host_stop(0, SIGKILL);
+	cr_assert(wait_value(1, "pool", 2, 8000), "the acquire unit never came back: %ld",
+		  xattr(1, "pool", "value"));
+	double back = now() - killed;
+	cr_assert_lt(back, 2 + 4, "back after %.1f s (lease_ttl 2 s + an election)", back);
+	/* The lock unit outlives its host: still out, a second later too. */
+	usleep(1000000);
+	cr_assert_eq(xattr(1, "pool", "value"), 2);
+	expect_journal(1, "pool", "release");
+	close(fd);
+	/* hosta comes back: same state; its lock can be unlocked anywhere. */
+	int status;
+	cr_assert(host_launch(0, &status));
+	cr_assert(wait_value(0, "pool", 2, 3000));
+	cr_assert_eq(write_text(1, "pool", "unlock\n"), 0);
+	cr_assert(wait_value(0, "pool", 3, 3000));
+}
+
+Test(cluster, a_revoked_lease_is_lease_lost_and_the_host_carries_on)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	int fd = dial(0);
+	char reply[256];
+	ask(fd, "create pool 2", reply, sizeof(reply));
+	ask(fd, "acquire pool", reply, sizeof(reply));
+	cr_assert(strncmp(reply, "ok token=", 9) == 0, "%s", reply);
+	cr_assert(wait_value(1, "pool", 1, 3000));
+	char path[300], body[128], answer[512];
+	snprintf(path, sizeof(path), "%s/state/cluster.lease", hosts[0].dir);
+	char *id = slurp(path);
+	id[strcspn(id, "\n")] = '\0';
+	cr_assert(id[0], "no lease file");
+	snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", id);
+	free(id);
+	/* The revocation etcd 3.4 may do by itself after a leader change. */
+	char command[512];
+	snprintf(command, sizeof(command), "curl -s -X POST %s/v3/lease/revoke -d '%s' >/dev/null",
+		 cluster.endpoints[0], body);
+	cr_assert_eq(system(command), 0);
+	(void)answer;
+	cr_assert(wait_value(1, "pool", 2, 3000), "the lost lease's unit did not come back");
+	/* hosta notices at its next renewal, says so, and takes a new lease. */
+	for (int t = 0; t < 300; t++) {
+		char *text = slurp(at(0, "pool"));
+		bool said = strstr(text, "lease-lost") != NULL;
+		free(text);
+		if (said)
+			break;
+		usleep(10000);
+	}
+	expect_journal(0, "pool", "lease-lost");
+	ask(fd, "acquire pool 2", reply, sizeof(reply));
+	cr_assert(strncmp(reply, "ok token=", 9) == 0, "after lease-lost: %s", reply);
+	cr_assert(wait_value(1, "pool", 1, 3000));
+	close(fd);
+}
+
+Test(cluster, no_majority_is_eio_never_a_grant_and_then_it_recovers)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
+	cr_assert(wait_exists(1, "db", true, 3000));
+	int fd = dial(1);
+	char reply[256];
+	ask(fd, "create net 1", reply, sizeof(reply));
+	cr_assert_str_eq(reply, "ok limit=1");
+	etcd_cluster_kill(&cluster, 0);
+	etcd_cluster_kill(&cluster, 1);
+	double start = now();
+	int r = write_text(1, "db", "lock 5\n");
+	cr_assert_eq(r, EIO, "without a majority: %s", strerror(r));
+	cr_assert_lt(now() - start, 5, "EIO after %.1f s", now() - start);
+	ask(fd, "lock net", reply, sizeof(reply));
+	cr_assert(strncmp(reply, "err EIO", 7) == 0, "%s", reply);
+	close(fd);
+	cr_assert(etcd_cluster_restart(&cluster, 0));
+	cr_assert(etcd_cluster_restart(&cluster, 1));
+	/* Back: hosta's unit is still out, and the cluster answers again. */
+	for (int t = 0; t < 100 && write_text(1, "db", "lock 0\n") == EIO; t++)
+		usleep(100000);
+	cr_assert_eq(write_text(1, "db", "lock 0\n"), EAGAIN);
+	cr_assert_eq(write_text(0, "db", "unlock\n"), 0);
+	cr_assert_eq(write_text(1, "db", "lock 5\n"), 0);
+}
+
+Test(cluster, one_member_killed_operations_go_on_after_the_election)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
+	int leader = etcd_cluster_leader(&cluster);
+	cr_assert_geq(leader, 0);
+	etcd_cluster_kill(&cluster, leader);
+	double start = now();
+	int r = EIO;
+	bool unknown = false;
+	/* During the election a request may fail with EIO, its outcome unknown
+	 * (never repeated behind the caller's back): then the next unlock says
+	 * EOVERFLOW if the first one had gone through. */
+	for (int t = 0; t < 50 && (r = write_text(0, "db", "unlock\n")) == EIO; t++) {
+		unknown = true;
+		usleep(100000);
+	}
+	cr_assert(r == 0 || (unknown && r == EOVERFLOW), "unlock after the leader died: %s",
+		  strerror(r));
+	fprintf(stderr, "leader kill: unlock done %.2f s later\n", now() - start);
+	cr_assert_eq(write_text(1, "db", "lock 5\n"), 0);
+	cr_assert(wait_value(0, "db", 0, 3000));
+}
+
+Test(cluster, a_semfs_whose_cluster_does_not_answer_fails_with_the_reason)
+{
+	char endpoint[64];
+	snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", free_port());
+	struct host *h = &hosts[0];
+	host_paths(0);
+	FILE *config = fopen(h->config, "we");
+	fprintf(config,
+		"[semfs]\nstate_dir = %s/state\n[service_network_semaphore]\nbind_port = %u\n"
+		"[cluster]\nendpoints = %s\nrequest_timeout = 0.5\n",
+		h->dir, free_port(), endpoint);
+	fclose(config);
+	int status = 0;
+	cr_assert_not(host_launch(0, &status), "semfs mounted without its cluster");
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status 0x%x", status);
+	char *log = slurp(h->log);
+	cr_assert(strstr(log, "cluster unreachable"), "%s", log);
+	free(log);
+}
