@@ -43,6 +43,7 @@ enum phase {
 	PHASE_BUSY,   /* an etcd call is out */
 	PHASE_AWAIT,  /* waiting for the replica to reach `await` */
 	PHASE_QUEUED, /* its entry waits in the queue */
+	PHASE_LEASE,  /* waits for this host's new lease (after lease-lost) */
 };
 
 struct request;
@@ -101,11 +102,15 @@ struct cluster {
 	int64_t lease;
 	int64_t lease_renewed_ms;
 	bool lease_renewing;
+	bool lease_granting;	   /* a grant is out (after lease-lost) */
+	int64_t next_lease_try_ms; /* when to ask again after a failed grant */
 	uint64_t entry_counter;
 	struct etcd_stream *watch;
 	int64_t watch_from;
 	bool reloading;
 	uint64_t lease_lost, watch_reopened;
+	int64_t etcd_revision; /* the newest revision an answer showed */
+	int64_t applied;       /* the replica's revision, for other threads */
 	char watch_error[256];
 
 	/* Loop thread only. */
@@ -218,9 +223,19 @@ static bool succeeded(struct json_object *response)
 
 static int64_t header_revision(struct json_object *response)
 {
-	struct json_object *header = NULL;
-	json_object_object_get_ex(response, "header", &header);
+	struct json_object *header = NULL, *result = NULL;
+	if (!json_object_object_get_ex(response, "header", &header) &&
+	    json_object_object_get_ex(response, "result", &result))
+		json_object_object_get_ex(result, "header", &header); /* keep-alive */
 	return etcd_int64_get(header, "revision", 0);
+}
+
+/* Watch lag: how far etcd's newest revision is ahead of the replica. */
+static void seen(struct cluster *c, struct json_object *response)
+{
+	int64_t revision = header_revision(response);
+	if (revision > __atomic_load_n(&c->etcd_revision, __ATOMIC_RELAXED))
+		__atomic_store_n(&c->etcd_revision, revision, __ATOMIC_RELAXED);
 }
 
 static int path_of(const char *name, char *path, size_t size)
@@ -304,8 +319,8 @@ static void delete_entry(struct cluster *c, const char *name, const char *entry,
 static void on_deleted(void *context, int error, const char *message, struct json_object *response)
 {
 	struct request *r = context;
-	if (error == -ECANCELED) {
-		free(r);
+	if (error == -ECANCELED) { /* shutting down: the lease revocation takes it */
+		request_finish(r, 0);
 		return;
 	}
 	if (error < 0) {
@@ -561,6 +576,7 @@ static void on_entry_put(void *context, int error, const char *message,
 		request_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
 		return;
 	}
+	seen(r->cluster, response);
 	/* Not written: the semaphore is gone (take_check says EIDRM), or an
 	 * earlier attempt whose answer was lost wrote it (take_check finds it). */
 	await_revision(r, header_revision(response), take_check);
@@ -571,6 +587,11 @@ static void take_start(struct request *r, const struct command *command)
 	struct cluster *c = r->cluster;
 	if (command->verb == VERB_ACQUIRE && !r->waiter->owner) {
 		request_finish(r, -EINVAL);
+		return;
+	}
+	if (!c->lease) { /* lease-lost: a new one is on its way */
+		r->phase = PHASE_LEASE;
+		r->not_before_ms = now_ms() + c->options.etcd.request_timeout_ms;
 		return;
 	}
 	r->entry_lock = command->verb == VERB_LOCK;
@@ -1067,6 +1088,7 @@ static void on_watch_message(void *context, struct json_object *message)
 		if (e.revision >= c->watch_from)
 			c->watch_from = e.revision + 1;
 	}
+	__atomic_store_n(&c->applied, replica_revision(c->replica), __ATOMIC_RELAXED);
 	check_requests(c);
 }
 
@@ -1081,7 +1103,7 @@ static void on_watch_end(void *context, int error, const char *message,
 		  message ? message : "", c->watch_error[0] ? "; " : "", c->watch_error,
 		  c->watch_from);
 	c->watch_error[0] = '\0';
-	c->watch_reopened++;
+	__atomic_add_fetch(&c->watch_reopened, 1, __ATOMIC_RELAXED);
 }
 
 static void watch_open(struct cluster *c)
@@ -1124,6 +1146,32 @@ static int call_now(struct cluster *c, const char *path, struct json_object *bod
 	return s->error;
 }
 
+static void on_host_registered(void *context, int error, const char *message,
+			       struct json_object *response)
+{
+	if (error < 0 && error != -ECANCELED)
+		log_warnx("cluster: registering this host: %s", message);
+}
+
+/* A new lease is this daemon's incarnation: kept in lease_file (the next
+ * start revokes it) and shown as hosts/HOST. */
+static void lease_adopt(struct cluster *c, int64_t lease)
+{
+	c->lease = lease;
+	__atomic_store_n(&c->lease_renewed_ms, now_ms(), __ATOMIC_RELAXED);
+	c->next_keepalive_ms = now_ms() + (int64_t)c->options.lease_ttl * 1000 / 3;
+	FILE *file = fopen(c->lease_file, "we");
+	if (file) {
+		fprintf(file, "%" PRId64 "\n", c->lease);
+		fclose(file);
+	}
+	char value[128];
+	snprintf(value, sizeof(value), "pid=%d", (int)getpid());
+	struct json_object *ops[] = {put(key(c, "hosts/%s", c->host), value, c->lease), NULL};
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn(NULL, ops), true, on_host_registered, c) < 0)
+		log_warnx("cluster: out of memory registering this host");
+}
+
 static int lease_grant(struct cluster *c, char *error, size_t error_size)
 {
 	struct sync_call s;
@@ -1133,29 +1181,44 @@ static int lease_grant(struct cluster *c, char *error, size_t error_size)
 		snprintf(error, error_size, "lease grant: %.300s", s.message);
 		return -EIO;
 	}
-	c->lease = etcd_int64_get(s.response, "ID", 0);
+	int64_t lease = etcd_int64_get(s.response, "ID", 0);
 	int64_t ttl = etcd_int64_get(s.response, "TTL", 0);
 	json_object_put(s.response);
-	if (!c->lease || ttl <= 0) {
+	if (!lease || ttl <= 0) {
 		snprintf(error, error_size, "lease grant: no lease in the answer");
 		return -EIO;
 	}
-	c->lease_renewed_ms = now_ms();
-	FILE *file = fopen(c->lease_file, "we");
-	if (file) {
-		fprintf(file, "%" PRId64 "\n", c->lease);
-		fclose(file);
-	}
-	char value[128], host_key[256];
-	snprintf(value, sizeof(value), "pid=%d", (int)getpid());
-	snprintf(host_key, sizeof(host_key), "hosts/%s", c->host);
-	struct json_object *ops[] = {put(key(c, "%s", host_key), value, c->lease), NULL};
-	if (call_now(c, "/v3/kv/txn", txn(NULL, ops), &s, true) < 0) {
-		snprintf(error, error_size, "registering host %s: %.300s", c->host, s.message);
-		return -EIO;
-	}
-	json_object_put(s.response);
+	lease_adopt(c, lease);
 	return 0;
+}
+
+/* After lease-lost, from the loop: never a synchronous call inside a
+ * callback (the loop is not re-entrant). */
+static void on_lease_granted(void *context, int error, const char *message,
+			     struct json_object *response)
+{
+	struct cluster *c = context;
+	c->lease_granting = false;
+	int64_t lease = error < 0 ? 0 : etcd_int64_get(response, "ID", 0);
+	if (!lease) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: lease grant: %s: retrying in a second",
+				  error < 0 ? message : "no lease in the answer");
+		c->next_lease_try_ms = now_ms() + 1000;
+		return;
+	}
+	lease_adopt(c, lease);
+	log_info("cluster: host %s has a new lease %" PRIx64, c->host, lease);
+}
+
+static void lease_request(struct cluster *c)
+{
+	struct json_object *grant = json_object_new_object();
+	json_object_object_add(grant, "TTL", etcd_int64(c->options.lease_ttl));
+	c->lease_granting =
+	    etcd_call(c->etcd, "/v3/lease/grant", grant, false, on_lease_granted, c) == 0;
+	if (!c->lease_granting)
+		c->next_lease_try_ms = now_ms() + 1000;
 }
 
 /* The previous incarnation's lease: revoked, so its acquire units return
@@ -1249,7 +1312,7 @@ static void sync_all(struct cluster *c)
 
 static void lease_lost(struct cluster *c, const char *why)
 {
-	c->lease_lost++;
+	__atomic_add_fetch(&c->lease_lost, 1, __ATOMIC_RELAXED);
 	log_warnx("cluster: lease-lost: %s; every acquire unit of host %s is gone", why, c->host);
 	for (struct held *h = c->held, *next; h; h = next) {
 		next = h->next;
@@ -1266,9 +1329,7 @@ static void lease_lost(struct cluster *c, const char *why)
 		if (r->type == REQ_COMMANDS && r->phase == PHASE_QUEUED)
 			request_finish(r, -EIO);
 	}
-	char error[256];
-	if (lease_grant(c, error, sizeof(error)) < 0)
-		log_warnx("cluster: %s: retrying", error);
+	c->lease = 0; /* the loop asks for a new one */
 }
 
 static void on_keepalive(void *context, int error, const char *message,
@@ -1283,11 +1344,12 @@ static void on_keepalive(void *context, int error, const char *message,
 	}
 	struct json_object *result = NULL;
 	json_object_object_get_ex(response, "result", &result);
+	seen(c, response);
 	if (etcd_int64_get(result, "TTL", 0) <= 0) {
 		lease_lost(c, "etcd no longer knows the lease");
 		return;
 	}
-	c->lease_renewed_ms = now_ms();
+	__atomic_store_n(&c->lease_renewed_ms, now_ms(), __ATOMIC_RELAXED);
 }
 
 static void keepalive(struct cluster *c)
@@ -1363,11 +1425,19 @@ static void loop_once(struct cluster *c, int timeout_ms)
 		next = r->next;
 		if (r->type == REQ_DELETE && r->phase == PHASE_IDLE && r->not_before_ms <= now)
 			delete_start(r);
-		else if (r->type == REQ_COMMANDS && r->phase == PHASE_QUEUED && r->has_deadline &&
-			 now >= r->deadline_ms)
+		else if (r->phase == PHASE_LEASE && c->lease) {
+			r->phase = PHASE_IDLE;
+			command_next(r);
+		} else if (r->phase == PHASE_LEASE && now >= r->not_before_ms) {
+			log_warnx("cluster: %s: no lease for host %s: EIO", r->path, c->host);
+			request_finish(r, -EIO);
+		} else if (r->type == REQ_COMMANDS && r->phase == PHASE_QUEUED && r->has_deadline &&
+			   now >= r->deadline_ms)
 			abandon(r, -ETIMEDOUT);
 	}
 	keepalive(c);
+	if (!c->lease && !c->lease_granting && now >= c->next_lease_try_ms)
+		lease_request(c);
 	if (c->reloading) {
 		char error[256];
 		c->reloading = false;
@@ -1463,12 +1533,30 @@ void cluster_shutdown(struct cluster *c)
 		etcd_wakeup(c->etcd);
 		pthread_join(c->thread, NULL);
 	}
-	/* This thread is the loop now. */
-	loop_once(c, 0);
+	/* This thread is the loop now. Calls in flight end first: their
+	 * callbacks finish their own requests (ECANCELED), so no callback can
+	 * come for a request freed here. */
+	etcd_cancel(c->etcd);
+	pthread_mutex_lock(&c->lock);
+	struct request *incoming = c->incoming;
+	c->incoming = NULL;
+	pthread_mutex_unlock(&c->lock);
+	for (struct request *r = incoming, *next; r; r = next) {
+		next = r->next;
+		r->next = c->active;
+		c->active = r;
+	}
 	while (c->active) {
 		struct request *r = c->active;
 		if (r->type == REQ_DELETE) { /* the lease revocation below takes it */
 			active_remove(c, r);
+			free(r);
+			continue;
+		}
+		if (r->type == REQ_CANCEL || r->type == REQ_RELEASE_OWNER) {
+			active_remove(c, r);
+			if (r->type == REQ_RELEASE_OWNER)
+				release_owner(c, r->owner); /* local bookkeeping only now */
 			free(r);
 			continue;
 		}
@@ -1639,11 +1727,15 @@ int cluster_define(struct cluster *c, const char *path, unsigned limit)
 
 void cluster_health(struct cluster *c, struct cluster_health *health)
 {
+	/* From the stats thread: single words, read without the loop's help. */
 	memset(health, 0, sizeof(*health));
 	health->endpoints = c->options.etcd.endpoint_count;
 	health->reachable = etcd_reachable(c->etcd);
-	health->lease_age = (double)(now_ms() - c->lease_renewed_ms) / 1000;
-	health->revision = replica_revision(c->replica);
-	health->lease_lost = c->lease_lost;
-	health->watch_reopened = c->watch_reopened;
+	health->lease_age =
+	    (double)(now_ms() - __atomic_load_n(&c->lease_renewed_ms, __ATOMIC_RELAXED)) / 1000;
+	health->revision = __atomic_load_n(&c->applied, __ATOMIC_RELAXED);
+	int64_t newest = __atomic_load_n(&c->etcd_revision, __ATOMIC_RELAXED);
+	health->watch_lag = newest > health->revision ? newest - health->revision : 0;
+	health->lease_lost = __atomic_load_n(&c->lease_lost, __ATOMIC_RELAXED);
+	health->watch_reopened = __atomic_load_n(&c->watch_reopened, __ATOMIC_RELAXED);
 }

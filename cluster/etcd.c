@@ -155,12 +155,12 @@ static void end(struct etcd_stream *request, int error, const char *message,
 	request_free(request);
 }
 
-void etcd_free(struct etcd *etcd)
+void etcd_cancel(struct etcd *etcd)
 {
-	if (!etcd)
-		return;
+	pthread_mutex_lock(&etcd->lock);
 	struct etcd_stream *lists[] = {etcd->pending, etcd->waiting, etcd->active};
 	etcd->pending = etcd->waiting = etcd->active = NULL;
+	pthread_mutex_unlock(&etcd->lock);
 	for (int l = 0; l < 3; l++)
 		for (struct etcd_stream *r = lists[l], *next; r; r = next) {
 			next = r->next;
@@ -168,6 +168,15 @@ void etcd_free(struct etcd *etcd)
 				curl_multi_remove_handle(etcd->multi, r->easy);
 			end(r, -ECANCELED, "the etcd client is going away", NULL);
 		}
+}
+
+void etcd_free(struct etcd *etcd)
+{
+	if (!etcd)
+		return;
+	/* Callbacks may queue more: end those too. */
+	while (etcd->pending || etcd->waiting || etcd->active)
+		etcd_cancel(etcd);
 	if (etcd->multi)
 		curl_multi_cleanup(etcd->multi);
 	for (int i = 0; i < etcd->endpoint_count; i++)

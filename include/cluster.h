@@ -96,6 +96,7 @@ struct cluster_health {
 	int endpoints, reachable;
 	double lease_age;    /* s since the lease was last renewed */
 	int64_t revision;    /* the replica's */
+	int64_t watch_lag;   /* revisions etcd has shown that the replica has not */
 	uint64_t lease_lost; /* times */
 	uint64_t watch_reopened;
 };

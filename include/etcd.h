@@ -37,6 +37,10 @@ struct etcd *etcd_new(const struct etcd_options *options, char *error, size_t er
 /* Ends every call and stream (their callbacks run with -ECANCELED). */
 void etcd_free(struct etcd *etcd);
 
+/* End every call and stream now: their callbacks run with -ECANCELED. The
+ * client stays usable. Loop thread only. */
+void etcd_cancel(struct etcd *etcd);
+
 /* A call's end. `error` is 0 with the response object (borrowed: valid
  * during the callback), or -errno with a sentence in `message`: -EIO (no
  * member answered in time), -EPROTO (an answer that is no JSON, or an

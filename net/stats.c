@@ -1,5 +1,7 @@
 /* stats.c: the stats directory writer (see stats.h). */
 #include "stats.h"
+
+#include "cluster.h"
 #include "report.h"
 
 #include "clock.h"
@@ -144,6 +146,36 @@ static int prometheus_text(struct store *store, char **text, size_t *length)
 			"# HELP semfs_timeouts_total Waits that timed out since semfs started.\n"
 			"# TYPE semfs_timeouts_total counter\nsemfs_timeouts_total %" PRIu64 "\n",
 			totals.semaphores, totals.grants, totals.timeouts);
+	struct cluster_health health;
+	cluster_store_health(store, &health);
+	if (r == 0 && health.endpoints)
+		fprintf(out,
+			"# HELP semfs_cluster_endpoints etcd endpoints configured.\n"
+			"# TYPE semfs_cluster_endpoints gauge\nsemfs_cluster_endpoints %d\n"
+			"# HELP semfs_cluster_endpoints_reachable Endpoints that answered their "
+			"last request.\n"
+			"# TYPE semfs_cluster_endpoints_reachable gauge\n"
+			"semfs_cluster_endpoints_reachable %d\n"
+			"# HELP semfs_cluster_lease_age_seconds Since this host's lease was last "
+			"renewed.\n"
+			"# TYPE semfs_cluster_lease_age_seconds gauge\n"
+			"semfs_cluster_lease_age_seconds %.3f\n"
+			"# HELP semfs_cluster_watch_lag_revisions Revisions etcd has shown that "
+			"this host has not applied yet.\n"
+			"# TYPE semfs_cluster_watch_lag_revisions gauge\n"
+			"semfs_cluster_watch_lag_revisions %" PRId64 "\n"
+			"# HELP semfs_cluster_revision The etcd revision this host has applied.\n"
+			"# TYPE semfs_cluster_revision gauge\nsemfs_cluster_revision %" PRId64 "\n"
+			"# HELP semfs_cluster_lease_lost_total Times etcd dropped this host's "
+			"lease.\n"
+			"# TYPE semfs_cluster_lease_lost_total counter\n"
+			"semfs_cluster_lease_lost_total %" PRIu64 "\n"
+			"# HELP semfs_cluster_watch_reopened_total Times the watch had to be "
+			"opened again.\n"
+			"# TYPE semfs_cluster_watch_reopened_total counter\n"
+			"semfs_cluster_watch_reopened_total %" PRIu64 "\n",
+			health.endpoints, health.reachable, health.lease_age, health.watch_lag,
+			health.revision, health.lease_lost, health.watch_reopened);
 	if (fclose(out) != 0 && r == 0)
 		r = -ENOMEM;
 	if (r < 0) {

@@ -33,6 +33,7 @@ import tempfile
 import time
 
 PORT_IN_DOCS = "53559"
+SOURCE = ""  # the source tree: main() sets it
 
 
 def free_port():
@@ -288,6 +289,8 @@ def run_block(block, build):
         if dialogue is not None:
             return session.dialogue(dialogue)
         for command, shown in block.steps:
+            # The repository's scripts, wherever the block runs.
+            command = re.sub(r"(^|\s)scripts/", r"\1" + SOURCE + "/scripts/", command)
             if block.source.endswith(".1"):
                 command = command.replace("/mnt/sem", session.mnt)
                 command = command.replace("build01", "127.0.0.1:%d" % session.port)
@@ -313,7 +316,9 @@ def run_block(block, build):
 
 
 def main():
+    global SOURCE
     build, source = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    SOURCE = os.path.dirname(os.path.abspath(__file__)) + "/.."
     blocks = readme_blocks(os.path.join(source, "README.md"))
     blocks += man_examples(os.path.join(source, "doc", "msem.1"))
     ran = skipped = failed = 0
