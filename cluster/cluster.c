@@ -64,6 +64,7 @@ struct request {
 	size_t index; /* the command running */
 	char entry[REPLICA_ENTRY_MAX];
 	bool entry_lock; /* the entry is a lock's */
+	bool persisted;	 /* ... put without a lease (the fast way) */
 	int64_t token;	 /* the entry's create revision */
 	int64_t last_token;
 	unsigned lock_units;
@@ -485,6 +486,14 @@ static void on_persisted(void *context, int error, const char *message,
 static void granted(struct request *r)
 {
 	struct cluster *c = r->cluster;
+	if (r->entry_lock && r->persisted) { /* put without a lease already */
+		r->lock_units++;
+		r->last_token = r->token;
+		r->index++;
+		r->persisted = false;
+		command_next(r);
+		return;
+	}
 	if (r->entry_lock) {
 		/* A lock unit outlives this host: the entry loses its lease before
 		 * the reply, so the unit is never lost with the daemon. */
@@ -582,6 +591,62 @@ static void on_entry_put(void *context, int error, const char *message,
 	await_revision(r, header_revision(response), take_check);
 }
 
+/* The usual way: a leased entry joins the queue; take_check follows it. */
+static void take_queue(struct request *r)
+{
+	struct cluster *c = r->cluster;
+	char value[REPLICA_WHO_MAX + 32];
+	snprintf(value, sizeof(value), "kind=%s who=%s", r->entry_lock ? "lock" : "acquire",
+		 r->who);
+	/* Put-if-absent of our own key, only while the semaphore exists:
+	 * idempotent, so a retry after a lost answer is harmless. */
+	struct json_object *compares[] = {
+	    compare(key(c, "sem/%s/meta", r->name), NULL, "CREATE", "GREATER", 0),
+	    compare(key(c, "sem/%s/q/%s", r->name, r->entry), NULL, "CREATE", "EQUAL", 0), NULL};
+	struct json_object *ops[] = {put(key(c, "sem/%s/q/%s", r->name, r->entry), value, c->lease),
+				     NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn(compares, ops), true, on_entry_put, r) < 0)
+		request_finish(r, -ENOMEM);
+}
+
+static void on_fast_put(void *context, int error, const char *message, struct json_object *response)
+{
+	struct request *r = context;
+	if (error < 0) {
+		on_entry_put(context, error, message, response);
+		return;
+	}
+	seen(r->cluster, response);
+	if (!succeeded(response)) { /* someone came first: queue as usual */
+		take_queue(r);
+		return;
+	}
+	r->persisted = true;
+	await_revision(r, header_revision(response), take_check);
+}
+
+/* A lock on a semaphore with a free unit and nobody waiting, as this
+ * host's replica saw it at revision R: one transaction puts the entry
+ * without a lease (it holds at once), guarded by "no entry created after R
+ * and the meta record unchanged" — then it is the newest entry and a slot
+ * is free, so the rule makes it a holder. Otherwise: the usual way. */
+static void take_fast(struct request *r, const struct replica_state *state)
+{
+	struct cluster *c = r->cluster;
+	char value[REPLICA_WHO_MAX + 32];
+	snprintf(value, sizeof(value), "kind=lock who=%s", r->who);
+	struct json_object *compares[] = {
+	    compare(key(c, "sem/%s/meta", r->name), NULL, "MOD", "EQUAL", state->meta_revision),
+	    compare(key(c, "sem/%s/q/", r->name), range_end(c, "sem/%s/q/", r->name), "CREATE",
+		    "LESS", replica_revision(c->replica) + 1),
+	    NULL};
+	struct json_object *ops[] = {put(key(c, "sem/%s/q/%s", r->name, r->entry), value, 0), NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn(compares, ops), true, on_fast_put, r) < 0)
+		request_finish(r, -ENOMEM);
+}
+
 static void take_start(struct request *r, const struct command *command)
 {
 	struct cluster *c = r->cluster;
@@ -603,19 +668,13 @@ static void take_start(struct request *r, const struct command *command)
 	r->has_deadline = seconds >= 0;
 	if (r->has_deadline)
 		r->deadline_ms = now_ms() + (int64_t)(seconds * 1000);
-	char value[REPLICA_WHO_MAX + 32];
-	snprintf(value, sizeof(value), "kind=%s who=%s", r->entry_lock ? "lock" : "acquire",
-		 r->who);
-	/* Put-if-absent of our own key, only while the semaphore exists:
-	 * idempotent, so a retry after a lost answer is harmless. */
-	struct json_object *compares[] = {
-	    compare(key(c, "sem/%s/meta", r->name), NULL, "CREATE", "GREATER", 0),
-	    compare(key(c, "sem/%s/q/%s", r->name, r->entry), NULL, "CREATE", "EQUAL", 0), NULL};
-	struct json_object *ops[] = {put(key(c, "sem/%s/q/%s", r->name, r->entry), value, c->lease),
-				     NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn(compares, ops), true, on_entry_put, r) < 0)
-		request_finish(r, -ENOMEM);
+	struct replica_state state;
+	if (r->entry_lock && replica_state(c->replica, r->name, &state) == 0 &&
+	    state.waiting == 0 && state.holders < state.meta.limit - state.meta.plain) {
+		take_fast(r, &state);
+		return;
+	}
+	take_queue(r);
 }
 
 /* ---- unlock, release, relax, limit, set ------------------------------------------------ */

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -77,7 +78,7 @@ class Semfs(Daemon):
     """semfs with a fresh state directory (on tmpfs when there is one, as
     the default /run/semfs is on Debian) and its TCP port on 127.0.0.1."""
 
-    def __init__(self, build, work, name, network=True):
+    def __init__(self, build, work, name, network=True, extra=""):
         self.work = os.path.join(work, name)
         os.mkdir(self.work)
         mount = os.path.join(self.work, "mnt")
@@ -90,6 +91,7 @@ class Semfs(Daemon):
             out.write("[semfs]\nstate_dir = %s\nadmin_ipv4 = 127.0.0.1\n"
                       "[service_network_semaphore]\n" % self.state)
             out.write("bind_port = 0\n" if network else "enabled = no\n")
+            out.write(extra)
         log = os.path.join(self.work, "semfs.log")
         super().__init__([os.path.join(build, "semfs"), "-f", "-c", config, mount], mount, log)
         self.port = None
@@ -107,6 +109,56 @@ class Semfs(Daemon):
         super().stop()
         remove_sets(self.state)
         shutil.rmtree(self.state, ignore_errors=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Etcd:
+    """A 3-member etcd cluster on 127.0.0.1 (Debian's etcd-server), data on
+    disk under `work` (each member preallocates its WAL); killed with
+    SIGKILL (a clean stop of all members can take 9 s)."""
+
+    def __init__(self, work):
+        clients = [free_port() for _ in range(3)]
+        peers = [free_port() for _ in range(3)]
+        initial = ",".join("m%d=http://127.0.0.1:%d" % (i, peers[i]) for i in range(3))
+        self.endpoints = ",".join("http://127.0.0.1:%d" % port for port in clients)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        self.members = []
+        for i in range(3):
+            client, peer = "http://127.0.0.1:%d" % clients[i], "http://127.0.0.1:%d" % peers[i]
+            self.members.append(subprocess.Popen(
+                ["etcd", "--name", "m%d" % i, "--data-dir", os.path.join(work, "etcd-m%d" % i),
+                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", initial, "--initial-cluster-state", "new",
+                 "--initial-cluster-token", work, "--log-level", "warn"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        end = time.time() + 20
+        for port in clients:
+            while not self.healthy(port):
+                if time.time() > end:
+                    self.stop()
+                    raise RuntimeError("etcd did not become healthy")
+                time.sleep(0.1)
+
+    @staticmethod
+    def healthy(port):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+                return b'"health":"true"' in s.recv(4096)
+        except OSError:
+            return False
+
+    def stop(self):
+        for member in self.members:
+            member.kill()
+            member.wait()
 
 
 def remove_sets(state_dir):
@@ -356,6 +408,156 @@ class Bench:
                 os.close(holder)
             semfs.stop()
 
+    # -- cluster mode ------------------------------------------------------------
+
+    def cluster_figures(self, work):
+        etcd = Etcd(work)
+        hosts = []
+        try:
+            count = 200 if self.quick else 1000
+            floor = self.figure("floor: etcd transaction round trip (semfs's client)", "us",
+                                self.measure(lambda: run(self.tool(
+                                    "bench-etcd-txn", etcd.endpoints, count))[0]))
+            for name in ("hosta", "hostb", "hostc"):
+                hosts.append(self.cluster_host(work, etcd, name))
+            a, b, _ = hosts
+            rr = lambda host, conns: lambda: run(self.tool(
+                "bench-tcp", "rr", "127.0.0.1", host.port, conns, self.seconds, 1, "native"))
+            self.figure("cluster: uncontended lock+unlock pair, 1 connection", "us",
+                        self.measure(lambda: 2 * rr(a, 1)()[1]), floor, "<=2.5")
+            self.figure("cluster: hand-off between hosts, p50 (floor: 2 txns + 1 ms)", "us",
+                        self.measure(lambda: self.cluster_handoff(a, b)), 2 * floor + 1000,
+                        "<=1.0")
+            self.figure("cluster: 3 hosts x 50 connections, lock/unlock", "req/s",
+                        self.measure(lambda: self.cluster_throughput(hosts)))
+            self.cluster_waiters(a)
+            back = []
+            for rep in range(1 if self.quick else 3):
+                back.append(self.cluster_dead_host(work, etcd, a, rep))
+            self.figure("cluster: a killed host's acquire unit back (lease_ttl 2 s)", "s",
+                        self.spread(back), None, "<=3.5")
+        finally:
+            for host in hosts:
+                host.stop()
+            etcd.stop()
+
+    def cluster_host(self, work, etcd, name):
+        return Semfs(self.args.build, work, "cluster-" + name, extra=(
+            "[cluster]\nendpoints = %s\nprefix = /bench/\nhost = %s\nlease_ttl = 2\n"
+            % (etcd.endpoints, name.split("-")[0])))
+
+    @staticmethod
+    def ask(sock, line):
+        sock.sendall(line.encode() + b"\n")
+        return Bench.reply(sock)
+
+    @staticmethod
+    def reply(sock):
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(256)
+            if not chunk:
+                raise RuntimeError("connection closed")
+            data += chunk
+        return data.decode().strip()
+
+    def cluster_handoff(self, a, b):
+        """Microseconds from hosta's unlock sent to hostb's lock answered."""
+        rounds = 20 if self.quick else 100
+        times = []
+        with socket.create_connection(("127.0.0.1", a.port)) as sa, \
+                socket.create_connection(("127.0.0.1", b.port)) as sb:
+            self.ask(sa, "create handoff 1")
+            while not os.path.exists(b.path("handoff")):
+                time.sleep(0.01)
+            for _ in range(rounds):
+                if not self.ask(sa, "lock handoff").startswith("ok"):
+                    raise RuntimeError("hand-off: hosta could not lock")
+                sb.sendall(b"lock handoff\n")
+                end = time.time() + 5
+                while waiting(a.path("handoff")) < 1 and time.time() < end:
+                    time.sleep(0.001)
+                start = time.perf_counter()
+                sa.sendall(b"unlock handoff\n")
+                answer = self.reply(sb)
+                times.append((time.perf_counter() - start) * 1e6)
+                if not answer.startswith("ok") or not self.reply(sa).startswith("ok"):
+                    raise RuntimeError("hand-off: " + answer)
+                if not self.ask(sb, "unlock handoff").startswith("ok"):
+                    raise RuntimeError("hand-off: hostb could not unlock")
+        return statistics.median(times)
+
+    def cluster_throughput(self, hosts):
+        # Round trips take ms here: a quick run still needs seconds.
+        runs = [subprocess.Popen(self.tool("bench-tcp", "rr", "127.0.0.1", host.port, 50,
+                                           max(self.seconds, 2.0), 1, "native"),
+                                 stdout=subprocess.PIPE, text=True) for host in hosts]
+        total = 0.0
+        for process in runs:
+            out = process.communicate(timeout=120)[0]
+            if process.returncode:
+                raise RuntimeError("bench-tcp failed")
+            total += float(out.split()[0])
+        return total
+
+    def cluster_waiters(self, host):
+        count = 1000 if self.quick else 10000
+        with socket.create_connection(("127.0.0.1", host.port)) as holder:
+            self.ask(holder, "create crowd 1")
+            self.ask(holder, "lock crowd")
+            crowd = subprocess.Popen(self.tool("bench-waiters", "ace", "127.0.0.1", host.port,
+                                               "crowd", count),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                if crowd.stdout.readline().strip() != "ready":
+                    raise RuntimeError("bench-waiters failed")
+                end = time.time() + 120
+                while waiting(host.path("crowd")) < count and time.time() < end:
+                    time.sleep(0.2)
+                if waiting(host.path("crowd")) != count:
+                    raise RuntimeError("%d of %d waiters queued" % (
+                        waiting(host.path("crowd")), count))
+                time.sleep(1)
+                rss = [status_field(host.pid, "VmRSS") / 1024 for _ in range(REPS)]
+                threads = [status_field(host.pid, "Threads") for _ in range(REPS)]
+                title = "cluster: %d waiters" % count
+                self.figure(title + ", daemon RSS", "MiB", self.spread(rss), None, "<=64")
+                self.figure(title + ", daemon threads", "threads", self.spread(threads),
+                            None, "<=64")
+            finally:
+                crowd.stdin.close()
+                crowd.wait(120)
+                self.ask(holder, "relax crowd")
+
+    def cluster_dead_host(self, work, etcd, a, rep):
+        """Seconds from kill -9 of a host holding an acquire unit to its unit
+        being back on another host."""
+        victim = self.cluster_host(work, etcd, "hostc-%d" % rep)
+        try:
+            with socket.create_connection(("127.0.0.1", victim.port)) as s:
+                self.ask(s, "create pool-%d 3" % rep)
+                if not self.ask(s, "acquire pool-%d" % rep).startswith("ok"):
+                    raise RuntimeError("dead host: no acquire")
+                path = a.path("pool-%d" % rep)
+                end = time.time() + 5
+                while time.time() < end:
+                    try:
+                        if int(os.getxattr(path, "user.semfs.value")) == 2:
+                            break
+                    except OSError:
+                        pass
+                    time.sleep(0.01)
+                victim.process.kill()
+                start = time.perf_counter()
+                end = time.time() + 30
+                while int(os.getxattr(path, "user.semfs.value")) != 3:
+                    if time.time() > end:
+                        raise RuntimeError("dead host: the unit never came back")
+                    time.sleep(0.01)
+                return time.perf_counter() - start
+        finally:
+            victim.stop()
+
     def many_semaphores(self, work):
         count = 2000 if self.quick else 20000
         semfs = Semfs(self.args.build, work, "many", network=False)
@@ -454,7 +656,8 @@ def main():
                          lambda: bench.ace_figures(host, port, floors, " [%s]" % args.ace)))
     sections += [("mount waiters", lambda: bench.waiters_figures(work, "mount")),
                  ("network waiters", lambda: bench.waiters_figures(work, "ace")),
-                 ("many semaphores", lambda: bench.many_semaphores(work))]
+                 ("many semaphores", lambda: bench.many_semaphores(work)),
+                 ("cluster", lambda: bench.cluster_figures(work))]
     failed = []
     try:
         # A section that fails is reported and the others still run: the
