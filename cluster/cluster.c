@@ -55,7 +55,7 @@ struct request {
 	enum request_type type;
 	enum phase phase;
 	struct waiter *waiter;
-	struct owner *owner;
+	uint64_t owner_id; /* acquire, release, release-owner */
 	char path[PATH_MAX];
 	char name[KEY_NAME_MAX];
 	char who[REPLICA_WHO_MAX];
@@ -86,7 +86,7 @@ struct request {
 /* An acquire unit of this host: whose it is, to give back on close. */
 struct held {
 	struct held *next;
-	struct owner *owner;
+	uint64_t owner_id; /* the store's name for the owner (struct owner.id) */
 	char name[KEY_NAME_MAX];
 	char entry[REPLICA_ENTRY_MAX];
 	int64_t token;
@@ -112,6 +112,7 @@ struct cluster {
 	uint64_t lease_lost, watch_reopened;
 	int64_t etcd_revision; /* the newest revision an answer showed */
 	int64_t applied;       /* the replica's revision, for other threads */
+	int64_t lag_since_ms;  /* loop: etcd has shown revisions the watch has not */
 	char watch_error[256];
 
 	/* Loop thread only. */
@@ -122,6 +123,8 @@ struct cluster {
 	pthread_mutex_t lock; /* incoming, the flags below, sync results */
 	pthread_cond_t done;
 	struct request *incoming;
+	uint64_t *lost_ids; /* owners whose acquire units a lost lease took */
+	size_t lost_count, lost_allocated;
 	bool running; /* the loop thread exists */
 	bool stopping;
 	pthread_t thread;
@@ -515,7 +518,7 @@ static void granted(struct request *r)
 		request_finish(r, -ENOMEM);
 		return;
 	}
-	h->owner = r->waiter->owner;
+	h->owner_id = r->owner_id;
 	snprintf(h->name, sizeof(h->name), "%s", r->name);
 	snprintf(h->entry, sizeof(h->entry), "%s", r->entry);
 	h->token = r->token;
@@ -794,7 +797,7 @@ static void command_release(struct request *r)
 	struct cluster *c = r->cluster;
 	for (struct held **at = &c->held; *at; at = &(*at)->next) {
 		struct held *h = *at;
-		if (h->owner != r->waiter->owner || strcmp(h->name, r->name) != 0)
+		if (h->owner_id != r->owner_id || strcmp(h->name, r->name) != 0)
 			continue;
 		*at = h->next;
 		struct json_object *compares[] = {compare(key(c, "sem/%s/q/%s", r->name, h->entry),
@@ -992,16 +995,25 @@ static void define_start(struct request *r)
 /* ---- release-owner, return-units, cancel ------------------------------------------------------
  */
 
-static void release_owner(struct cluster *c, struct owner *owner)
+static void release_owner(struct cluster *c, uint64_t owner_id, bool delete_entries)
 {
+	/* Released: no longer lost either (its id is never used again). */
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->lost_count; i++)
+		if (c->lost_ids[i] == owner_id) {
+			c->lost_ids[i] = c->lost_ids[--c->lost_count];
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
 	for (struct held **at = &c->held; *at;) {
 		struct held *h = *at;
-		if (h->owner != owner) {
+		if (h->owner_id != owner_id) {
 			at = &h->next;
 			continue;
 		}
 		*at = h->next;
-		delete_entry(c, h->name, h->entry, h->token);
+		if (delete_entries) /* else: the lease revocation at shutdown takes them */
+			delete_entry(c, h->name, h->entry, h->token);
 		free(h);
 	}
 }
@@ -1369,12 +1381,44 @@ static void sync_all(struct cluster *c)
 /* ---- the lease --------------------------------------------------------------------------------
  */
 
+/* The owner's units went with the lease: the front-ends ask
+ * (cluster_owner_lost) and tell their file or connection. */
+static void mark_lost(struct cluster *c, uint64_t owner_id)
+{
+	pthread_mutex_lock(&c->lock);
+	bool known = false;
+	for (size_t i = 0; i < c->lost_count; i++)
+		known |= c->lost_ids[i] == owner_id;
+	if (!known && c->lost_count == c->lost_allocated) {
+		size_t allocated = c->lost_allocated ? 2 * c->lost_allocated : 16;
+		uint64_t *grown = realloc(c->lost_ids, allocated * sizeof(*grown));
+		if (grown) {
+			c->lost_ids = grown;
+			c->lost_allocated = allocated;
+		}
+	}
+	if (!known && c->lost_count < c->lost_allocated)
+		c->lost_ids[c->lost_count++] = owner_id;
+	pthread_mutex_unlock(&c->lock);
+}
+
+bool cluster_owner_lost(struct cluster *c, uint64_t owner_id)
+{
+	pthread_mutex_lock(&c->lock);
+	bool lost = false;
+	for (size_t i = 0; i < c->lost_count && !lost; i++)
+		lost = c->lost_ids[i] == owner_id;
+	pthread_mutex_unlock(&c->lock);
+	return lost;
+}
+
 static void lease_lost(struct cluster *c, const char *why)
 {
 	__atomic_add_fetch(&c->lease_lost, 1, __ATOMIC_RELAXED);
 	log_warnx("cluster: lease-lost: %s; every acquire unit of host %s is gone", why, c->host);
 	for (struct held *h = c->held, *next; h; h = next) {
 		next = h->next;
+		mark_lost(c, h->owner_id);
 		char path[PATH_MAX];
 		if (path_of(h->name, path, sizeof(path)) == 0)
 			c->hooks.journal(c->hooks.context, path, "lease-lost", c->host, h->token,
@@ -1448,7 +1492,7 @@ static void start_request(struct cluster *c, struct request *r)
 		return;
 	case REQ_RELEASE_OWNER:
 		active_remove(c, r);
-		release_owner(c, r->owner);
+		release_owner(c, r->owner_id, true);
 		free(r);
 		return;
 	case REQ_RETURN_UNITS:
@@ -1467,6 +1511,32 @@ static void start_request(struct cluster *c, struct request *r)
 		delete_start(r);
 		return;
 	}
+}
+
+/* A member that stops (SIGSTOP, a hung disk) keeps its watch stream open
+ * and silent: when answers show revisions the watch has not brought for a
+ * whole request_timeout, the watch moves to the member calls go to now. */
+static void watch_check(struct cluster *c, int64_t now)
+{
+	int64_t newest = __atomic_load_n(&c->etcd_revision, __ATOMIC_RELAXED);
+	if (newest <= replica_revision(c->replica)) {
+		c->lag_since_ms = 0;
+		return;
+	}
+	if (!c->lag_since_ms) {
+		c->lag_since_ms = now;
+		return;
+	}
+	if (now - c->lag_since_ms < c->options.etcd.request_timeout_ms || !c->watch)
+		return;
+	log_warnx("cluster: the watch is %" PRId64 " revisions behind for %" PRId64
+		  " ms: reopening it on %s",
+		  newest - replica_revision(c->replica), now - c->lag_since_ms,
+		  etcd_endpoint(c->etcd));
+	etcd_stream_close(c->etcd, c->watch);
+	c->watch = NULL;
+	c->lag_since_ms = 0;
+	__atomic_add_fetch(&c->watch_reopened, 1, __ATOMIC_RELAXED);
 }
 
 static void loop_once(struct cluster *c, int timeout_ms)
@@ -1509,6 +1579,7 @@ static void loop_once(struct cluster *c, int timeout_ms)
 			check_requests(c);
 		}
 	}
+	watch_check(c, now);
 	if (!c->watch)
 		watch_open(c);
 	etcd_poll(c->etcd, timeout_ms);
@@ -1615,7 +1686,7 @@ void cluster_shutdown(struct cluster *c)
 		if (r->type == REQ_CANCEL || r->type == REQ_RELEASE_OWNER) {
 			active_remove(c, r);
 			if (r->type == REQ_RELEASE_OWNER)
-				release_owner(c, r->owner); /* local bookkeeping only now */
+				release_owner(c, r->owner_id, false); /* no new call now */
 			free(r);
 			continue;
 		}
@@ -1641,7 +1712,14 @@ void cluster_close(struct cluster *c)
 		next = h->next;
 		free(h);
 	}
+	for (struct request *r = c->incoming, *next; r; r = next) { /* came after shutdown */
+		next = r->next;
+		if (r->type == REQ_COMMANDS)
+			c->hooks.complete(c->hooks.context, r->waiter, -ECANCELED, 0, 0);
+		free(r);
+	}
 	replica_free(c->replica);
+	free(c->lost_ids);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->done);
 	free(c);
@@ -1658,6 +1736,7 @@ int cluster_submit(struct cluster *c, const char *path, struct waiter *waiter)
 	if (!r)
 		return -ENOMEM;
 	r->waiter = waiter;
+	r->owner_id = waiter->owner ? waiter->owner->id : 0;
 	r->commands = waiter->commands;
 	r->count = waiter->count;
 	who_of(c, waiter->who, r->who, sizeof(r->who));
@@ -1676,12 +1755,14 @@ void cluster_cancel(struct cluster *c, struct waiter *waiter)
 
 void cluster_release_owner(struct cluster *c, struct owner *owner)
 {
+	if (!owner->id)
+		return; /* it never asked the cluster for anything */
 	struct request *r = request_new(c, REQ_RELEASE_OWNER, NULL);
 	if (!r) {
 		log_warnx("cluster: out of memory: an owner's acquire units return with the lease");
 		return;
 	}
-	r->owner = owner;
+	r->owner_id = owner->id;
 	enqueue(c, r);
 }
 

@@ -440,6 +440,11 @@ static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 			       size < available ? size : available);
 		return;
 	}
+	/* Cluster mode: its acquire units went with a lost lease. */
+	if (file->kind == OPEN_SEMAPHORE && store_owner_lost(mount->store, &file->owner)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	char *buffer = malloc(size ? size : 1);
 	if (!buffer) {
 		fuse_reply_err(req, ENOMEM);
@@ -579,6 +584,8 @@ static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	bool readable = file_readable(mount, file);
 	if (readable)
 		events |= POLLIN | POLLRDNORM;
+	if (file->kind == OPEN_SEMAPHORE && store_owner_lost(mount->store, &file->owner))
+		events |= POLLERR;
 	if (handle) {
 		if (file->poll_handle) {
 			fuse_pollhandle_destroy(file->poll_handle);

@@ -191,10 +191,13 @@ void store_shutdown(struct store *store)
 {
 	struct done_list done = {0};
 
-	/* First: its requests complete (ECANCELED) through the store. */
-	cluster_shutdown(store->cluster);
+	/* First: no new request reaches the cluster, and the ones it has
+	 * complete (ECANCELED) through the store. */
 	pthread_mutex_lock(&store->lock);
 	store->stopping = true;
+	pthread_mutex_unlock(&store->lock);
+	cluster_shutdown(store->cluster);
+	pthread_mutex_lock(&store->lock);
 	pthread_cond_broadcast(&store->monitor_wake);
 	for (struct semaphore *s = store->live; s; s = s->live_next) {
 		while (s->head) {

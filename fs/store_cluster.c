@@ -203,6 +203,8 @@ int cluster_store_submit(struct store *store, struct semaphore *semaphore, struc
 		pthread_mutex_unlock(&store->lock);
 		return r;
 	}
+	if (waiter->owner && !waiter->owner->id)
+		waiter->owner->id = ++store->owner_ids;
 	waiter->state = WAITER_QUEUED;
 	note_queued(waiter, 1);
 	pthread_mutex_unlock(&store->lock);
@@ -289,4 +291,9 @@ void cluster_store_health(struct store *store, struct cluster_health *health)
 		cluster_health(store->cluster, health);
 	else
 		memset(health, 0, sizeof(*health));
+}
+
+bool store_owner_lost(struct store *store, const struct owner *owner)
+{
+	return store->cluster && owner->id && cluster_owner_lost(store->cluster, owner->id);
 }

@@ -121,6 +121,7 @@ struct store {
 	pthread_t monitor;
 	pthread_cond_t monitor_wake;
 	struct cluster *cluster; /* cluster mode (store_cluster.c); NULL: one host */
+	uint64_t owner_ids;	 /* cluster mode: the last owner id handed out */
 };
 
 struct done_list {

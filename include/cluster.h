@@ -78,6 +78,8 @@ int cluster_submit(struct cluster *cluster, const char *path, struct waiter *wai
 void cluster_cancel(struct cluster *cluster, struct waiter *waiter);
 /* Every acquire unit of `owner` goes back (last close, disconnect). */
 void cluster_release_owner(struct cluster *cluster, struct owner *owner);
+/* Whether the owner's acquire units went with a lost lease (any thread). */
+bool cluster_owner_lost(struct cluster *cluster, uint64_t owner_id);
 /* A reply was lost: `units` lock units at `path` go back. */
 void cluster_return_units(struct cluster *cluster, const char *path, unsigned units,
 			  const char *who);

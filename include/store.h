@@ -55,6 +55,7 @@ struct store_entry {
  * network connection. Closing it returns them (store_release_owner). */
 struct owner {
 	struct holder *holders; /* store lock */
+	uint64_t id;		/* cluster mode: its number in the cluster (store lock) */
 };
 
 struct waiter;
@@ -179,6 +180,11 @@ bool store_cancel(struct store *store, struct waiter *waiter);
 /* A successful request could not be answered (its caller is gone): give back
  * the plain units it took, so they go to the next waiter. */
 void store_return_units(struct store *store, struct waiter *waiter);
+
+/* Cluster mode: the owner's acquire units went with this host's lease
+ * (lease-lost). Its open file answers EIO and POLLERR, its connection an
+ * error and a close, until it is released. Always false on one host. */
+bool store_owner_lost(struct store *store, const struct owner *owner);
 
 /* Return every unit an owner holds (last close, disconnect). */
 void store_release_owner(struct store *store, struct owner *owner, const char *who);

@@ -556,6 +556,16 @@ static void tick(struct server *server)
 		next = c->next;
 		if (c->fd < 0)
 			continue;
+		if ((c->acquired > 0 || c->ace_state == ACE_HOLDING) &&
+		    store_owner_lost(server->options.store, &c->owner)) {
+			/* Cluster mode: its units went with this host's lease. ACE's
+			 * client learns it from the close. */
+			if (c->dialect == DIALECT_NATIVE)
+				reply(c, "err EIO lease-lost: this host's cluster lease was lost "
+					 "and every unit this connection acquired with it");
+			connection_close(c, "lease-lost");
+			continue;
+		}
 		if (c->ace_state == ACE_WAITING)
 			continue; /* heartbeats keep it */
 		if (c->partial && clock_difference(&now, &c->partial_since).tv_sec >= request) {

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -590,9 +591,13 @@ Test(cluster, a_revoked_lease_is_lease_lost_and_the_host_carries_on)
 	host_start(1, NULL);
 	int fd = dial(0);
 	char reply[256];
-	ask(fd, "create pool 2", reply, sizeof(reply));
+	ask(fd, "create pool 3", reply, sizeof(reply));
 	ask(fd, "acquire pool", reply, sizeof(reply));
 	cr_assert(strncmp(reply, "ok token=", 9) == 0, "%s", reply);
+	/* An open file holds one too. */
+	int file = open(at(0, "pool"), O_RDWR);
+	cr_assert_geq(file, 0);
+	cr_assert_eq(write(file, "acquire\n", 8), 8);
 	cr_assert(wait_value(1, "pool", 1, 3000));
 	char path[300], body[128], answer[512];
 	snprintf(path, sizeof(path), "%s/state/cluster.lease", hosts[0].dir);
@@ -607,7 +612,7 @@ Test(cluster, a_revoked_lease_is_lease_lost_and_the_host_carries_on)
 		 cluster.endpoints[0], body);
 	cr_assert_eq(system(command), 0);
 	(void)answer;
-	cr_assert(wait_value(1, "pool", 2, 3000), "the lost lease's unit did not come back");
+	cr_assert(wait_value(1, "pool", 3, 3000), "the lost lease's units did not come back");
 	/* hosta notices at its next renewal, says so, and takes a new lease. */
 	for (int t = 0; t < 300; t++) {
 		char *text = slurp(at(0, "pool"));
@@ -637,9 +642,26 @@ Test(cluster, a_revoked_lease_is_lease_lost_and_the_host_carries_on)
 	cr_assert(line && sscanf(line, "\nsemfs_cluster_lease_age_seconds %lf", &age) == 1);
 	cr_assert(age >= 0 && age < 2, "lease age %.3f s with lease_ttl 2", age);
 	free(text);
+	/* The holders are told: the connection gets an error and a close... */
+	struct pollfd told = {.fd = fd, .events = POLLIN};
+	cr_assert_eq(poll(&told, 1, 3000), 1, "the connection was not told");
+	ssize_t n = read(fd, reply, sizeof(reply) - 1);
+	reply[n > 0 ? n : 0] = '\0';
+	cr_assert(strncmp(reply, "err EIO lease-lost", 18) == 0, "%s", reply);
+	cr_assert_eq(read(fd, answer, sizeof(answer)), 0, "the connection stayed open");
+	close(fd);
+	/* ... the open file EIO and POLLERR, until it is closed. */
+	struct pollfd poller = {.fd = file, .events = POLLIN};
+	cr_assert_eq(poll(&poller, 1, 2000), 1);
+	cr_assert(poller.revents & POLLERR, "revents 0x%x", poller.revents);
+	cr_assert_eq(pread(file, answer, sizeof(answer), 0), -1);
+	cr_assert_eq(errno, EIO);
+	close(file);
+	/* The host carries on with its new lease. */
+	fd = dial(0);
 	ask(fd, "acquire pool 2", reply, sizeof(reply));
 	cr_assert(strncmp(reply, "ok token=", 9) == 0, "after lease-lost: %s", reply);
-	cr_assert(wait_value(1, "pool", 1, 3000));
+	cr_assert(wait_value(1, "pool", 2, 3000));
 	close(fd);
 	stop_all();
 }
@@ -718,5 +740,68 @@ Test(cluster, a_semfs_whose_cluster_does_not_answer_fails_with_the_reason)
 	char *log = slurp(h->log);
 	cr_assert(strstr(log, "cluster unreachable"), "%s", log);
 	free(log);
+	stop_all();
+}
+
+Test(cluster, a_paused_etcd_leader_delays_but_loses_nothing)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
+	cr_assert(wait_exists(1, "db", true, 3000));
+	pid_t waiter = spawn_write(1, "db", "lock 20\n");
+	for (int t = 0; t < 300 && xattr(0, "db", "waiting") < 1; t++)
+		usleep(10000);
+	int leader = etcd_cluster_leader(&cluster);
+	cr_assert_geq(leader, 0);
+	etcd_cluster_pause(&cluster, leader, true);
+	double start = now();
+	int r = EIO;
+	bool unknown = false;
+	for (int t = 0; t < 100 && (r = write_text(0, "db", "unlock\n")) == EIO; t++) {
+		unknown = true;
+		usleep(100000);
+	}
+	cr_assert(r == 0 || (unknown && r == EOVERFLOW), "unlock with the leader paused: %s",
+		  strerror(r));
+	cr_assert_eq(wait_exit(waiter, 15000), 0, "hostb's waiter never got the unit");
+	fprintf(stderr, "leader SIGSTOP: the waiter on hostb held %.2f s after the unlock began\n",
+		now() - start);
+	etcd_cluster_pause(&cluster, leader, false);
+	/* Nothing lost, nothing doubled: one unit out, on both hosts. */
+	cr_assert(wait_value(0, "db", 0, 5000));
+	cr_assert(wait_value(1, "db", 0, 5000));
+	cr_assert_eq(write_text(1, "db", "unlock\n"), 0);
+	cr_assert(wait_value(0, "db", 1, 5000));
+	cr_assert_eq(write_text(0, "db", "unlock\n"), EOVERFLOW);
+	stop_all();
+}
+
+/* The member the hosts talk to first stops (SIGSTOP): its watch stream
+ * stays open and silent. The hosts notice the lag, move their calls and
+ * their watch to another member, and go on. */
+Test(cluster, a_paused_member_that_the_hosts_watch_is_passed_over)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
+	cr_assert(wait_exists(1, "db", true, 3000));
+	pid_t waiter = spawn_write(1, "db", "lock 20\n");
+	for (int t = 0; t < 300 && xattr(0, "db", "waiting") < 1; t++)
+		usleep(10000);
+	etcd_cluster_pause(&cluster, 0, true); /* endpoints list it first */
+	int r = EIO;
+	bool unknown = false;
+	for (int t = 0; t < 100 && (r = write_text(0, "db", "unlock\n")) == EIO; t++) {
+		unknown = true;
+		usleep(100000);
+	}
+	cr_assert(r == 0 || (unknown && r == EOVERFLOW), "unlock: %s", strerror(r));
+	cr_assert_eq(wait_exit(waiter, 15000), 0, "hostb's waiter never saw its grant");
+	cr_assert(wait_value(0, "db", 0, 5000), "hosta: %ld", xattr(0, "db", "value"));
+	char *log = slurp(hosts[1].log);
+	cr_assert(strstr(log, "reopening it on"), "hostb's watch did not move:\n%s", log);
+	free(log);
+	etcd_cluster_pause(&cluster, 0, false);
 	stop_all();
 }

@@ -228,7 +228,7 @@ Test(ace, mount_lock_blocks_network_acquire_until_unlock)
 	cr_assert_eq(e2e_write("shared", "lock\n"), 0);
 	cr_assert_eq(chmod(e2e_path("shared"), 0666), 0); /* shared with network peers */
 	struct ace_client client = ace_spawn("shared");
-	ace_expect(&client, "wait", 2500);
+	ace_expect(&client, "wait", 5000); /* a heartbeat, after 1 s: generous under load */
 	cr_assert_eq(e2e_write("shared", "unlock\n"), 0);
 	const char *line;
 	while ((line = ace_hear(&client, 3000)) && strcmp(line, "wait") == 0)
