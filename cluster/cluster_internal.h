@@ -1,0 +1,167 @@
+/* cluster_internal.h: the cluster module's private interface, shared by its
+ * files (cluster/cluster.c, jobs.c, txn.c) and by nothing else: the
+ * loop's state, a request's, and the calls one file makes in another.
+ * Everything here belongs to the loop thread, except what `lock` guards. */
+#ifndef SEMFS_CLUSTER_INTERNAL_H
+#define SEMFS_CLUSTER_INTERNAL_H
+
+#include "cluster.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define KEY_NAME_MAX	 (3 * 255 + 1) /* a path with every byte escaped */
+#define KEY_MAX		 (KEY_NAME_MAX + 512)
+#define CAS_RETRIES	 100 /* an admin command that keeps losing its race */
+#define DELETE_RETRY_MS	 500
+#define LOOP_TICK_MS	 100 /* deadlines are checked at least this often */
+#define STORE_ALIVE_WAIT 1   /* s: the store lock must come within this */
+
+enum job_type {
+	JOB_COMMANDS, /* a waiter's batch */
+	JOB_CANCEL,
+	JOB_RELEASE_OWNER,
+	JOB_RETURN_UNITS,
+	JOB_CREATE,
+	JOB_REMOVE,
+	JOB_DEFINE,
+	JOB_DELETE, /* an entry that must go: retried until it has */
+};
+
+enum phase {
+	PHASE_IDLE,   /* between steps */
+	PHASE_BUSY,   /* an etcd call is out */
+	PHASE_AWAIT,  /* waiting for the replica to reach `await` */
+	PHASE_QUEUED, /* its entry waits in the queue */
+	PHASE_LEASE,  /* waits for this host's new lease (after lease-lost) */
+};
+
+struct job;
+typedef void step_fn(struct job *job);
+
+struct job {
+	struct job *next; /* incoming, or the loop's active list */
+	struct cluster *cluster;
+	enum job_type type;
+	enum phase phase;
+	struct waiter *waiter;
+	uint64_t owner_id; /* acquire, release, release-owner */
+	char path[PATH_MAX];
+	char name[KEY_NAME_MAX];
+	char who[REPLICA_WHO_MAX];
+	const struct command *commands; /* the waiter's, or unlocks to return units */
+	size_t count;
+	size_t index; /* the command running */
+	char entry[REPLICA_ENTRY_MAX];
+	bool entry_lock; /* the entry is a lock's */
+	bool persisted;	 /* ... put without a lease (the fast way) */
+	int64_t token;	 /* the entry's create revision */
+	int64_t last_token;
+	unsigned lock_units;
+	int64_t await;
+	step_fn *then;
+	bool has_deadline;
+	int64_t deadline_ms;
+	int64_t not_before_ms;
+	bool interrupted;
+	int retries;
+	/* Synchronous calls: the caller waits on cluster->done. */
+	struct replica_meta meta;
+	unsigned number;
+	bool even_defined;
+	int result;
+	bool finished, abandoned;
+};
+
+/* An acquire unit of this host: whose it is, to give back on close. */
+struct held {
+	struct held *next;
+	uint64_t owner_id; /* the store's name for the owner (struct owner.id) */
+	char name[KEY_NAME_MAX];
+	char entry[REPLICA_ENTRY_MAX];
+	int64_t token;
+};
+
+struct cluster {
+	struct cluster_options options;
+	char prefix[256];
+	char host[REPLICA_WHO_MAX];
+	char lease_file[PATH_MAX];
+	struct cluster_hooks hooks;
+	struct etcd *etcd;
+	struct replica *replica;
+	int64_t lease;
+	int64_t lease_renewed_ms;
+	bool lease_renewing;
+	bool lease_granting;	   /* a grant is out (after lease-lost) */
+	int64_t next_lease_try_ms; /* when to ask again after a failed grant */
+	uint64_t entry_counter;
+	struct etcd_stream *watch;
+	int64_t watch_from;
+	bool reloading;
+	uint64_t lease_lost, watch_reopened;
+	int64_t etcd_revision; /* the newest revision an answer showed */
+	int64_t applied;       /* the replica's revision, for other threads */
+	int64_t lag_since_ms;  /* loop: etcd has shown revisions the watch has not */
+	char watch_error[256];
+
+	/* Loop thread only. */
+	struct job *active;
+	struct held *held;
+	int64_t next_keepalive_ms;
+
+	pthread_mutex_t lock; /* incoming, the flags below, sync results */
+	pthread_cond_t done;
+	struct job *incoming;
+	uint64_t *lost_ids; /* owners whose acquire units a lost lease took */
+	size_t lost_count, lost_allocated;
+	bool running; /* the loop thread exists */
+	bool stopping;
+	pthread_t thread;
+};
+
+/* txn.c: etcd's JSON for keys, compares and operations; times */
+int64_t cluster_now_ms(void);
+/* PREFIX + the formatted rest, base64 (a json string). */
+struct json_object *txn_key(const struct cluster *c, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+struct json_object *txn_range_end(const struct cluster *c, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+/* target CREATE or MOD, result EQUAL/GREATER/LESS; `end` (may be NULL): a range. */
+struct json_object *txn_compare(struct json_object *k, struct json_object *end, const char *target,
+				const char *result, int64_t value);
+struct json_object *txn_put(struct json_object *k, const char *value, int64_t lease);
+struct json_object *txn_delete(struct json_object *k, struct json_object *end);
+/* Compares and operations: NULL-terminated lists, taken over. */
+struct json_object *txn_new(struct json_object **compares, struct json_object **ops);
+bool txn_succeeded(struct json_object *response);
+/* The revision an answer was made at (0 if it says none). */
+int64_t txn_revision(struct json_object *response);
+/* Notes etcd's newest revision, for the watch's lag. */
+void cluster_seen(struct cluster *c, struct json_object *response);
+/* A key's escaped name back to the semaphore's path. */
+int cluster_path_of(const char *name, char *path, size_t size);
+
+/* jobs.c: a job is one store request as the loop carries it out */
+struct job *job_new(struct cluster *c, enum job_type type, const char *path);
+void job_enqueue(struct cluster *c, struct job *r); /* any thread */
+void job_unlink(struct cluster *c, struct job *r);
+void job_finish(struct job *r, int error);
+void job_next(struct job *r); /* the next command of a batch */
+void job_await(struct job *r, int64_t revision, step_fn *then);
+void jobs_check(struct cluster *c); /* after the replica moved */
+void job_abandon(struct job *r, int error);
+void job_delete_start(struct job *r);
+void job_delete_entry(struct cluster *c, const char *name, const char *entry, int64_t token);
+void job_create(struct job *r);
+void job_remove(struct job *r);
+void job_define(struct job *r);
+void jobs_release_owner(struct cluster *c, uint64_t owner_id, bool delete_entries);
+void jobs_cancel(struct cluster *c, struct waiter *waiter);
+
+/* cluster.c */
+void cluster_mark_lost(struct cluster *c, uint64_t owner_id);
+
+#endif

@@ -1,0 +1,810 @@
+/* jobs.c: each store request as a job of the cluster loop, a short chain
+ * of etcd transactions: a lock or acquire puts its entry and follows it in
+ * the replica (granted, relaxed, timed out, interrupted); unlock, release,
+ * relax, limit and set plan from the replica and write with
+ * compare-and-swap; create, remove and define answer once the local tree
+ * shows the result. */
+#include "cluster_internal.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- requests ------------------------------------------------------------------ */
+
+struct job *job_new(struct cluster *c, enum job_type type, const char *path)
+{
+	struct job *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->cluster = c;
+	r->type = type;
+	if (path) {
+		snprintf(r->path, sizeof(r->path), "%s", path);
+		if (replica_key_name(path, r->name, sizeof(r->name)) < 0) {
+			free(r);
+			return NULL;
+		}
+	}
+	return r;
+}
+
+void job_enqueue(struct cluster *c, struct job *r)
+{
+	pthread_mutex_lock(&c->lock);
+	struct job **at = &c->incoming;
+	while (*at)
+		at = &(*at)->next;
+	*at = r;
+	pthread_mutex_unlock(&c->lock);
+	etcd_wakeup(c->etcd);
+}
+
+void job_unlink(struct cluster *c, struct job *r)
+{
+	for (struct job **at = &c->active; *at; at = &(*at)->next)
+		if (*at == r) {
+			*at = r->next;
+			return;
+		}
+}
+
+/* A request's end: a waiter is answered, a synchronous caller woken. */
+void job_finish(struct job *r, int error)
+{
+	struct cluster *c = r->cluster;
+	job_unlink(c, r);
+	switch (r->type) {
+	case JOB_COMMANDS:
+		c->hooks.complete(c->hooks.context, r->waiter, error, r->last_token, r->lock_units);
+		free(r);
+		return;
+	case JOB_CREATE:
+	case JOB_REMOVE:
+	case JOB_DEFINE:
+		pthread_mutex_lock(&c->lock);
+		r->result = error;
+		r->finished = true;
+		bool abandoned = r->abandoned;
+		pthread_cond_broadcast(&c->done);
+		pthread_mutex_unlock(&c->lock);
+		if (abandoned)
+			free(r);
+		return;
+	default:
+		free(r);
+		return;
+	}
+}
+
+/* An entry that must go (timeout, interrupt, a relaxed waiter's, a unit
+ * given back): deleted, retried until etcd confirms. If it became a holder
+ * meanwhile, its unit simply returns. */
+void job_delete_entry(struct cluster *c, const char *name, const char *entry, int64_t token);
+
+static void on_deleted(void *context, int error, const char *message, struct json_object *response)
+{
+	struct job *r = context;
+	if (error == -ECANCELED) { /* shutting down: the lease revocation takes it */
+		job_finish(r, 0);
+		return;
+	}
+	if (error < 0) {
+		log_warnx("cluster: deleting entry %s of %s failed (%s): retrying", r->entry,
+			  r->path, message);
+		r->phase = PHASE_IDLE;
+		r->not_before_ms = cluster_now_ms() + DELETE_RETRY_MS;
+		return;
+	}
+	job_finish(r, 0);
+}
+
+/* Delete one entry, only while it is the one made at `token` (0: any). */
+static struct json_object *delete_txn(const struct cluster *c, const char *name, const char *entry,
+				      int64_t token)
+{
+	struct json_object *compares[] = {token
+					      ? txn_compare(txn_key(c, "sem/%s/q/%s", name, entry),
+							    NULL, "CREATE", "EQUAL", token)
+					      : NULL,
+					  NULL};
+	struct json_object *ops[] = {txn_delete(txn_key(c, "sem/%s/q/%s", name, entry), NULL),
+				     NULL};
+	return txn_new(compares, ops);
+}
+
+void job_delete_start(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", delete_txn(c, r->name, r->entry, r->token), true,
+		      on_deleted, r) < 0) {
+		r->phase = PHASE_IDLE;
+		r->not_before_ms = cluster_now_ms() + DELETE_RETRY_MS;
+	}
+}
+
+void job_delete_entry(struct cluster *c, const char *name, const char *entry, int64_t token)
+{
+	struct job *r = job_new(c, JOB_DELETE, NULL);
+	if (!r) {
+		log_warnx("cluster: out of memory deleting entry %s of %s: it goes with the lease",
+			  entry, name);
+		return;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	(void)cluster_path_of(name, r->path, sizeof(r->path));
+	snprintf(r->entry, sizeof(r->entry), "%s", entry);
+	r->token = token;
+	r->next = c->active;
+	c->active = r;
+	job_delete_start(r);
+}
+
+/* ---- abandoning a wait ----------------------------------------------------------- */
+
+static void abandon_done(struct job *r)
+{
+	job_finish(r, r->result);
+}
+
+static void on_abandoned(void *context, int error, const char *message,
+			 struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		/* Answered anyway; the entry keeps being deleted until it is. */
+		if (error != -ECANCELED)
+			job_delete_entry(r->cluster, r->name, r->entry, r->token);
+		job_finish(r, error == -ECANCELED ? -ECANCELED : r->result);
+		return;
+	}
+	job_await(r, txn_revision(response), abandon_done);
+}
+
+/* A request ends without its unit (timeout, try-lock, interrupt): its entry
+ * goes first and the answer after, once this host's replica shows it, so
+ * the caller's next look (waiting=, the journal) agrees. If it had become a
+ * holder meanwhile, that unit simply returns (CLUSTER.md trap 7). */
+void job_abandon(struct job *r, int error)
+{
+	struct cluster *c = r->cluster;
+	r->result = error;
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", delete_txn(c, r->name, r->entry, r->token), true,
+		      on_abandoned, r) < 0) {
+		job_delete_entry(c, r->name, r->entry, r->token);
+		job_finish(r, error);
+	}
+}
+
+/* ---- waiting for the replica ------------------------------------------------------ */
+
+void job_await(struct job *r, int64_t revision, step_fn *then)
+{
+	r->await = revision;
+	r->then = then;
+	if (replica_revision(r->cluster->replica) >= revision) {
+		r->phase = PHASE_IDLE;
+		then(r);
+	} else
+		r->phase = PHASE_AWAIT;
+}
+
+/* After the replica moved: requests waiting for a revision or for a grant
+ * look again. Each step may finish (and free) its request. */
+void jobs_check(struct cluster *c)
+{
+	int64_t revision = replica_revision(c->replica);
+	bool again = true;
+	while (again) {
+		again = false;
+		for (struct job *r = c->active; r; r = r->next) {
+			if (r->phase == PHASE_AWAIT && revision >= r->await) {
+				r->phase = PHASE_IDLE;
+				r->then(r);
+				again = true; /* the list may have changed */
+				break;
+			}
+			if (r->phase == PHASE_QUEUED) {
+				int64_t token;
+				int state = replica_entry(c->replica, r->name, r->entry, &token);
+				if (state != 0) {
+					r->phase = PHASE_IDLE;
+					r->then(r);
+					again = true;
+					break;
+				}
+			}
+		}
+	}
+}
+
+/* ---- lock and acquire --------------------------------------------------------------- */
+
+static void take_check(struct job *r);
+
+static void granted(struct job *r);
+
+static void on_persisted(void *context, int error, const char *message,
+			 struct json_object *response)
+{
+	struct job *r = context;
+	if (error == -ECANCELED) {
+		job_finish(r, -ECANCELED);
+		return;
+	}
+	if (error < 0 || !txn_succeeded(response)) {
+		/* The entry went before it could outlive the lease: lost. */
+		if (error < 0)
+			log_warnx("cluster: %s: keeping lock %s: %s", r->path, r->entry, message);
+		job_finish(r, -EIO);
+		return;
+	}
+	r->lock_units++;
+	r->last_token = r->token;
+	r->index++;
+	r->retries = 0;
+	/* Answered once this host's replica shows the entry lease-less: an
+	 * unlock sent right after the reply must find it. */
+	job_await(r, txn_revision(response), job_next);
+}
+
+static void granted(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	if (r->entry_lock && r->persisted) { /* put without a lease already */
+		r->lock_units++;
+		r->last_token = r->token;
+		r->index++;
+		r->persisted = false;
+		job_next(r);
+		return;
+	}
+	if (r->entry_lock) {
+		/* A lock unit outlives this host: the entry loses its lease before
+		 * the reply, so the unit is never lost with the daemon. */
+		char value[REPLICA_WHO_MAX + 32];
+		snprintf(value, sizeof(value), "kind=lock who=%s", r->who);
+		struct json_object *compares[] = {
+		    txn_compare(txn_key(c, "sem/%s/q/%s", r->name, r->entry), NULL, "CREATE",
+				"EQUAL", r->token),
+		    NULL};
+		struct json_object *ops[] = {
+		    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, 0), NULL};
+		r->phase = PHASE_BUSY;
+		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_persisted,
+			      r) < 0)
+			job_finish(r, -ENOMEM);
+		return;
+	}
+	struct held *h = calloc(1, sizeof(*h));
+	if (!h) {
+		job_delete_entry(c, r->name, r->entry, r->token);
+		job_finish(r, -ENOMEM);
+		return;
+	}
+	h->owner_id = r->owner_id;
+	snprintf(h->name, sizeof(h->name), "%s", r->name);
+	snprintf(h->entry, sizeof(h->entry), "%s", r->entry);
+	h->token = r->token;
+	h->next = c->held;
+	c->held = h;
+	r->last_token = r->token;
+	r->index++;
+	r->retries = 0;
+	job_next(r);
+}
+
+/* The entry is in the replica (or should be): what is it now? */
+static void take_check(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	int64_t token;
+	int state = replica_entry(c->replica, r->name, r->entry, &token);
+	if (r->interrupted && state >= 0) {
+		/* Its caller is gone: whatever the entry became, it goes. */
+		r->token = token;
+		job_abandon(r, -EINTR);
+		return;
+	}
+	if (state == 1) {
+		r->token = token;
+		granted(r);
+		return;
+	}
+	if (state == 2) { /* relaxed: done without a unit */
+		job_delete_entry(c, r->name, r->entry, r->token);
+		r->index++;
+		job_next(r);
+		return;
+	}
+	if (state < 0) {
+		struct replica_state s;
+		if (replica_state(c->replica, r->name, &s) < 0) {
+			job_finish(r, -EIDRM);
+			return;
+		}
+		log_warnx("cluster: %s: entry %s vanished while waiting (lease lost?)", r->path,
+			  r->entry);
+		job_finish(r, -EIO);
+		return;
+	}
+	r->token = token;
+	const struct command *command = &r->commands[r->index];
+	if (command->timeout == 0 || r->interrupted) {
+		job_abandon(r, r->interrupted ? -EINTR : -EAGAIN);
+		return;
+	}
+	r->then = take_check;
+	r->phase = PHASE_QUEUED;
+}
+
+static void on_entry_put(void *context, int error, const char *message,
+			 struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: %s: %s", r->path, message);
+		/* A put that may have landed goes with the lease if it did; a
+		 * delete makes sure now. */
+		if (error != -ECANCELED)
+			job_delete_entry(r->cluster, r->name, r->entry, 0);
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	cluster_seen(r->cluster, response);
+	/* Not written: the semaphore is gone (take_check says EIDRM), or an
+	 * earlier attempt whose answer was lost wrote it (take_check finds it). */
+	job_await(r, txn_revision(response), take_check);
+}
+
+/* The usual way: a leased entry joins the queue; take_check follows it. */
+static void take_queue(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	char value[REPLICA_WHO_MAX + 32];
+	snprintf(value, sizeof(value), "kind=%s who=%s", r->entry_lock ? "lock" : "acquire",
+		 r->who);
+	/* Put-if-absent of our own key, only while the semaphore exists:
+	 * idempotent, so a retry after a lost answer is harmless. */
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "GREATER", 0),
+	    txn_compare(txn_key(c, "sem/%s/q/%s", r->name, r->entry), NULL, "CREATE", "EQUAL", 0),
+	    NULL};
+	struct json_object *ops[] = {
+	    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, c->lease), NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_entry_put, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+static void on_fast_put(void *context, int error, const char *message, struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		on_entry_put(context, error, message, response);
+		return;
+	}
+	cluster_seen(r->cluster, response);
+	if (!txn_succeeded(response)) { /* someone came first: queue as usual */
+		take_queue(r);
+		return;
+	}
+	r->persisted = true;
+	job_await(r, txn_revision(response), take_check);
+}
+
+/* A lock on a semaphore with a free unit and nobody waiting, as this
+ * host's replica saw it at revision R: one transaction puts the entry
+ * without a lease (it holds at once), guarded by "no entry created after R
+ * and the meta record unchanged" — then it is the newest entry and a slot
+ * is free, so the rule makes it a holder. Otherwise: the usual way. */
+static void take_fast(struct job *r, const struct replica_state *state)
+{
+	struct cluster *c = r->cluster;
+	char value[REPLICA_WHO_MAX + 32];
+	snprintf(value, sizeof(value), "kind=lock who=%s", r->who);
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "MOD", "EQUAL",
+			state->meta_revision),
+	    txn_compare(txn_key(c, "sem/%s/q/", r->name), txn_range_end(c, "sem/%s/q/", r->name),
+			"CREATE", "LESS", replica_revision(c->replica) + 1),
+	    NULL};
+	struct json_object *ops[] = {
+	    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, 0), NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_fast_put, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+static void take_start(struct job *r, const struct command *command)
+{
+	struct cluster *c = r->cluster;
+	if (command->verb == VERB_ACQUIRE && !r->waiter->owner) {
+		job_finish(r, -EINVAL);
+		return;
+	}
+	if (!c->lease) { /* lease-lost: a new one is on its way */
+		r->phase = PHASE_LEASE;
+		r->not_before_ms = cluster_now_ms() + c->options.etcd.request_timeout_ms;
+		return;
+	}
+	r->entry_lock = command->verb == VERB_LOCK;
+	snprintf(r->entry, sizeof(r->entry), "%s.%" PRIx64 ".%" PRIu64, c->host, c->lease,
+		 ++c->entry_counter);
+	double seconds = command->timeout;
+	if (c->options.max_wait > 0 && (seconds < 0 || seconds > c->options.max_wait))
+		seconds = c->options.max_wait;
+	r->has_deadline = seconds >= 0;
+	if (r->has_deadline)
+		r->deadline_ms = cluster_now_ms() + (int64_t)(seconds * 1000);
+	struct replica_state state;
+	if (r->entry_lock && replica_state(c->replica, r->name, &state) == 0 &&
+	    state.waiting == 0 && state.holders < state.meta.limit - state.meta.plain) {
+		take_fast(r, &state);
+		return;
+	}
+	take_queue(r);
+}
+
+/* ---- unlock, release, relax, limit, set ------------------------------------------------ */
+
+static void meta_retry(struct job *r);
+
+static void on_meta_written(void *context, int error, const char *message,
+			    struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: %s: %s", r->path, message);
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	int64_t revision = txn_revision(response);
+	if (!txn_succeeded(response)) {
+		/* Someone else wrote first: look again once we have seen it. */
+		if (++r->retries > CAS_RETRIES) {
+			job_finish(r, -EBUSY);
+			return;
+		}
+		job_await(r, revision, meta_retry);
+		return;
+	}
+	/* Done once our replica shows it, so that the next command (and the
+	 * journal the writer reads next) sees its own write. */
+	r->retries = 0;
+	r->index++;
+	job_await(r, revision, job_next);
+}
+
+static void meta_write(struct job *r, const struct replica_state *state,
+		       const struct replica_meta *meta, char forgive[][REPLICA_ENTRY_MAX],
+		       int forgiven, bool guard_entries)
+{
+	struct cluster *c = r->cluster;
+	char text[512];
+	struct replica_meta m = *meta;
+	snprintf(m.by, sizeof(m.by), "%s", r->who);
+	if (replica_meta_format(&m, text, sizeof(text)) < 0) {
+		job_finish(r, -ENAMETOOLONG);
+		return;
+	}
+	struct json_object *compares[4] = {0};
+	struct json_object *ops[REPLICA_FORGIVE_MAX + 2] = {0};
+	int n = 0, o = 0;
+	compares[n++] = txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "MOD", "EQUAL",
+				    state->meta_revision);
+	if (guard_entries) /* no entry came or changed since the plan was made */
+		compares[n++] = txn_compare(txn_key(c, "sem/%s/q/", r->name),
+					    txn_range_end(c, "sem/%s/q/", r->name), "MOD", "LESS",
+					    replica_revision(c->replica) + 1);
+	ops[o++] = txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0);
+	for (int i = 0; i < forgiven; i++)
+		ops[o++] = txn_delete(txn_key(c, "sem/%s/q/%s", r->name, forgive[i]), NULL);
+	r->phase = PHASE_BUSY;
+	/* Not repeated after a lost answer: a second compare-and-swap would
+	 * apply the command twice. The caller gets EIO: outcome unknown. */
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_meta_written, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+static void unlock_entry_done(void *context, int error, const char *message,
+			      struct json_object *response)
+{
+	on_meta_written(context, error, message, response);
+}
+
+static void meta_retry(struct job *r)
+{
+	job_next(r);
+}
+
+static void command_unlock(struct job *r, const struct replica_state *state)
+{
+	struct cluster *c = r->cluster;
+	char entry[REPLICA_ENTRY_MAX];
+	struct replica_meta meta;
+	int plan = replica_plan_unlock(c->replica, r->name, entry, sizeof(entry), &meta);
+	if (plan < 0) {
+		job_finish(r, plan);
+		return;
+	}
+	if (plan == 0) {
+		meta_write(r, state, &meta, NULL, 0, false);
+		return;
+	}
+	int64_t token = 0;
+	(void)replica_entry(c->replica, r->name, entry, &token);
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "sem/%s/q/%s", r->name, entry), NULL, "CREATE", "EQUAL", token),
+	    NULL};
+	struct json_object *ops[] = {txn_delete(txn_key(c, "sem/%s/q/%s", r->name, entry), NULL),
+				     NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, unlock_entry_done, r) <
+	    0)
+		job_finish(r, -ENOMEM);
+}
+
+/* Our own entry: gone either way (a compare that fails means an earlier
+ * attempt, or the lease, took it). */
+static void on_released(void *context, int error, const char *message, struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: %s: release: %s", r->path, message);
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	r->index++;
+	job_await(r, txn_revision(response), job_next);
+}
+
+static void command_release(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	for (struct held **at = &c->held; *at; at = &(*at)->next) {
+		struct held *h = *at;
+		if (h->owner_id != r->owner_id || strcmp(h->name, r->name) != 0)
+			continue;
+		*at = h->next;
+		struct json_object *compares[] = {
+		    txn_compare(txn_key(c, "sem/%s/q/%s", r->name, h->entry), NULL, "CREATE",
+				"EQUAL", h->token),
+		    NULL};
+		struct json_object *ops[] = {
+		    txn_delete(txn_key(c, "sem/%s/q/%s", r->name, h->entry), NULL), NULL};
+		free(h);
+		r->phase = PHASE_BUSY;
+		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_released, r) <
+		    0)
+			job_finish(r, -ENOMEM);
+		return;
+	}
+	job_finish(r, -ENOLCK);
+}
+
+static void command_admin(struct job *r, const struct command *command,
+			  const struct replica_state *state)
+{
+	struct cluster *c = r->cluster;
+	struct replica_meta meta;
+	char forgive[REPLICA_FORGIVE_MAX][REPLICA_ENTRY_MAX];
+	int forgiven = 0, plan;
+	switch (command->verb) {
+	case VERB_RELAX:
+		plan = replica_plan_relax(c->replica, r->name, &meta);
+		if (plan == 0 && memcmp(&meta, &state->meta, sizeof(meta)) == 0) {
+			r->index++; /* nobody waits: nothing to write */
+			job_next(r);
+			return;
+		}
+		break;
+	case VERB_LIMIT:
+		plan = replica_plan_limit(c->replica, r->name, command->number, &meta);
+		break;
+	default:
+		plan = replica_plan_set(c->replica, r->name, command->number, &meta, forgive,
+					REPLICA_FORGIVE_MAX);
+		forgiven = plan > 0 ? plan : 0;
+		break;
+	}
+	if (plan < 0) {
+		job_finish(r, plan == -E2BIG ? -EBUSY : plan);
+		return;
+	}
+	meta_write(r, state, &meta, forgive, forgiven, true);
+}
+
+void job_next(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	if (r->index >= r->count) {
+		job_finish(r, 0);
+		return;
+	}
+	if (r->interrupted) {
+		job_finish(r, -EINTR);
+		return;
+	}
+	struct replica_state state;
+	if (replica_state(c->replica, r->name, &state) < 0) {
+		job_finish(r, -EIDRM);
+		return;
+	}
+	const struct command *command = &r->commands[r->index];
+	switch (command->verb) {
+	case VERB_LOCK:
+	case VERB_ACQUIRE:
+		take_start(r, command);
+		return;
+	case VERB_UNLOCK:
+		command_unlock(r, &state);
+		return;
+	case VERB_RELEASE:
+		command_release(r);
+		return;
+	case VERB_RELAX:
+	case VERB_LIMIT:
+	case VERB_SET:
+		command_admin(r, command, &state);
+		return;
+	}
+	job_finish(r, -EINVAL);
+}
+
+/* ---- create, remove, define ---------------------------------------------------------------- */
+
+static void sync_done(struct job *r)
+{
+	job_finish(r, r->result);
+}
+
+static void on_sync_written(void *context, int error, const char *message,
+			    struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: %s: %s", r->path, message);
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	if (!txn_succeeded(response))
+		r->result = r->type == JOB_CREATE ? -EEXIST : -EAGAIN;
+	else
+		r->result = 0;
+	if (r->result == -EAGAIN) { /* remove or define lost a race: again */
+		if (++r->retries > CAS_RETRIES)
+			r->result = -EBUSY;
+		else {
+			r->result = 0;
+			job_await(r, txn_revision(response), r->then);
+			return;
+		}
+	}
+	/* Returned once the local tree shows it. */
+	job_await(r, txn_revision(response), sync_done);
+}
+
+void job_create(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	char text[512];
+	if (replica_meta_format(&r->meta, text, sizeof(text)) < 0) {
+		job_finish(r, -ENAMETOOLONG);
+		return;
+	}
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "EQUAL", 0), NULL};
+	struct json_object *ops[] = {txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0), NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_sync_written, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+void job_remove(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	struct replica_state state;
+	if (replica_state(c->replica, r->name, &state) < 0) {
+		job_finish(r, -ENOENT);
+		return;
+	}
+	if (state.meta.defined && !r->even_defined) {
+		job_finish(r, -EPERM);
+		return;
+	}
+	/* The meta record and every entry in one revision; only the record we
+	 * looked at (a defined one made meanwhile is not ours to remove). */
+	struct json_object *compares[] = {txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL,
+						      "MOD", "EQUAL", state.meta_revision),
+					  NULL};
+	struct json_object *ops[] = {
+	    txn_delete(txn_key(c, "sem/%s/", r->name), txn_range_end(c, "sem/%s/", r->name)), NULL};
+	r->then = job_remove;
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_sync_written, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+void job_define(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	struct replica_state state;
+	if (replica_state(c->replica, r->name, &state) < 0) {
+		job_create(r);
+		return;
+	}
+	struct replica_meta meta = state.meta;
+	int plan = replica_plan_limit(c->replica, r->name, (int)r->number, &meta);
+	if (plan == 0 && meta.defined && state.meta.limit == (int)r->number) {
+		job_finish(r, 0);
+		return;
+	}
+	if (plan < 0)
+		meta = state.meta; /* defined, at its old limit; the caller says why */
+	meta.defined = true;
+	snprintf(meta.by, sizeof(meta.by), "%s", r->who);
+	char text[512];
+	replica_meta_format(&meta, text, sizeof(text));
+	struct json_object *compares[] = {txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL,
+						      "MOD", "EQUAL", state.meta_revision),
+					  txn_compare(txn_key(c, "sem/%s/q/", r->name),
+						      txn_range_end(c, "sem/%s/q/", r->name), "MOD",
+						      "LESS", replica_revision(c->replica) + 1),
+					  NULL};
+	struct json_object *ops[] = {txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0), NULL};
+	r->then = job_define;
+	r->phase = PHASE_BUSY;
+	if (plan < 0)
+		r->result = plan;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_sync_written, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+/* ---- release-owner, return-units, cancel ------------------------------------------------------
+ */
+
+void jobs_release_owner(struct cluster *c, uint64_t owner_id, bool delete_entries)
+{
+	/* Released: no longer lost either (its id is never used again). */
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->lost_count; i++)
+		if (c->lost_ids[i] == owner_id) {
+			c->lost_ids[i] = c->lost_ids[--c->lost_count];
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
+	for (struct held **at = &c->held; *at;) {
+		struct held *h = *at;
+		if (h->owner_id != owner_id) {
+			at = &h->next;
+			continue;
+		}
+		*at = h->next;
+		if (delete_entries) /* else: the lease revocation at shutdown takes them */
+			job_delete_entry(c, h->name, h->entry, h->token);
+		free(h);
+	}
+}
+
+void jobs_cancel(struct cluster *c, struct waiter *waiter)
+{
+	for (struct job *r = c->active; r; r = r->next) {
+		if (r->type != JOB_COMMANDS || r->waiter != waiter)
+			continue;
+		r->interrupted = true;
+		if (r->phase == PHASE_QUEUED)
+			job_abandon(r, -EINTR);
+		return;
+	}
+}

@@ -1,0 +1,124 @@
+/* txn.c: etcd's v3 JSON for what cluster mode writes: keys under the
+ * prefix, compares, puts, deletes, transactions, and what an answer says. */
+#include "cluster_internal.h"
+
+#include "name.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int64_t cluster_now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* ---- keys and JSON ------------------------------------------------------------ */
+
+struct json_object *txn_key(const struct cluster *c, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+struct json_object *txn_key(const struct cluster *c, const char *format, ...)
+{
+	char text[KEY_MAX];
+	size_t used = (size_t)snprintf(text, sizeof(text), "%s", c->prefix);
+	va_list args;
+	va_start(args, format);
+	vsnprintf(text + used, sizeof(text) - used, format, args);
+	va_end(args);
+	return etcd_bytes(text, strlen(text));
+}
+
+struct json_object *txn_range_end(const struct cluster *c, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+struct json_object *txn_range_end(const struct cluster *c, const char *format, ...)
+{
+	char text[KEY_MAX];
+	size_t used = (size_t)snprintf(text, sizeof(text), "%s", c->prefix);
+	va_list args;
+	va_start(args, format);
+	vsnprintf(text + used, sizeof(text) - used, format, args);
+	va_end(args);
+	return etcd_prefix_end(text);
+}
+
+struct json_object *txn_compare(struct json_object *k, struct json_object *end, const char *target,
+				const char *result, int64_t value)
+{
+	struct json_object *c = json_object_new_object();
+	json_object_object_add(c, "target", json_object_new_string(target));
+	json_object_object_add(c, "key", k);
+	if (end)
+		json_object_object_add(c, "range_end", end);
+	json_object_object_add(c, "result", json_object_new_string(result));
+	const char *field = strcmp(target, "CREATE") == 0 ? "create_revision" : "mod_revision";
+	json_object_object_add(c, field, etcd_int64(value));
+	return c;
+}
+
+struct json_object *txn_put(struct json_object *k, const char *value, int64_t lease)
+{
+	struct json_object *p = json_object_new_object(), *op = json_object_new_object();
+	json_object_object_add(p, "key", k);
+	json_object_object_add(p, "value", etcd_bytes(value, strlen(value)));
+	if (lease)
+		json_object_object_add(p, "lease", etcd_int64(lease));
+	json_object_object_add(op, "request_put", p);
+	return op;
+}
+
+struct json_object *txn_delete(struct json_object *k, struct json_object *end)
+{
+	struct json_object *d = json_object_new_object(), *op = json_object_new_object();
+	json_object_object_add(d, "key", k);
+	if (end)
+		json_object_object_add(d, "range_end", end);
+	json_object_object_add(op, "request_delete_range", d);
+	return op;
+}
+
+/* A transaction of up to 8 compares and `ops` (NULL-terminated lists). */
+struct json_object *txn_new(struct json_object **compares, struct json_object **ops)
+{
+	struct json_object *t = json_object_new_object();
+	struct json_object *c = json_object_new_array(), *s = json_object_new_array();
+	for (; compares && *compares; compares++)
+		json_object_array_add(c, *compares);
+	for (; ops && *ops; ops++)
+		json_object_array_add(s, *ops);
+	json_object_object_add(t, "compare", c);
+	json_object_object_add(t, "success", s);
+	return t;
+}
+
+bool txn_succeeded(struct json_object *response)
+{
+	struct json_object *field;
+	return json_object_object_get_ex(response, "succeeded", &field) &&
+	       json_object_get_boolean(field);
+}
+
+int64_t txn_revision(struct json_object *response)
+{
+	struct json_object *header = NULL, *result = NULL;
+	if (!json_object_object_get_ex(response, "header", &header) &&
+	    json_object_object_get_ex(response, "result", &result))
+		json_object_object_get_ex(result, "header", &header); /* keep-alive */
+	return etcd_int64_get(header, "revision", 0);
+}
+
+/* Watch lag: how far etcd's newest revision is ahead of the replica. */
+void cluster_seen(struct cluster *c, struct json_object *response)
+{
+	int64_t revision = txn_revision(response);
+	if (revision > __atomic_load_n(&c->etcd_revision, __ATOMIC_RELAXED))
+		__atomic_store_n(&c->etcd_revision, revision, __ATOMIC_RELAXED);
+}
+
+int cluster_path_of(const char *name, char *path, size_t size)
+{
+	int n = name_decode(name, strlen(name), path, size);
+	return n < 0 ? n : 0;
+}
