@@ -456,8 +456,13 @@ static void keepalive(struct cluster *c)
 		return;
 	struct json_object *body = json_object_new_object();
 	json_object_object_add(body, "ID", etcd_int64(c->lease));
-	c->lease_renewing =
-	    etcd_call(c->etcd, "/v3/lease/keepalive", body, true, on_keepalive, c) == 0;
+	/* A third of the TTL: a member that hangs is left in time for the
+	 * next to renew before the lease runs out. */
+	int within = (int)c->options.lease_ttl * 1000 / 3;
+	if (within > c->options.etcd.request_timeout_ms)
+		within = c->options.etcd.request_timeout_ms;
+	c->lease_renewing = etcd_call_within(c->etcd, "/v3/lease/keepalive", body, true, within,
+					     on_keepalive, c) == 0;
 }
 
 /* ---- the loop -----------------------------------------------------------------------------------

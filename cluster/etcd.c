@@ -26,6 +26,7 @@ struct etcd_stream {
 	etcd_message_fn *message;
 	void *context;
 	int64_t deadline_ms; /* unary calls: when -EIO is due */
+	int timeout_ms;	     /* the call's whole life */
 	int64_t not_before_ms;
 	int endpoint; /* the one this attempt went to */
 	int refused;  /* endpoints that refused in a row */
@@ -211,7 +212,8 @@ static struct etcd_stream *request_new(struct etcd *etcd, const char *path,
 	r->done = done;
 	r->message = message;
 	r->context = context;
-	r->deadline_ms = now_ms() + etcd->request_timeout_ms;
+	r->timeout_ms = etcd->request_timeout_ms;
+	r->deadline_ms = now_ms() + r->timeout_ms;
 	r->endpoint = -1;
 	return r;
 }
@@ -230,10 +232,20 @@ static void queue(struct etcd *etcd, struct etcd_stream *request)
 int etcd_call(struct etcd *etcd, const char *path, struct json_object *body, bool idempotent,
 	      etcd_done_fn *done, void *context)
 {
+	return etcd_call_within(etcd, path, body, idempotent, 0, done, context);
+}
+
+int etcd_call_within(struct etcd *etcd, const char *path, struct json_object *body, bool idempotent,
+		     int timeout_ms, etcd_done_fn *done, void *context)
+{
 	struct etcd_stream *r =
 	    request_new(etcd, path, body, idempotent, false, done, NULL, context);
 	if (!r)
 		return -ENOMEM;
+	if (timeout_ms > 0) {
+		r->timeout_ms = timeout_ms;
+		r->deadline_ms = now_ms() + timeout_ms;
+	}
 	queue(etcd, r);
 	return 0;
 }
@@ -366,7 +378,7 @@ static void start(struct etcd *etcd, struct etcd_stream *r)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, r->stream ? on_stream_data : on_unary_data);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	long connect = etcd->request_timeout_ms / 2 > 100 ? etcd->request_timeout_ms / 2 : 100;
+	long connect = r->timeout_ms / 2 > 100 ? r->timeout_ms / 2 : 100;
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect);
 	if (!r->stream) {
 		/* Half the call's life per attempt, so a hung member leaves time

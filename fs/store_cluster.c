@@ -297,3 +297,8 @@ bool store_owner_lost(struct store *store, const struct owner *owner)
 {
 	return store->cluster && owner->id && cluster_owner_lost(store->cluster, owner->id);
 }
+
+bool store_is_cluster(const struct store *store)
+{
+	return store->cluster != NULL;
+}

@@ -53,6 +53,11 @@ typedef void etcd_done_fn(void *context, int error, const char *message,
 int etcd_call(struct etcd *etcd, const char *path, struct json_object *body, bool idempotent,
 	      etcd_done_fn *done, void *context);
 
+/* The same with a life of its own (0: request_timeout_ms): a lease
+ * keep-alive must end, and try the next member, well before the lease. */
+int etcd_call_within(struct etcd *etcd, const char *path, struct json_object *body, bool idempotent,
+		     int timeout_ms, etcd_done_fn *done, void *context);
+
 /* A stream (/v3/watch, /v3/lease/keepalive): `message` runs for every JSON
  * object the member sends, `done` once when the stream ends, for whatever
  * reason (-EIO when it could not be opened or broke). The caller reopens it

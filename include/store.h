@@ -133,6 +133,8 @@ struct cluster_options;
 struct cluster_health;
 int store_attach_cluster(struct store *store, const struct cluster_options *options, char *error,
 			 size_t error_size);
+/* Whether the store is in cluster mode. */
+bool store_is_cluster(const struct store *store);
 /* Zeros outside cluster mode. */
 void cluster_store_health(struct store *store, struct cluster_health *health);
 

@@ -225,8 +225,11 @@ void reply_error(struct connection *c, int error, const char *name)
 	char wire[3 * NAME_MAX_LENGTH + 1] = "";
 	if (name && name_wire(name, wire, sizeof(wire)) < 0)
 		wire[0] = '\0';
-	reply(c, "err %s %s%s%s", error_name ? error_name : "EIO", explain(error),
-	      wire[0] ? ": " : "", wire);
+	/* Cluster mode's EIO: etcd did not answer (a write's outcome unknown). */
+	const char *why = error == EIO && store_is_cluster(c->server->options.store)
+			      ? "cluster unreachable (no etcd majority answered in time)"
+			      : explain(error);
+	reply(c, "err %s %s%s%s", error_name ? error_name : "EIO", why, wire[0] ? ": " : "", wire);
 }
 
 /* ---- connections ------------------------------------------------------------ */
