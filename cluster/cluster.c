@@ -28,6 +28,18 @@ static void on_report(void *context, const struct replica_report *report)
 	char path[PATH_MAX];
 	if (cluster_path_of(report->name, path, sizeof(path)) < 0)
 		return;
+	if (report->change == REPLICA_DIRECTORY) {
+		mode_t mode;
+		uid_t uid;
+		gid_t gid;
+		if (replica_directory(c->replica, report->name, &mode, &uid, &gid) == 0)
+			c->hooks.directory(c->hooks.context, path, mode, uid, gid);
+		return;
+	}
+	if (report->change == REPLICA_DIRECTORY_REMOVED) {
+		c->hooks.directory_gone(c->hooks.context, path);
+		return;
+	}
 	struct replica_state state;
 	bool exists = replica_state(c->replica, report->name, &state) == 0;
 	if (report->change == REPLICA_REMOVED) { /* its last journal line says so */
@@ -69,6 +81,8 @@ static void on_report(void *context, const struct replica_report *report)
 		break;
 	case REPLICA_PERSISTED:
 	case REPLICA_REMOVED:
+	case REPLICA_DIRECTORY:
+	case REPLICA_DIRECTORY_REMOVED:
 		break;
 	}
 	if (!event)
@@ -349,6 +363,14 @@ static int reload(struct cluster *c, char *error, size_t error_size)
 	return 0;
 }
 
+static void sync_directory(void *context, const char *name, mode_t mode, uid_t uid, gid_t gid)
+{
+	struct cluster *c = context;
+	char path[PATH_MAX];
+	if (cluster_path_of(name, path, sizeof(path)) == 0)
+		c->hooks.directory(c->hooks.context, path, mode, uid, gid);
+}
+
 static void sync_one(void *context, const char *name, const struct replica_state *state)
 {
 	struct cluster *c = context;
@@ -360,6 +382,7 @@ static void sync_one(void *context, const char *name, const struct replica_state
 static void sync_all(struct cluster *c)
 {
 	c->hooks.load_begin(c->hooks.context);
+	replica_each_directory(c->replica, sync_directory, c);
 	replica_each(c->replica, sync_one, c);
 	c->hooks.load_end(c->hooks.context);
 }
@@ -497,6 +520,12 @@ static void start_request(struct cluster *c, struct job *r)
 		return;
 	case JOB_DEFINE:
 		job_define(r);
+		return;
+	case JOB_MKDIR:
+		job_mkdir(r);
+		return;
+	case JOB_RMDIR:
+		job_rmdir(r);
 		return;
 	case JOB_DELETE:
 		job_delete_start(r);
@@ -853,6 +882,23 @@ int cluster_define(struct cluster *c, const char *path, unsigned limit)
 	r->meta = (struct replica_meta){.limit = (int)limit, .mode = 0666, .defined = true};
 	who_of(c, "config", r->who, sizeof(r->who));
 	snprintf(r->meta.by, sizeof(r->meta.by), "%s", r->who);
+	return call_and_wait(c, r);
+}
+
+int cluster_mkdir(struct cluster *c, const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+	struct job *r = job_new(c, JOB_MKDIR, path);
+	if (!r)
+		return -ENOMEM;
+	r->meta = (struct replica_meta){.mode = mode, .uid = uid, .gid = gid};
+	return call_and_wait(c, r);
+}
+
+int cluster_rmdir(struct cluster *c, const char *path)
+{
+	struct job *r = job_new(c, JOB_RMDIR, path);
+	if (!r)
+		return -ENOMEM;
 	return call_and_wait(c, r);
 }
 

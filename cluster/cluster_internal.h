@@ -27,6 +27,8 @@ enum job_type {
 	JOB_CREATE,
 	JOB_REMOVE,
 	JOB_DEFINE,
+	JOB_MKDIR,
+	JOB_RMDIR,
 	JOB_DELETE, /* an entry that must go: retried until it has */
 };
 
@@ -158,6 +160,8 @@ void job_delete_entry(struct cluster *c, const char *name, const char *entry, in
 void job_create(struct job *r);
 void job_remove(struct job *r);
 void job_define(struct job *r);
+void job_mkdir(struct job *r);
+void job_rmdir(struct job *r);
 void jobs_release_owner(struct cluster *c, uint64_t owner_id, bool delete_entries);
 void jobs_cancel(struct cluster *c, struct waiter *waiter);
 

@@ -66,6 +66,8 @@ void job_finish(struct job *r, int error)
 	case JOB_CREATE:
 	case JOB_REMOVE:
 	case JOB_DEFINE:
+	case JOB_MKDIR:
+	case JOB_RMDIR:
 		pthread_mutex_lock(&c->lock);
 		r->result = error;
 		r->finished = true;
@@ -807,4 +809,68 @@ void jobs_cancel(struct cluster *c, struct waiter *waiter)
 			job_abandon(r, -EINTR);
 		return;
 	}
+}
+
+/* ---- mkdir, rmdir ----------------------------------------------------------------- */
+
+static void on_directory_written(void *context, int error, const char *message,
+				 struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: %s: %s", r->path, message);
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	if (txn_succeeded(response))
+		r->result = 0;
+	else if (r->type == JOB_MKDIR)
+		r->result = -EEXIST;
+	else {
+		mode_t mode;
+		uid_t uid;
+		gid_t gid;
+		/* Not removed: it is gone already, or something is in it. */
+		r->result = replica_directory(r->cluster->replica, r->name, &mode, &uid, &gid) < 0
+				? -ENOENT
+				: -ENOTEMPTY;
+	}
+	job_await(r, txn_revision(response), sync_done);
+}
+
+/* A directory record, only where nothing has its name. */
+void job_mkdir(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	char value[64];
+	snprintf(value, sizeof(value), "mode=%04o uid=%u gid=%u", (unsigned)(r->meta.mode & 07777),
+		 (unsigned)r->meta.uid, (unsigned)r->meta.gid);
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "dir/%s", r->name), NULL, "CREATE", "EQUAL", 0),
+	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "EQUAL", 0), NULL};
+	struct json_object *ops[] = {txn_put(txn_key(c, "dir/%s", r->name), value, 0), NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_directory_written,
+		      r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+/* Removed only while empty cluster-wide: no semaphore and no directory
+ * record below it (their escaped names begin with NAME%2F). */
+void job_rmdir(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "dir/%s", r->name), NULL, "CREATE", "GREATER", 0),
+	    txn_compare(txn_key(c, "sem/%s%%2F", r->name), txn_range_end(c, "sem/%s%%2F", r->name),
+			"CREATE", "EQUAL", 0),
+	    txn_compare(txn_key(c, "dir/%s%%2F", r->name), txn_range_end(c, "dir/%s%%2F", r->name),
+			"CREATE", "EQUAL", 0),
+	    NULL};
+	struct json_object *ops[] = {txn_delete(txn_key(c, "dir/%s", r->name), NULL), NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_directory_written,
+		      r) < 0)
+		job_finish(r, -ENOMEM);
 }

@@ -32,7 +32,17 @@ struct semaphore {
 	int64_t last_revision, meta_revision;
 };
 
+/* A directory made with mkdir: few, so a list. */
+struct directory {
+	struct directory *next;
+	char *name;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+};
+
 struct replica {
+	struct directory *directories;
 	struct semaphore **buckets;
 	size_t bucket_count; /* a power of two */
 	size_t count;
@@ -87,6 +97,11 @@ void replica_free(struct replica *replica)
 {
 	if (!replica)
 		return;
+	for (struct directory *d = replica->directories, *next; d; d = next) {
+		next = d->next;
+		free(d->name);
+		free(d);
+	}
 	for (size_t b = 0; b < replica->bucket_count; b++)
 		for (struct semaphore *s = replica->buckets[b], *next; s; s = next) {
 			next = s->chain;
@@ -575,6 +590,81 @@ static int apply_entry(struct replica *replica, const struct replica_event *even
 	return 0;
 }
 
+static int apply_directory(struct replica *replica, const struct replica_event *event,
+			   const char *name, size_t length, replica_report_fn *report,
+			   void *context, char *error, size_t error_size)
+{
+	if (memchr(name, '/', length))
+		return fail(error, error_size, -EINVAL, "dir/ key with a '/' in its name");
+	struct directory **at = &replica->directories;
+	while (*at && !(strlen((*at)->name) == length && memcmp((*at)->name, name, length) == 0))
+		at = &(*at)->next;
+	struct replica_report r = {.revision = event->revision};
+	if (event->deleted) {
+		struct directory *gone = *at;
+		if (!gone)
+			return 0;
+		*at = gone->next;
+		r.change = REPLICA_DIRECTORY_REMOVED;
+		r.name = gone->name;
+		r.who = "";
+		if (report)
+			report(context, &r);
+		free(gone->name);
+		free(gone);
+		return 0;
+	}
+	unsigned mode, uid, gid;
+	char text[128];
+	int consumed = -1;
+	if (event->value_length >= sizeof(text))
+		return fail(error, error_size, -EINVAL, "dir/: value too long");
+	memcpy(text, event->value, event->value_length);
+	text[event->value_length] = '\0';
+	if (sscanf(text, "mode=%o uid=%u gid=%u%n", &mode, &uid, &gid, &consumed) != 3 ||
+	    consumed != (int)event->value_length || mode > 07777)
+		return fail(error, error_size, -EINVAL,
+			    "dir/: value is not 'mode=OCTAL uid=N gid=N'");
+	struct directory *d = *at;
+	if (!d) {
+		d = calloc(1, sizeof(*d));
+		if (!d || !(d->name = strndup(name, length))) {
+			free(d);
+			return -ENOMEM;
+		}
+		*at = d;
+	}
+	d->mode = (mode_t)mode;
+	d->uid = (uid_t)uid;
+	d->gid = (gid_t)gid;
+	r.change = REPLICA_DIRECTORY;
+	r.name = d->name;
+	r.who = "";
+	if (report)
+		report(context, &r);
+	return 0;
+}
+
+void replica_each_directory(const struct replica *replica, replica_directory_fn *each,
+			    void *context)
+{
+	for (const struct directory *d = replica->directories; d; d = d->next)
+		each(context, d->name, d->mode, d->uid, d->gid);
+}
+
+int replica_directory(const struct replica *replica, const char *name, mode_t *mode, uid_t *uid,
+		      gid_t *gid)
+{
+	for (const struct directory *d = replica->directories; d; d = d->next)
+		if (strcmp(d->name, name) == 0) {
+			*mode = d->mode;
+			*uid = d->uid;
+			*gid = d->gid;
+			return 0;
+		}
+	return -ENOENT;
+}
+
 int replica_apply(struct replica *replica, const struct replica_event *event,
 		  replica_report_fn *report, void *context, char *error, size_t error_size)
 {
@@ -589,6 +679,9 @@ int replica_apply(struct replica *replica, const struct replica_event *event,
 	int r;
 	if (length > 6 && memcmp(key, "hosts/", 6) == 0)
 		r = 0; /* hosts/HOST: incarnations, not part of the rule */
+	else if (length > 4 && memcmp(key, "dir/", 4) == 0)
+		r = apply_directory(replica, event, key + 4, length - 4, report, context, error,
+				    error_size);
 	else if (length > 4 && memcmp(key, "sem/", 4) == 0) {
 		const char *name = key + 4;
 		const char *slash = memchr(name, '/', length - 4);
@@ -608,7 +701,7 @@ int replica_apply(struct replica *replica, const struct replica_event *event,
 			return fail(error, error_size, -EINVAL,
 				    "key '%.*s': neither meta nor q/ENTRY", (int)length, key);
 	} else
-		return fail(error, error_size, -EINVAL, "key '%.*s': not sem/ or hosts/",
+		return fail(error, error_size, -EINVAL, "key '%.*s': not sem/, dir/ or hosts/",
 			    (int)(length > 80 ? 80 : length), key);
 	if (r == 0)
 		replica->revision = event->revision;

@@ -88,6 +88,53 @@ static void hook_gone(void *context, const char *path)
 	run_done(&done);
 }
 
+/* A directory made with mkdir on some host. */
+static void hook_directory(void *context, const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_at(store, path);
+	if (!node) {
+		struct maker maker = {uid, gid, directory_bits(mode)};
+		struct node *parent = NULL;
+		const char *leaf;
+		int r = walk_to_parent(store, path, &maker, &parent, &leaf);
+		if (r == 0)
+			r = make_directory(store, parent, leaf, mode, uid, gid, &node);
+		if (r < 0) {
+			if (parent)
+				prune_implicit(store, parent);
+			log_warnx("cluster: directory %s cannot be shown here: %s", path,
+				  strerror(-r));
+			pthread_mutex_unlock(&store->lock);
+			return;
+		}
+	}
+	if (node->kind == NODE_DIRECTORY) {
+		node->implicit = false; /* it stays until rmdir */
+		node->clustered = true;
+		node->mode = S_IFDIR | (mode & 07777);
+		node->uid = uid;
+		node->gid = gid;
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void hook_directory_gone(void *context, const char *path)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_at(store, path);
+	if (node && node->kind == NODE_DIRECTORY) {
+		node->clustered = false;
+		if (node->first_child)
+			node->implicit = true; /* goes with its last entry */
+		else
+			(void)remove_directory(store, node);
+	}
+	pthread_mutex_unlock(&store->lock);
+}
+
 static void hook_load_begin(void *context)
 {
 	struct store *store = context;
@@ -173,6 +220,8 @@ int store_attach_cluster(struct store *store, const struct cluster_options *opti
 	static const struct cluster_hooks hooks = {
 	    .sync = hook_sync,
 	    .gone = hook_gone,
+	    .directory = hook_directory,
+	    .directory_gone = hook_directory_gone,
 	    .load_begin = hook_load_begin,
 	    .load_end = hook_load_end,
 	    .journal = hook_journal,
@@ -301,4 +350,14 @@ bool store_owner_lost(struct store *store, const struct owner *owner)
 bool store_is_cluster(const struct store *store)
 {
 	return store->cluster != NULL;
+}
+
+int cluster_store_mkdir(struct store *store, const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+	return cluster_mkdir(store->cluster, path, mode & 07777, uid, gid);
+}
+
+int cluster_store_rmdir(struct store *store, const char *path)
+{
+	return cluster_rmdir(store->cluster, path);
 }

@@ -48,6 +48,7 @@ struct node {
 	struct node *ino_chain, *name_chain; /* hash buckets */
 	struct semaphore *semaphore;	     /* NODE_SEMAPHORE: holds one reference */
 	bool implicit;			     /* a directory made for a name: goes when it empties */
+	bool clustered;			     /* cluster mode: a directory etcd records (mkdir) */
 };
 
 struct holder {
@@ -243,5 +244,9 @@ int cluster_store_remove(struct store *store, const char *path, const char *who)
 int cluster_store_define(struct store *store, const char *path, unsigned limit, char *error,
 			 size_t error_size);
 struct node *cluster_store_node(struct store *store, const char *path);
+int cluster_store_mkdir(struct store *store, const char *path, mode_t mode, uid_t uid, gid_t gid);
+int cluster_store_rmdir(struct store *store, const char *path);
+/* store_mount.c */
+int remove_directory(struct store *store, struct node *node);
 
 #endif

@@ -210,10 +210,10 @@ int make_directory(struct store *store, struct node *parent, const char *name, m
 	return 0;
 }
 
-/* Cluster mode: the semaphore is made in etcd, and is here once the watch
- * brought it back. Directories stay local (semfs(8) CLUSTER MODE). */
+/* Cluster mode: the semaphore or directory is made in etcd, and is here
+ * once the watch brought it back. */
 static int cluster_entry(struct store *store, uint64_t parent_ino, const char *name, mode_t mode,
-			 uid_t uid, gid_t gid, struct store_attr *attr)
+			 uid_t uid, gid_t gid, bool directory, struct store_attr *attr)
 {
 	struct node *parent, *node;
 	char path[PATH_MAX];
@@ -225,14 +225,16 @@ static int cluster_entry(struct store *store, uint64_t parent_ino, const char *n
 	if (r == 0)
 		r = child_path(parent, name, path, sizeof(path));
 	pthread_mutex_unlock(&store->lock);
-	if (r == 0)
+	if (r == 0 && directory)
+		r = cluster_store_mkdir(store, path, mode, uid, gid);
+	else if (r == 0)
 		r = cluster_store_create(store, path, mode, uid, gid, store->options.default_limit,
 					 "mount", NULL);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&store->lock);
 	node = cluster_store_node(store, path);
-	if (!node || node->kind != NODE_SEMAPHORE)
+	if (!node || node->kind != (directory ? NODE_DIRECTORY : NODE_SEMAPHORE))
 		r = -EIO; /* removed again before it could be opened */
 	else {
 		node->lookups++;
@@ -250,8 +252,8 @@ static int make_entry(struct store *store, uint64_t parent_ino, const char *name
 	struct node *parent, *node;
 	int r;
 
-	if (store->cluster && !directory)
-		return cluster_entry(store, parent_ino, name, mode, uid, gid, attr);
+	if (store->cluster)
+		return cluster_entry(store, parent_ino, name, mode, uid, gid, directory, attr);
 	pthread_mutex_lock(&store->lock);
 	r = parent_directory(store, parent_ino, &parent);
 	if (r == 0 && directory)
@@ -330,15 +332,31 @@ int store_rmdir(struct store *store, uint64_t parent_ino, const char *name)
 	}
 	if (r == 0)
 		r = node_path(node, path, sizeof(path));
+	if (r == 0 && store->cluster && node->clustered) {
+		/* Made with mkdir in the cluster: removed there, here by the watch. */
+		pthread_mutex_unlock(&store->lock);
+		return cluster_store_rmdir(store, path);
+	}
+	if (r == 0)
+		r = remove_directory(store, node);
+	pthread_mutex_unlock(&store->lock);
+	return r;
+}
+
+/* Under the lock: an empty directory node and its backing directory go. */
+int remove_directory(struct store *store, struct node *node)
+{
+	char path[PATH_MAX];
+	int r = node_path(node, path, sizeof(path));
 	if (r == 0)
 		r = backing_rmdir(&store->backing, path);
 	if (r == 0) {
+		struct node *parent = node->parent;
 		node_detach(store, node);
 		timespec_now(CLOCK_REALTIME, &parent->mtime);
 		parent->ctime = parent->mtime;
 		node_release_if_unused(store, node);
 	}
-	pthread_mutex_unlock(&store->lock);
 	return r;
 }
 

@@ -40,6 +40,9 @@ struct cluster_hooks {
 		     int waiting);
 	/* `path` was removed cluster-wide. */
 	void (*gone)(void *context, const char *path);
+	/* A directory made with mkdir exists cluster-wide / went. */
+	void (*directory)(void *context, const char *path, mode_t mode, uid_t uid, gid_t gid);
+	void (*directory_gone)(void *context, const char *path);
 	/* A full load is done: every semaphore not synced since `begin` is
 	 * gone (begin: a load starts). */
 	void (*load_begin)(void *context);
@@ -93,6 +96,11 @@ int cluster_remove(struct cluster *cluster, const char *path, bool even_defined,
 /* A configuration line: create it defined, or make it defined with this
  * limit (-EBUSY: more units in use; it is defined with its old limit). */
 int cluster_define(struct cluster *cluster, const char *path, unsigned limit);
+
+/* mkdir: 0, -EEXIST (a directory or semaphore of that name), -EIO.
+ * rmdir: 0, -ENOENT (no such directory record), -ENOTEMPTY, -EIO. */
+int cluster_mkdir(struct cluster *cluster, const char *path, mode_t mode, uid_t uid, gid_t gid);
+int cluster_rmdir(struct cluster *cluster, const char *path);
 
 struct cluster_health {
 	int endpoints, reachable;

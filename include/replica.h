@@ -22,6 +22,7 @@
  *                           relaxed=A-B,C-D by=WHO" (relaxed and by may be
  *                           empty; by= comes last and runs to the end)
  *   sem/NAME/q/ENTRY       "kind=lock|acquire who=WHO"; ENTRY is HOST.LEASE.N
+ *   dir/NAME               a directory made with mkdir: "mode=0755 uid=N gid=N"
  *   hosts/HOST             a daemon's incarnation (ignored by the rule)
  * NAME is replica_key_name()'s escaped form: no '/' in it. */
 #ifndef SEMFS_REPLICA_H
@@ -79,6 +80,8 @@ enum replica_change {
 	REPLICA_DEMOTED,   /* a holder became a waiter again: a write broke the rule */
 	REPLICA_PERSISTED, /* a holder's entry lost its lease (a lock unit that outlives its host)
 			    */
+	REPLICA_DIRECTORY, /* a directory record appeared (name: its escaped path) */
+	REPLICA_DIRECTORY_REMOVED, /* ... went */
 };
 
 struct replica_report {
@@ -135,6 +138,15 @@ int replica_entry(const struct replica *replica, const char *name, const char *e
 /* Visit every semaphore (escaped key name, state), in no particular order. */
 typedef void replica_each_fn(void *context, const char *name, const struct replica_state *state);
 void replica_each(const struct replica *replica, replica_each_fn *each, void *context);
+
+/* Directories made with mkdir: each (escaped path, mode, owner), in no order. */
+typedef void replica_directory_fn(void *context, const char *name, mode_t mode, uid_t uid,
+				  gid_t gid);
+void replica_each_directory(const struct replica *replica, replica_directory_fn *each,
+			    void *context);
+/* 0 when `name` has a directory record (mode and owner filled), -ENOENT. */
+int replica_directory(const struct replica *replica, const char *name, mode_t *mode, uid_t *uid,
+		      gid_t *gid);
 
 /* ---- meta records and keys ------------------------------------------------ */
 

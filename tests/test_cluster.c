@@ -398,6 +398,22 @@ Test(cluster, creates_and_removals_show_on_every_host_and_outsiders_are_reverted
 	/* And the name is free again, on both. */
 	cr_assert_eq(write_text(1, "pool", "lock\n"), 0);
 	cr_assert(wait_value(0, "pool", 0, 3000));
+	/* mkdir and rmdir are the cluster's too. */
+	cr_assert_eq(mkdir(at(0, "jobs"), 0750), 0);
+	cr_assert(wait_exists(1, "jobs", true, 3000), "jobs never showed on hostb");
+	cr_assert_eq(stat(at(1, "jobs"), &st), 0);
+	cr_assert(S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0750, "mode 0%o", st.st_mode);
+	cr_assert_eq(mkdir(at(1, "jobs"), 0755), -1);
+	cr_assert_eq(errno, EEXIST);
+	cr_assert_eq(write_text(1, "jobs/nightly", "lock\n"), 0);
+	cr_assert(wait_exists(0, "jobs/nightly", true, 3000));
+	cr_assert_eq(rmdir(at(0, "jobs")), -1);
+	cr_assert_eq(errno, ENOTEMPTY);
+	cr_assert_eq(unlink(at(0, "jobs/nightly")), 0);
+	cr_assert(wait_exists(1, "jobs/nightly", false, 3000));
+	cr_assert(wait_exists(1, "jobs", true, 100), "an empty mkdir'd directory went");
+	cr_assert_eq(rmdir(at(1, "jobs")), 0);
+	cr_assert(wait_exists(0, "jobs", false, 3000), "rmdir on hostb left jobs on hosta");
 	stop_all();
 }
 

@@ -14,11 +14,12 @@ static int64_t revision;
 static char log_text[8192]; /* one line per report */
 
 static const char *const change_names[] = {
-    [REPLICA_CREATED] = "created",   [REPLICA_CHANGED] = "changed",
-    [REPLICA_REMOVED] = "removed",   [REPLICA_QUEUED] = "queued",
-    [REPLICA_GRANTED] = "granted",   [REPLICA_RELAXED] = "relaxed",
-    [REPLICA_RELEASED] = "released", [REPLICA_CANCELLED] = "cancelled",
-    [REPLICA_DEMOTED] = "demoted",   [REPLICA_PERSISTED] = "persisted",
+    [REPLICA_CREATED] = "created",     [REPLICA_CHANGED] = "changed",
+    [REPLICA_REMOVED] = "removed",     [REPLICA_QUEUED] = "queued",
+    [REPLICA_GRANTED] = "granted",     [REPLICA_RELAXED] = "relaxed",
+    [REPLICA_RELEASED] = "released",   [REPLICA_CANCELLED] = "cancelled",
+    [REPLICA_DEMOTED] = "demoted",     [REPLICA_PERSISTED] = "persisted",
+    [REPLICA_DIRECTORY] = "directory", [REPLICA_DIRECTORY_REMOVED] = "directory-removed",
 };
 
 static void record(void *context, const struct replica_report *r)
@@ -336,4 +337,20 @@ Test(replica, meta_records_and_key_names_round_trip)
 	cr_assert_str_eq(key, "jobs%2F100%25%2Fx");
 	cr_assert_eq(replica_key_name("", key, sizeof(key)), -EINVAL);
 	cr_assert_eq(replica_key_name("abcdef", key, 4), -ENAMETOOLONG);
+}
+
+Test(replica, directories_come_and_go_and_bad_records_are_refused)
+{
+	cr_assert_eq(event(false, "dir/jobs", "mode=0750 uid=1000 gid=100", 0, 0), 0);
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	cr_assert_eq(replica_directory(replica, "jobs", &mode, &uid, &gid), 0);
+	cr_assert_eq(mode, 0750);
+	cr_assert_eq(uid, 1000);
+	cr_assert(strstr(log_text, "directory jobs"), "%s", log_text);
+	cr_assert_eq(event(false, "dir/x", "mode=0755", 0, 0), -EINVAL);
+	cr_assert_eq(event(false, "dir/a/b", "mode=0755 uid=0 gid=0", 0, 0), -EINVAL);
+	cr_assert_eq(event(true, "dir/jobs", NULL, 0, 0), 0);
+	cr_assert_eq(replica_directory(replica, "jobs", &mode, &uid, &gid), -ENOENT);
 }
