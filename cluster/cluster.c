@@ -46,8 +46,12 @@ static void on_report(void *context, const struct replica_report *report)
 		c->hooks.gone(c->hooks.context, path);
 		return;
 	}
-	if (exists)
-		c->hooks.sync(c->hooks.context, path, &state.meta, report->value, state.waiting);
+	if (exists) {
+		static char holders[4096]; /* loop thread only */
+		replica_holders(c->replica, report->name, holders, sizeof(holders));
+		c->hooks.sync(c->hooks.context, path, &state.meta, report->value, state.waiting,
+			      holders);
+	}
 	char extra[64];
 	const char *event = NULL, *detail = NULL;
 	switch (report->change) {
@@ -375,8 +379,11 @@ static void sync_one(void *context, const char *name, const struct replica_state
 {
 	struct cluster *c = context;
 	char path[PATH_MAX];
+	static char holders[4096]; /* loop thread only */
+	replica_holders(c->replica, name, holders, sizeof(holders));
 	if (cluster_path_of(name, path, sizeof(path)) == 0)
-		c->hooks.sync(c->hooks.context, path, &state->meta, state->value, state->waiting);
+		c->hooks.sync(c->hooks.context, path, &state->meta, state->value, state->waiting,
+			      holders);
 }
 
 static void sync_all(struct cluster *c)

@@ -780,6 +780,26 @@ int replica_entry(const struct replica *replica, const char *name, const char *e
 	return e->state == ENTRY_HOLDING ? 1 : e->state == ENTRY_RELAXED ? 2 : 0;
 }
 
+void replica_holders(const struct replica *replica, const char *name, char *out, size_t size)
+{
+	const struct semaphore *s = find(replica, name);
+	size_t used = 0;
+	if (size)
+		out[0] = '\0';
+	for (size_t i = 0; s && i < s->count; i++) {
+		const struct entry *e = &s->entries[i];
+		size_t who = strlen(e->who);
+		if (e->state != ENTRY_HOLDING)
+			continue;
+		if (used + (used ? 1 : 0) + who + 1 > size)
+			break;
+		if (used)
+			out[used++] = ',';
+		memcpy(out + used, e->who, who + 1);
+		used += who;
+	}
+}
+
 void replica_each(const struct replica *replica, replica_each_fn *each, void *context)
 {
 	for (size_t b = 0; b < replica->bucket_count; b++)

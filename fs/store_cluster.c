@@ -32,7 +32,7 @@ static void mirror(struct store *store, struct semaphore *s, int value)
 }
 
 static void hook_sync(void *context, const char *path, const struct replica_meta *meta, int value,
-		      int waiting)
+		      int waiting, const char *holders)
 {
 	struct store *store = context;
 	pthread_mutex_lock(&store->lock);
@@ -72,6 +72,13 @@ static void hook_sync(void *context, const char *path, const struct replica_meta
 	s->defined = meta->defined;
 	s->waiting = (size_t)waiting;
 	s->cluster_seen = true;
+	if (!s->cluster_holders || strcmp(s->cluster_holders, holders) != 0) {
+		char *copy = strdup(holders);
+		if (copy) { /* else the old list stays: only the status text is stale */
+			free(s->cluster_holders);
+			s->cluster_holders = copy;
+		}
+	}
 	mirror(store, s, value);
 	pthread_mutex_unlock(&store->lock);
 }

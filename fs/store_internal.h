@@ -84,6 +84,7 @@ struct semaphore {
 	unsigned references;			 /* node + open files + helper */
 	bool cluster_seen;			 /* cluster mode: in the last full load */
 	int cluster_value;			 /* cluster mode: what the SysV set must show */
+	char *cluster_holders;			 /* cluster mode: "who,who" of every host */
 	struct semaphore *live_prev, *live_next; /* monitor's list */
 };
 

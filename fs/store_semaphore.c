@@ -140,6 +140,7 @@ void semaphore_unreference(struct store *store, struct semaphore *semaphore)
 	while (semaphore->holders)
 		holder_unlink(semaphore->holders);
 	journal_free(&semaphore->journal);
+	free(semaphore->cluster_holders);
 	free(semaphore);
 }
 

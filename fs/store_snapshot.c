@@ -24,6 +24,8 @@ static const char *holders_join(struct holders_text *buffer, const struct semaph
 {
 	size_t length = 0;
 
+	if (semaphore->cluster_holders) /* cluster mode: every host's, from the replica */
+		return semaphore->cluster_holders;
 	for (const struct holder *h = semaphore->holders; h; h = h->next_in_semaphore) {
 		size_t who = strlen(h->who);
 		for (unsigned i = 0; i < h->units; i++) {

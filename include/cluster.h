@@ -35,9 +35,10 @@ struct cluster_options {
  * on the thread that waits in a synchronous call). */
 struct cluster_hooks {
 	void *context;
-	/* `path` exists cluster-wide with this record, value and waiters. */
+	/* `path` exists cluster-wide with this record, value, waiters and
+	 * holders ("who,who": the status file's holders=). */
 	void (*sync)(void *context, const char *path, const struct replica_meta *meta, int value,
-		     int waiting);
+		     int waiting, const char *holders);
 	/* `path` was removed cluster-wide. */
 	void (*gone)(void *context, const char *path);
 	/* A directory made with mkdir exists cluster-wide / went. */

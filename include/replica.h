@@ -135,6 +135,10 @@ int replica_state(const struct replica *replica, const char *name, struct replic
 int replica_entry(const struct replica *replica, const char *name, const char *entry,
 		  int64_t *token);
 
+/* Its holders' who= as "who,who" (one per entry, in grant order) into
+ * `out`; "" for none. Cut at a whole entry when `size` is too small. */
+void replica_holders(const struct replica *replica, const char *name, char *out, size_t size);
+
 /* Visit every semaphore (escaped key name, state), in no particular order. */
 typedef void replica_each_fn(void *context, const char *name, const struct replica_state *state);
 void replica_each(const struct replica *replica, replica_each_fn *each, void *context);

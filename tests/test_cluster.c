@@ -342,6 +342,12 @@ Test(cluster, a_unit_taken_on_one_host_blocks_the_other_until_released)
 	cr_assert(wait_exists(1, "db", true, 3000), "db never showed on hostb");
 	cr_assert(wait_value(1, "db", 0, 3000), "hostb: value %ld, GETVAL %d",
 		  xattr(1, "db", "value"), getval(1, "db"));
+	/* hostb's status names hosta's holder. */
+	char status_path[300];
+	snprintf(status_path, sizeof(status_path), "%s/semaphore.status", hosts[1].mnt);
+	char *status = slurp(status_path);
+	cr_assert(strstr(status, "holders=pid:") && strstr(status, "@hosta "), "%s", status);
+	free(status);
 	pid_t waiter = spawn_write(1, "db", "lock\n");
 	cr_assert_eq(wait_exit(waiter, 400), -1, "hostb got a unit hosta holds");
 	cr_assert_eq(xattr(0, "db", "waiting"), 1, "hosta does not see hostb waiting");
