@@ -531,6 +531,9 @@ static void start_request(struct cluster *c, struct job *r)
 	case JOB_MKDIR:
 		job_mkdir(r);
 		return;
+	case JOB_BARRIER:
+		job_barrier(r);
+		return;
 	case JOB_RMDIR:
 		job_rmdir(r);
 		return;
@@ -898,6 +901,14 @@ int cluster_mkdir(struct cluster *c, const char *path, mode_t mode, uid_t uid, g
 	if (!r)
 		return -ENOMEM;
 	r->meta = (struct replica_meta){.mode = mode, .uid = uid, .gid = gid};
+	return call_and_wait(c, r);
+}
+
+int cluster_barrier(struct cluster *c)
+{
+	struct job *r = job_new(c, JOB_BARRIER, NULL);
+	if (!r)
+		return -ENOMEM;
 	return call_and_wait(c, r);
 }
 

@@ -28,6 +28,7 @@ enum job_type {
 	JOB_REMOVE,
 	JOB_DEFINE,
 	JOB_MKDIR,
+	JOB_BARRIER,
 	JOB_RMDIR,
 	JOB_DELETE, /* an entry that must go: retried until it has */
 };
@@ -161,6 +162,7 @@ void job_create(struct job *r);
 void job_remove(struct job *r);
 void job_define(struct job *r);
 void job_mkdir(struct job *r);
+void job_barrier(struct job *r);
 void job_rmdir(struct job *r);
 void jobs_release_owner(struct cluster *c, uint64_t owner_id, bool delete_entries);
 void jobs_cancel(struct cluster *c, struct waiter *waiter);

@@ -68,6 +68,7 @@ void job_finish(struct job *r, int error)
 	case JOB_DEFINE:
 	case JOB_MKDIR:
 	case JOB_RMDIR:
+	case JOB_BARRIER:
 		pthread_mutex_lock(&c->lock);
 		r->result = error;
 		r->finished = true;
@@ -872,5 +873,34 @@ void job_rmdir(struct job *r)
 	r->phase = PHASE_BUSY;
 	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_directory_written,
 		      r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+/* ---- a read barrier ----------------------------------------------------------------- */
+
+static void on_barrier_read(void *context, int error, const char *message,
+			    struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	cluster_seen(r->cluster, response);
+	r->result = 0;
+	job_await(r, txn_revision(response), sync_done);
+}
+
+/* etcd's current revision (a count-only range is the cheapest read that
+ * carries it), then the wait until the replica has it. */
+void job_barrier(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	struct json_object *range = json_object_new_object();
+	json_object_object_add(range, "key", txn_key(c, "hosts/"));
+	json_object_object_add(range, "range_end", txn_range_end(c, "hosts/"));
+	json_object_object_add(range, "count_only", json_object_new_boolean(1));
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/range", range, true, on_barrier_read, r) < 0)
 		job_finish(r, -ENOMEM);
 }

@@ -382,6 +382,11 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct open_file *file = calloc(1, sizeof(*file));
 	int r = 0;
 
+	/* Cluster mode: what is read shows every write finished before the
+	 * open, on any host (a no-op on one host). */
+	if ((fi->flags & O_ACCMODE) != O_WRONLY)
+		store_read_barrier(mount->store);
+
 	if (!file) {
 		fuse_reply_err(req, ENOMEM);
 		return;

@@ -368,3 +368,9 @@ int cluster_store_rmdir(struct store *store, const char *path)
 {
 	return cluster_rmdir(store->cluster, path);
 }
+
+void store_read_barrier(struct store *store)
+{
+	if (store->cluster)
+		(void)cluster_barrier(store->cluster);
+}

@@ -230,6 +230,10 @@ static int cluster_entry(struct store *store, uint64_t parent_ino, const char *n
 	else if (r == 0)
 		r = cluster_store_create(store, path, mode, uid, gid, store->options.default_limit,
 					 "mount", NULL);
+	/* Another host made it since the kernel's lookup here: `echo lock > f`
+	 * opens that one (O_EXCL across hosts is best effort, as on NFS). */
+	if (r == -EEXIST && !directory)
+		r = 0;
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&store->lock);

@@ -103,6 +103,10 @@ int cluster_define(struct cluster *cluster, const char *path, unsigned limit);
 int cluster_mkdir(struct cluster *cluster, const char *path, mode_t mode, uid_t uid, gid_t gid);
 int cluster_rmdir(struct cluster *cluster, const char *path);
 
+/* Wait until the replica has every change etcd had when called: 0, or -EIO
+ * when etcd does not answer in time. */
+int cluster_barrier(struct cluster *cluster);
+
 struct cluster_health {
 	int endpoints, reachable;
 	double lease_age;    /* s since the lease was last renewed */

@@ -133,6 +133,11 @@ struct cluster_options;
 struct cluster_health;
 int store_attach_cluster(struct store *store, const struct cluster_options *options, char *error,
 			 size_t error_size);
+/* Cluster mode: wait (up to request_timeout) until this host has applied
+ * every change the cluster had when called, so a read that follows shows
+ * writes finished on other hosts. Nothing on one host, and nothing when the
+ * cluster does not answer (the read shows what this host knows). */
+void store_read_barrier(struct store *store);
 /* Whether the store is in cluster mode. */
 bool store_is_cluster(const struct store *store);
 /* Zeros outside cluster mode. */
