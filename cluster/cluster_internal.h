@@ -70,6 +70,8 @@ struct job {
 	int64_t not_before_ms;
 	bool interrupted;
 	int retries;
+	bool caught_up;		 /* unlock: looked again after catching up with etcd */
+	step_fn *after_catch_up; /* job_catch_up's continuation */
 	/* Synchronous calls: the caller waits on cluster->done. */
 	struct replica_meta meta;
 	unsigned number;
@@ -163,6 +165,7 @@ void job_remove(struct job *r);
 void job_define(struct job *r);
 void job_mkdir(struct job *r);
 void job_barrier(struct job *r);
+void job_catch_up(struct job *r, step_fn *then);
 void job_rmdir(struct job *r);
 void jobs_release_owner(struct cluster *c, uint64_t owner_id, bool delete_entries);
 void jobs_cancel(struct cluster *c, struct waiter *waiter);

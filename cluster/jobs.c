@@ -535,6 +535,14 @@ static void command_unlock(struct job *r, const struct replica_state *state)
 	char entry[REPLICA_ENTRY_MAX];
 	struct replica_meta meta;
 	int plan = replica_plan_unlock(c->replica, r->name, entry, sizeof(entry), &meta);
+	if (plan == -EOVERFLOW && !r->caught_up) {
+		/* Nothing to unlock as this host sees it: maybe a lock taken on
+		 * another host a moment ago has not reached it yet. Catch up with
+		 * etcd once, then decide. */
+		r->caught_up = true;
+		job_catch_up(r, job_next);
+		return;
+	}
 	if (plan < 0) {
 		job_finish(r, plan);
 		return;
@@ -888,19 +896,26 @@ static void on_barrier_read(void *context, int error, const char *message,
 	}
 	cluster_seen(r->cluster, response);
 	r->result = 0;
-	job_await(r, txn_revision(response), sync_done);
+	job_await(r, txn_revision(response), r->after_catch_up);
 }
 
-/* etcd's current revision (a count-only range is the cheapest read that
- * carries it), then the wait until the replica has it. */
-void job_barrier(struct job *r)
+/* etcd's revision now, then `then` once this host's replica has it. */
+void job_catch_up(struct job *r, step_fn *then)
 {
 	struct cluster *c = r->cluster;
 	struct json_object *range = json_object_new_object();
 	json_object_object_add(range, "key", txn_key(c, "hosts/"));
 	json_object_object_add(range, "range_end", txn_range_end(c, "hosts/"));
 	json_object_object_add(range, "count_only", json_object_new_boolean(1));
+	r->after_catch_up = then;
 	r->phase = PHASE_BUSY;
 	if (etcd_call(c->etcd, "/v3/kv/range", range, true, on_barrier_read, r) < 0)
 		job_finish(r, -ENOMEM);
+}
+
+/* A read barrier: etcd's current revision (a count-only range is the
+ * cheapest read that carries it), then the wait until the replica has it. */
+void job_barrier(struct job *r)
+{
+	job_catch_up(r, sync_done);
 }

@@ -362,6 +362,20 @@ Test(cluster, a_unit_taken_on_one_host_blocks_the_other_until_released)
 	cr_assert_eq(write_text(1, "db", "unlock\n"), 0);
 	cr_assert(wait_value(0, "db", 1, 3000));
 	cr_assert_eq(write_text(0, "db", "unlock\n"), EOVERFLOW);
+	/* A lock on one host, then at once an unlock on the other: the unlock
+	 * finds the unit, whether or not the watch brought it there yet. */
+	int on_a = dial(0), on_b = dial(1);
+	char reply[256];
+	ask(on_a, "create x 1", reply, sizeof(reply));
+	cr_assert(wait_exists(1, "x", true, 3000));
+	for (int n = 0; n < 50; n++) {
+		ask(on_a, "lock x", reply, sizeof(reply));
+		cr_assert(strncmp(reply, "ok", 2) == 0, "%s", reply);
+		ask(on_b, "unlock x", reply, sizeof(reply));
+		cr_assert_str_eq(reply, "ok", "round %d: unlock right after a lock elsewhere", n);
+	}
+	close(on_a);
+	close(on_b);
 	/* Timeouts and try-locks keep their meaning. */
 	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
 	double start = now();
