@@ -22,9 +22,29 @@ struct report_context {
 	struct cluster *cluster;
 };
 
+bool cluster_touched(const struct cluster *c, const char *entry)
+{
+	if (c->touched_all)
+		return true;
+	for (int i = 0; i < c->touched_count; i++)
+		if (strcmp(c->touched[i], entry) == 0)
+			return true;
+	return false;
+}
+
+static void touch(struct cluster *c, const char *entry)
+{
+	if (c->touched_count == TOUCHED_MAX)
+		c->touched_all = true;
+	else
+		snprintf(c->touched[c->touched_count++], REPLICA_ENTRY_MAX, "%s", entry);
+}
+
 static void on_report(void *context, const struct replica_report *report)
 {
 	struct cluster *c = context;
+	if (report->entry)
+		touch(c, report->entry);
 	char path[PATH_MAX];
 	if (cluster_path_of(report->name, path, sizeof(path)) < 0)
 		return;
@@ -144,6 +164,8 @@ static void on_watch_message(void *context, struct json_object *message)
 	if (!json_object_object_get_ex(result, "events", &events))
 		return;
 	size_t count = json_object_array_length(events);
+	c->touched_count = 0;
+	c->touched_all = false;
 	for (size_t i = 0; i < count; i++) {
 		struct json_object *event = json_object_array_get_idx(events, i), *kv = NULL, *type;
 		json_object_object_get_ex(event, "kv", &kv);
@@ -606,6 +628,7 @@ static void loop_once(struct cluster *c, int timeout_ms)
 			log_warnx("cluster: %s", error);
 		else {
 			sync_all(c);
+			c->touched_all = true; /* everything may have changed */
 			jobs_check(c);
 		}
 	}

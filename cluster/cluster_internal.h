@@ -18,6 +18,7 @@
 #define DELETE_RETRY_MS	 500
 #define LOOP_TICK_MS	 100 /* deadlines are checked at least this often */
 #define STORE_ALIVE_WAIT 1   /* s: the store lock must come within this */
+#define TOUCHED_MAX	 64
 
 enum job_type {
 	JOB_COMMANDS, /* a waiter's batch */
@@ -111,6 +112,11 @@ struct cluster {
 	int64_t applied;       /* the replica's revision, for other threads */
 	int64_t lag_since_ms;  /* loop: etcd has shown revisions the watch has not */
 	char watch_error[256];
+	/* Loop: entries the events being applied changed (jobs_check looks at
+	 * their jobs only); `touched_all` after a reload or an overflow. */
+	char touched[TOUCHED_MAX][REPLICA_ENTRY_MAX];
+	int touched_count;
+	bool touched_all;
 
 	/* Loop thread only. */
 	struct job *active;
@@ -171,6 +177,7 @@ void jobs_release_owner(struct cluster *c, uint64_t owner_id, bool delete_entrie
 void jobs_cancel(struct cluster *c, struct waiter *waiter);
 
 /* cluster.c */
+bool cluster_touched(const struct cluster *c, const char *entry);
 void cluster_mark_lost(struct cluster *c, uint64_t owner_id);
 
 #endif

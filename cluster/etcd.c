@@ -13,8 +13,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RESPONSE_MAX   (64u << 20) /* a range of every semaphore fits */
-#define RETRY_PAUSE_MS 50	   /* after every endpoint refused in a row */
+#define RESPONSE_MAX	     (64u << 20) /* a range of every semaphore fits */
+#define RETRY_PAUSE_MS	     50		 /* after every endpoint refused in a row */
+#define ETCD_CONNECTIONS_MAX 64		 /* open to all members together */
+/* Calls in flight at once; more wait in `pending`, their deadline not yet
+ * running (busy is not unreachable). Urgent calls (keep-alives) skip the
+ * line: the connections above leave room for them. */
+#define ETCD_IN_FLIGHT_MAX 48
 
 struct etcd_stream {
 	struct etcd_stream *next; /* pending, retrying or active list */
@@ -26,7 +31,9 @@ struct etcd_stream {
 	etcd_message_fn *message;
 	void *context;
 	int64_t deadline_ms; /* unary calls: when -EIO is due */
-	int timeout_ms;	     /* the call's whole life */
+	int timeout_ms;	     /* the call's whole life, from its first attempt */
+	bool urgent;	     /* not held back by ETCD_IN_FLIGHT_MAX */
+	bool started;	     /* its first attempt began: the deadline runs */
 	int64_t not_before_ms;
 	int endpoint; /* the one this attempt went to */
 	int refused;  /* endpoints that refused in a row */
@@ -52,6 +59,7 @@ struct etcd {
 	struct etcd_stream *waiting;	   /* loop thread: retries not yet due */
 	struct etcd_stream *active;	   /* loop thread: in the multi handle */
 	bool in_callback;		   /* loop thread: inside a curl callback */
+	int in_flight;			   /* loop thread: unary calls in the multi handle */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -127,6 +135,14 @@ struct etcd *etcd_new(const struct etcd_options *options, char *error, size_t er
 		etcd->key_file = copy(options->key_file, &ok);
 		etcd->multi = curl_multi_init();
 		ok = ok && etcd->multi;
+		if (ok) {
+			/* Thousands of waiters must not mean thousands of sockets to
+			 * etcd: transfers beyond these wait in curl's queue. */
+			curl_multi_setopt(etcd->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+					  (long)ETCD_CONNECTIONS_MAX);
+			curl_multi_setopt(etcd->multi, CURLMOPT_MAXCONNECTS,
+					  (long)ETCD_CONNECTIONS_MAX);
+		}
 	}
 	if (!ok) {
 		snprintf(error, error_size, "out of memory");
@@ -162,6 +178,7 @@ void etcd_cancel(struct etcd *etcd)
 	struct etcd_stream *lists[] = {etcd->pending, etcd->waiting, etcd->active};
 	etcd->pending = etcd->waiting = etcd->active = NULL;
 	pthread_mutex_unlock(&etcd->lock);
+	etcd->in_flight = 0;
 	for (int l = 0; l < 3; l++)
 		for (struct etcd_stream *r = lists[l], *next; r; r = next) {
 			next = r->next;
@@ -245,6 +262,7 @@ int etcd_call_within(struct etcd *etcd, const char *path, struct json_object *bo
 	if (timeout_ms > 0) {
 		r->timeout_ms = timeout_ms;
 		r->deadline_ms = now_ms() + timeout_ms;
+		r->urgent = true;
 	}
 	queue(etcd, r);
 	return 0;
@@ -354,6 +372,12 @@ static size_t on_stream_data(char *data, size_t size, size_t count, void *contex
 
 static void start(struct etcd *etcd, struct etcd_stream *r)
 {
+	if (!r->started) {
+		r->started = true;
+		r->deadline_ms = now_ms() + r->timeout_ms;
+	}
+	if (!r->stream)
+		etcd->in_flight++;
 	r->endpoint = etcd->current;
 	char url[512];
 	snprintf(url, sizeof(url), "%s%s", etcd->endpoints[r->endpoint], r->path);
@@ -362,6 +386,8 @@ static void start(struct etcd *etcd, struct etcd_stream *r)
 	if (!r->headers)
 		r->headers = curl_slist_append(NULL, "Content-Type: application/json");
 	if (!r->easy || !r->headers) {
+		if (!r->stream)
+			etcd->in_flight--;
 		end(r, -ENOMEM, "out of memory", NULL);
 		return;
 	}
@@ -396,6 +422,8 @@ static void start(struct etcd *etcd, struct etcd_stream *r)
 	if (r->tokener)
 		json_tokener_reset(r->tokener);
 	if (curl_multi_add_handle(etcd->multi, e) != CURLM_OK) {
+		if (!r->stream)
+			etcd->in_flight--;
 		end(r, -ENOMEM, "curl_multi_add_handle failed", NULL);
 		return;
 	}
@@ -436,6 +464,8 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 {
 	unlink_from(&etcd->active, r);
 	curl_multi_remove_handle(etcd->multi, r->easy);
+	if (!r->stream)
+		etcd->in_flight--;
 	if (r->closing) {
 		request_free(r);
 		return;
@@ -500,9 +530,22 @@ int etcd_poll(struct etcd *etcd, int timeout_ms)
 	struct etcd_stream *pending = etcd->pending;
 	etcd->pending = NULL;
 	pthread_mutex_unlock(&etcd->lock);
+	struct etcd_stream *held = NULL, **held_tail = &held;
 	for (struct etcd_stream *r = pending, *next; r; r = next) {
 		next = r->next;
+		if (!r->stream && !r->urgent && etcd->in_flight >= ETCD_IN_FLIGHT_MAX) {
+			r->next = NULL;
+			*held_tail = r;
+			held_tail = &r->next;
+			continue;
+		}
 		start(etcd, r);
+	}
+	if (held) { /* first in line again, before what came meanwhile */
+		pthread_mutex_lock(&etcd->lock);
+		*held_tail = etcd->pending;
+		etcd->pending = held;
+		pthread_mutex_unlock(&etcd->lock);
 	}
 	int64_t now = now_ms();
 	for (struct etcd_stream **at = &etcd->waiting; *at;) {

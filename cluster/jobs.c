@@ -213,7 +213,9 @@ void jobs_check(struct cluster *c)
 				again = true; /* the list may have changed */
 				break;
 			}
-			if (r->phase == PHASE_QUEUED) {
+			/* A waiting entry changes only when an event names it:
+			 * look only at those (thousands may wait). */
+			if (r->phase == PHASE_QUEUED && cluster_touched(c, r->entry)) {
 				int64_t token;
 				int state = replica_entry(c->replica, r->name, r->entry, &token);
 				if (state != 0) {
