@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -92,6 +93,8 @@ static bool spawn(struct etcd_cluster *c, int member, bool fresh)
 	if (pid < 0)
 		return false;
 	if (pid == 0) {
+		/* Gone with the test process, even when its teardown never runs. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		/* ETCD_* variables are read as flags: none may leak in. */
 		for (char **e = environ; *e;)
 			if (strncmp(*e, "ETCD_", 5) == 0) {

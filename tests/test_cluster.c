@@ -5,6 +5,7 @@
  * (semctl GETVAL), and the invariant value + units in use = limit. Runs in
  * an IPC namespace of its own (meson: unshare --ipc). */
 #include "etcd_cluster.h"
+#include "janitor.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -40,6 +41,7 @@ static struct etcd_cluster cluster;
 static struct host hosts[HOSTS_MAX];
 static char base[64];
 static pid_t children[CHILDREN_MAX];
+static pid_t janitor;
 static int child_count;
 
 static double now(void)
@@ -157,23 +159,32 @@ static void host_start(int i, const char *endpoints)
 static bool host_stop(int i, int signal_number)
 {
 	struct host *h = &hosts[i];
+	int status = 0;
+	bool clean = true;
 	if (h->pid > 0) {
-		int status = 0;
 		kill(h->pid, signal_number);
-		waitpid(h->pid, &status, 0);
-		h->pid = 0;
-		if (signal_number == SIGTERM && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-			/* A clean stop exits 0; a sanitizer report or a leak does not. */
-			char *log = slurp(h->log);
-			fprintf(stderr, "%s did not stop cleanly (status 0x%x):\n%s", h->name,
-				status, log);
-			free(log);
-			return false;
+		/* A daemon that hangs in its shutdown is killed after 15 s. */
+		int t = 0;
+		while (waitpid(h->pid, &status, WNOHANG) != h->pid) {
+			if (++t == 1500) {
+				kill(h->pid, SIGKILL);
+				waitpid(h->pid, &status, 0);
+				break;
+			}
+			usleep(10000);
 		}
+		h->pid = 0;
+		/* A clean stop exits 0; a sanitizer report, a leak or a hang does not. */
+		clean = signal_number != SIGTERM || (WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
 	if (h->mnt[0] && mounted(h->mnt))
-		umount2(h->mnt, MNT_DETACH);
-	return true;
+		umount2(h->mnt, MNT_DETACH); /* whatever happened above */
+	if (!clean) {
+		char *log = slurp(h->log);
+		fprintf(stderr, "%s did not stop cleanly (status 0x%x):\n%s", h->name, status, log);
+		free(log);
+	}
+	return clean;
 }
 
 /* The end of a test: every host stops cleanly on SIGTERM (checked here, in
@@ -191,6 +202,9 @@ static void setup(void)
 	cr_assert_not_null(mkdtemp(base));
 	memset(hosts, 0, sizeof(hosts));
 	child_count = 0;
+	/* If this process dies before its teardown (a timeout, a crash). */
+	const char *const dirs[] = {base, cluster.dir};
+	janitor = janitor_start(dirs, 2);
 }
 
 static void teardown(void)
@@ -207,6 +221,7 @@ static void teardown(void)
 	snprintf(command, sizeof(command), "rm -rf '%s'", base);
 	if (system(command) != 0)
 		fprintf(stderr, "could not remove %s\n", base);
+	janitor_stop(janitor); /* finds nothing left, or cleans what is */
 }
 
 TestSuite(cluster, .init = setup, .fini = teardown, .timeout = 120);

@@ -4,6 +4,7 @@
  * answering (EIO, "cluster unreachable"), options refused. */
 #include "etcd.h"
 #include "etcd_cluster.h"
+#include "janitor.h"
 #include "replica.h"
 
 #include <criterion/criterion.h>
@@ -16,14 +17,20 @@
 
 static struct etcd_cluster cluster;
 
+static pid_t janitor;
+
 static void setup(void)
 {
 	cr_assert(etcd_cluster_start(&cluster, 3), "etcd cluster did not start");
+	/* If this process dies before its teardown (a timeout, a crash). */
+	const char *const dirs[] = {cluster.dir};
+	janitor = janitor_start(dirs, 1);
 }
 
 static void teardown(void)
 {
 	etcd_cluster_stop(&cluster);
+	janitor_stop(janitor);
 }
 
 TestSuite(etcd, .init = setup, .fini = teardown, .timeout = 60);
