@@ -174,8 +174,11 @@ static void on_watch_message(void *context, struct json_object *message)
 		static char key_text[KEY_MAX], value_text[1024]; /* loop thread only */
 		struct replica_event e;
 		if (kv_event(kv, deleted, c, &e, key_text, sizeof(key_text), value_text,
-			     sizeof(value_text)) < 0)
+			     sizeof(value_text)) < 0) {
+			log_warnx("cluster: an event with a key outside %s or too long ignored",
+				  c->prefix);
 			continue;
+		}
 		char error[256];
 		int r = replica_apply(c->replica, &e, on_report, c, error, sizeof(error));
 		if (r < 0)
@@ -362,8 +365,10 @@ static int reload(struct cluster *c, char *error, size_t error_size)
 	size_t used = 0;
 	for (size_t i = 0; r == 0 && i < count; i++) {
 		if (kv_event(json_object_array_get_idx(kvs, i), false, c, &events[used], keys[used],
-			     KEY_MAX, values[used], 1024) < 0)
+			     KEY_MAX, values[used], 1024) < 0) {
+			log_warnx("cluster: a key outside %s or too long ignored", c->prefix);
 			continue;
+		}
 		events[used].revision = revision;
 		used++;
 	}

@@ -524,6 +524,26 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 	json_object_put(response);
 }
 
+/* Move the transfers on and end those done: whether any ended. */
+static bool transfer(struct etcd *etcd)
+{
+	int running, left;
+	etcd->in_callback = true;
+	curl_multi_perform(etcd->multi, &running);
+	etcd->in_callback = false;
+	CURLMsg *message;
+	bool progressed = false;
+	while ((message = curl_multi_info_read(etcd->multi, &left))) {
+		if (message->msg != CURLMSG_DONE)
+			continue;
+		struct etcd_stream *r = NULL;
+		curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+		finished(etcd, r, message->data.result);
+		progressed = true;
+	}
+	return progressed;
+}
+
 int etcd_poll(struct etcd *etcd, int timeout_ms)
 {
 	pthread_mutex_lock(&etcd->lock);
@@ -559,35 +579,11 @@ int etcd_poll(struct etcd *etcd, int timeout_ms)
 			at = &r->next;
 		}
 	}
-	int running;
-	etcd->in_callback = true;
-	curl_multi_perform(etcd->multi, &running);
-	etcd->in_callback = false;
-	CURLMsg *message;
-	int left;
-	bool progressed = false;
-	while ((message = curl_multi_info_read(etcd->multi, &left))) {
-		if (message->msg != CURLMSG_DONE)
-			continue;
-		struct etcd_stream *r = NULL;
-		curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-		finished(etcd, r, message->data.result);
-		progressed = true;
-	}
-	if (progressed)
+	if (transfer(etcd))
 		return 0; /* callbacks may have queued more: come straight back */
 	if (curl_multi_poll(etcd->multi, NULL, 0, timeout_ms, NULL) != CURLM_OK)
 		return -EIO;
-	etcd->in_callback = true;
-	curl_multi_perform(etcd->multi, &running);
-	etcd->in_callback = false;
-	while ((message = curl_multi_info_read(etcd->multi, &left))) {
-		if (message->msg != CURLMSG_DONE)
-			continue;
-		struct etcd_stream *r = NULL;
-		curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-		finished(etcd, r, message->data.result);
-	}
+	transfer(etcd);
 	return 0;
 }
 

@@ -150,7 +150,8 @@ void job_delete_entry(struct cluster *c, const char *name, const char *entry, in
 
 /* ---- abandoning a wait ----------------------------------------------------------- */
 
-static void abandon_done(struct job *r)
+/* The end a job decided earlier (r->result), now that the replica shows it. */
+static void finish_with_result(struct job *r)
 {
 	job_finish(r, r->result);
 }
@@ -166,7 +167,7 @@ static void on_abandoned(void *context, int error, const char *message,
 		job_finish(r, error == -ECANCELED ? -ECANCELED : r->result);
 		return;
 	}
-	job_await(r, txn_revision(response), abandon_done);
+	job_await(r, txn_revision(response), finish_with_result);
 }
 
 /* A request ends without its unit (timeout, try-lock, interrupt): its entry
@@ -244,9 +245,13 @@ static void on_persisted(void *context, int error, const char *message,
 		return;
 	}
 	if (error < 0 || !txn_succeeded(response)) {
-		/* The entry went before it could outlive the lease: lost. */
-		if (error < 0)
+		/* Not answered: the entry may still hold, leased to a live host:
+		 * it goes (retried until it has), or its unit would stay out with
+		 * nobody to give it back. Not written: it went already. */
+		if (error < 0) {
 			log_warnx("cluster: %s: keeping lock %s: %s", r->path, r->entry, message);
+			job_delete_entry(r->cluster, r->name, r->entry, r->token);
+		}
 		job_finish(r, -EIO);
 		return;
 	}
@@ -676,11 +681,6 @@ void job_next(struct job *r)
 
 /* ---- create, remove, define ---------------------------------------------------------------- */
 
-static void sync_done(struct job *r)
-{
-	job_finish(r, r->result);
-}
-
 static void on_sync_written(void *context, int error, const char *message,
 			    struct json_object *response)
 {
@@ -705,7 +705,7 @@ static void on_sync_written(void *context, int error, const char *message,
 		}
 	}
 	/* Returned once the local tree shows it. */
-	job_await(r, txn_revision(response), sync_done);
+	job_await(r, txn_revision(response), finish_with_result);
 }
 
 void job_create(struct job *r)
@@ -847,7 +847,7 @@ static void on_directory_written(void *context, int error, const char *message,
 				? -ENOENT
 				: -ENOTEMPTY;
 	}
-	job_await(r, txn_revision(response), sync_done);
+	job_await(r, txn_revision(response), finish_with_result);
 }
 
 /* A directory record, only where nothing has its name. */
@@ -919,5 +919,5 @@ void job_catch_up(struct job *r, step_fn *then)
  * cheapest read that carries it), then the wait until the replica has it. */
 void job_barrier(struct job *r)
 {
-	job_catch_up(r, sync_done);
+	job_catch_up(r, finish_with_result);
 }

@@ -18,28 +18,32 @@ int64_t cluster_now_ms(void)
 
 /* ---- keys and JSON ------------------------------------------------------------ */
 
-struct json_object *txn_key(const struct cluster *c, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
+/* PREFIX + the formatted rest into `text`. */
+static void prefixed(const struct cluster *c, char *text, size_t size, const char *format,
+		     va_list args) __attribute__((format(printf, 4, 0)));
+static void prefixed(const struct cluster *c, char *text, size_t size, const char *format,
+		     va_list args)
+{
+	size_t used = (size_t)snprintf(text, size, "%s", c->prefix);
+	vsnprintf(text + used, size - used, format, args);
+}
+
 struct json_object *txn_key(const struct cluster *c, const char *format, ...)
 {
 	char text[KEY_MAX];
-	size_t used = (size_t)snprintf(text, sizeof(text), "%s", c->prefix);
 	va_list args;
 	va_start(args, format);
-	vsnprintf(text + used, sizeof(text) - used, format, args);
+	prefixed(c, text, sizeof(text), format, args);
 	va_end(args);
 	return etcd_bytes(text, strlen(text));
 }
 
 struct json_object *txn_range_end(const struct cluster *c, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
-struct json_object *txn_range_end(const struct cluster *c, const char *format, ...)
 {
 	char text[KEY_MAX];
-	size_t used = (size_t)snprintf(text, sizeof(text), "%s", c->prefix);
 	va_list args;
 	va_start(args, format);
-	vsnprintf(text + used, sizeof(text) - used, format, args);
+	prefixed(c, text, sizeof(text), format, args);
 	va_end(args);
 	return etcd_prefix_end(text);
 }

@@ -325,11 +325,10 @@ int cluster_store_define(struct store *store, const char *path, unsigned limit, 
 			 size_t error_size)
 {
 	int r = cluster_define(store->cluster, path, limit);
-	if (r == -EBUSY)
-		snprintf(error, error_size,
-			 "semaphore %s: limit %u is below the units in use in the cluster: kept "
-			 "its limit",
-			 path, limit);
+	if (r == -EBUSY) /* defined all the same: said, not refused */
+		log_warnx("semaphore %s: limit %u is below the units in use in the cluster: "
+			  "defined with its current limit",
+			  path, limit);
 	else if (r < 0)
 		snprintf(error, error_size, "semaphore %s: cannot define it in the cluster: %s",
 			 path, strerror(-r));

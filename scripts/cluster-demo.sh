@@ -33,6 +33,11 @@ stop() {
 			fusermount3 -u -z "$dir/$host" 2>/dev/null || umount -l "$dir/$host"
 		fi
 		rm -f "$dir/$host.pid"
+		# The hosts' SysV mirror sets, as their records name them.
+		if [ -d "$dir/$host.state/tree" ]; then
+			grep -rhs '^key=0x' "$dir/$host.state/tree" | cut -d= -f2 |
+				while read -r key; do ipcrm -S "$key" 2>/dev/null || true; done
+		fi
 	done
 	for member in 0 1 2; do
 		[ -f "$dir/etcd$member.pid" ] && kill -9 "$(cat "$dir/etcd$member.pid")" 2>/dev/null || true
