@@ -18,10 +18,6 @@
 /* ---- the watch ----------------------------------------------------------------------------------
  */
 
-struct report_context {
-	struct cluster *cluster;
-};
-
 bool cluster_touched(const struct cluster *c, const char *entry)
 {
 	if (c->touched_all)

@@ -12,13 +12,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define KEY_NAME_MAX	 (3 * 255 + 1) /* a path with every byte escaped */
-#define KEY_MAX		 (KEY_NAME_MAX + 512)
-#define CAS_RETRIES	 100 /* an admin command that keeps losing its race */
-#define DELETE_RETRY_MS	 500
-#define LOOP_TICK_MS	 100 /* deadlines are checked at least this often */
-#define STORE_ALIVE_WAIT 1   /* s: the store lock must come within this */
-#define TOUCHED_MAX	 64
+#define KEY_NAME_MAX	(3 * 255 + 1) /* a path with every byte escaped */
+#define KEY_MAX		(KEY_NAME_MAX + 512)
+#define CAS_RETRIES	100 /* an admin command that keeps losing its race */
+#define DELETE_RETRY_MS 500
+#define LOOP_TICK_MS	100 /* deadlines are checked at least this often */
+#define TOUCHED_MAX	64
 
 enum job_type {
 	JOB_COMMANDS, /* a waiter's batch */
