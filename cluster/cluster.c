@@ -264,7 +264,8 @@ static void lease_adopt(struct cluster *c, int64_t lease)
 	snprintf(value, sizeof(value), "pid=%d", (int)getpid());
 	struct json_object *ops[] = {txn_put(txn_key(c, "hosts/%s", c->host), value, c->lease),
 				     NULL};
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(NULL, ops), true, on_host_registered, c) < 0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, NULL, ops), true, on_host_registered, c) <
+	    0)
 		log_warnx("cluster: out of memory registering this host");
 }
 
@@ -486,7 +487,7 @@ static void on_keepalive(void *context, int error, const char *message,
 	}
 	struct json_object *result = NULL;
 	json_object_object_get_ex(response, "result", &result);
-	cluster_seen(c, response);
+	cluster_seen_any(c, response);
 	if (etcd_int64_get(result, "TTL", 0) <= 0) {
 		lease_lost(c, "etcd no longer knows the lease");
 		return;
@@ -566,11 +567,46 @@ static void start_request(struct cluster *c, struct job *r)
 	}
 }
 
+static void on_probe(void *context, int error, const char *message, struct json_object *response)
+{
+	struct cluster *c = context;
+	c->probing = false;
+	if (error < 0) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: testing the watch: %s", message);
+		return;
+	}
+	cluster_seen(c, response);
+}
+
+/* Answers show revisions newer than the replica's, but etcd's revisions
+ * are shared with its other users: maybe none of them is ours. After a
+ * request_timeout of that, a sync mark of ours tells (watch_check). */
+static void watch_probe(struct cluster *c, int64_t now)
+{
+	if (c->newest_revision <= replica_revision(c->replica)) {
+		c->probe_since_ms = 0;
+		return;
+	}
+	if (!c->probe_since_ms) {
+		c->probe_since_ms = now;
+		return;
+	}
+	if (c->probing || now - c->probe_since_ms < c->options.etcd.request_timeout_ms)
+		return;
+	struct json_object *ops[] = {txn_sync_put(c), NULL};
+	c->probing =
+	    etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, NULL, ops), true, on_probe, c) == 0;
+	c->probe_since_ms = 0;
+}
+
 /* A member that stops (SIGSTOP, a hung disk) keeps its watch stream open
- * and silent: when answers show revisions the watch has not brought for a
- * whole request_timeout, the watch moves to the member calls go to now. */
+ * and silent: when answers show revisions of ours the watch has not brought
+ * for a whole request_timeout, the watch moves to the member calls go to
+ * now. */
 static void watch_check(struct cluster *c, int64_t now)
 {
+	watch_probe(c, now);
 	int64_t newest = __atomic_load_n(&c->etcd_revision, __ATOMIC_RELAXED);
 	if (newest <= replica_revision(c->replica)) {
 		c->lag_since_ms = 0;

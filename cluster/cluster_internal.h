@@ -107,9 +107,12 @@ struct cluster {
 	int64_t watch_from;
 	bool reloading;
 	uint64_t lease_lost, watch_reopened;
-	int64_t etcd_revision; /* the newest revision an answer showed */
-	int64_t applied;       /* the replica's revision, for other threads */
-	int64_t lag_since_ms;  /* loop: etcd has shown revisions the watch has not */
+	int64_t etcd_revision;	 /* the newest revision of ours an answer showed */
+	int64_t newest_revision; /* loop: the newest of any answer (other users') */
+	int64_t applied;	 /* the replica's revision, for other threads */
+	int64_t lag_since_ms;	 /* loop: ours shown that the watch has not brought */
+	int64_t probe_since_ms;	 /* loop: newer revisions than the replica's seen */
+	bool probing;		 /* loop: a sync mark is out to test the watch */
 	char watch_error[256];
 	/* Loop: entries the events being applied changed (jobs_check looks at
 	 * their jobs only); `touched_all` after a reload or an overflow. */
@@ -145,12 +148,15 @@ struct json_object *txn_compare(struct json_object *k, struct json_object *end, 
 struct json_object *txn_put(struct json_object *k, const char *value, int64_t lease);
 struct json_object *txn_delete(struct json_object *k, struct json_object *end);
 /* Compares and operations: NULL-terminated lists, taken over. */
-struct json_object *txn_new(struct json_object **compares, struct json_object **ops);
+struct json_object *txn_new(const struct cluster *cluster, struct json_object **compares,
+			    struct json_object **ops);
+struct json_object *txn_sync_put(const struct cluster *c);
 bool txn_succeeded(struct json_object *response);
 /* The revision an answer was made at (0 if it says none). */
 int64_t txn_revision(struct json_object *response);
 /* Notes etcd's newest revision, for the watch's lag. */
 void cluster_seen(struct cluster *c, struct json_object *response);
+void cluster_seen_any(struct cluster *c, struct json_object *response);
 /* A key's escaped name back to the semaphore's path. */
 int cluster_path_of(const char *name, char *path, size_t size);
 

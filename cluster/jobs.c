@@ -115,9 +115,11 @@ static struct json_object *delete_txn(const struct cluster *c, const char *name,
 							    NULL, "CREATE", "EQUAL", token)
 					      : NULL,
 					  NULL};
+	/* Without a compare the delete may change nothing, and so make no
+	 * revision the watch brings: the sync mark makes one. */
 	struct json_object *ops[] = {txn_delete(txn_key(c, "sem/%s/q/%s", name, entry), NULL),
-				     NULL};
-	return txn_new(compares, ops);
+				     token ? NULL : txn_sync_put(c), NULL};
+	return txn_new(c, compares, ops);
 }
 
 void job_delete_start(struct job *r)
@@ -287,7 +289,7 @@ static void granted(struct job *r)
 		struct json_object *ops[] = {
 		    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, 0), NULL};
 		r->phase = PHASE_BUSY;
-		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_persisted,
+		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_persisted,
 			      r) < 0)
 			job_finish(r, -ENOMEM);
 		return;
@@ -390,7 +392,7 @@ static void take_queue(struct job *r)
 	struct json_object *ops[] = {
 	    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, c->lease), NULL};
 	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_entry_put, r) < 0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_entry_put, r) < 0)
 		job_finish(r, -ENOMEM);
 }
 
@@ -429,7 +431,7 @@ static void take_fast(struct job *r, const struct replica_state *state)
 	struct json_object *ops[] = {
 	    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, 0), NULL};
 	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_fast_put, r) < 0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_fast_put, r) < 0)
 		job_finish(r, -ENOMEM);
 }
 
@@ -521,7 +523,8 @@ static void meta_write(struct job *r, const struct replica_state *state,
 	r->phase = PHASE_BUSY;
 	/* Not repeated after a lost answer: a second compare-and-swap would
 	 * apply the command twice. The caller gets EIO: outcome unknown. */
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_meta_written, r) < 0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_meta_written, r) <
+	    0)
 		job_finish(r, -ENOMEM);
 }
 
@@ -566,8 +569,8 @@ static void command_unlock(struct job *r, const struct replica_state *state)
 	struct json_object *ops[] = {txn_delete(txn_key(c, "sem/%s/q/%s", r->name, entry), NULL),
 				     NULL};
 	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, unlock_entry_done, r) <
-	    0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, unlock_entry_done,
+		      r) < 0)
 		job_finish(r, -ENOMEM);
 }
 
@@ -602,8 +605,8 @@ static void command_release(struct job *r)
 		    txn_delete(txn_key(c, "sem/%s/q/%s", r->name, h->entry), NULL), NULL};
 		free(h);
 		r->phase = PHASE_BUSY;
-		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), true, on_released, r) <
-		    0)
+		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_released,
+			      r) < 0)
 			job_finish(r, -ENOMEM);
 		return;
 	}
@@ -720,7 +723,8 @@ void job_create(struct job *r)
 	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "EQUAL", 0), NULL};
 	struct json_object *ops[] = {txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0), NULL};
 	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_sync_written, r) < 0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
+	    0)
 		job_finish(r, -ENOMEM);
 }
 
@@ -745,7 +749,8 @@ void job_remove(struct job *r)
 	    txn_delete(txn_key(c, "sem/%s/", r->name), txn_range_end(c, "sem/%s/", r->name)), NULL};
 	r->then = job_remove;
 	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_sync_written, r) < 0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
+	    0)
 		job_finish(r, -ENOMEM);
 }
 
@@ -780,7 +785,8 @@ void job_define(struct job *r)
 	r->phase = PHASE_BUSY;
 	if (plan < 0)
 		r->result = plan;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_sync_written, r) < 0)
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
+	    0)
 		job_finish(r, -ENOMEM);
 }
 
@@ -862,7 +868,7 @@ void job_mkdir(struct job *r)
 	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "EQUAL", 0), NULL};
 	struct json_object *ops[] = {txn_put(txn_key(c, "dir/%s", r->name), value, 0), NULL};
 	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_directory_written,
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_directory_written,
 		      r) < 0)
 		job_finish(r, -ENOMEM);
 }
@@ -881,15 +887,15 @@ void job_rmdir(struct job *r)
 	    NULL};
 	struct json_object *ops[] = {txn_delete(txn_key(c, "dir/%s", r->name), NULL), NULL};
 	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(compares, ops), false, on_directory_written,
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_directory_written,
 		      r) < 0)
 		job_finish(r, -ENOMEM);
 }
 
 /* ---- a read barrier ----------------------------------------------------------------- */
 
-static void on_barrier_read(void *context, int error, const char *message,
-			    struct json_object *response)
+static void on_sync_mark(void *context, int error, const char *message,
+			 struct json_object *response)
 {
 	struct job *r = context;
 	if (error < 0) {
@@ -901,7 +907,32 @@ static void on_barrier_read(void *context, int error, const char *message,
 	job_await(r, txn_revision(response), r->after_catch_up);
 }
 
-/* etcd's revision now, then `then` once this host's replica has it. */
+static void on_barrier_read(void *context, int error, const char *message,
+			    struct json_object *response)
+{
+	struct job *r = context;
+	struct cluster *c = r->cluster;
+	if (error < 0) {
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	cluster_seen_any(c, response);
+	r->result = 0;
+	if (replica_revision(c->replica) >= txn_revision(response)) {
+		r->phase = PHASE_IDLE;
+		r->after_catch_up(r);
+		return;
+	}
+	/* Behind etcd: by writes of ours still on their way, or by another
+	 * etcd user's, which the watch never brings. A sync mark's revision
+	 * comes after both, and the watch brings it. */
+	struct json_object *ops[] = {txn_sync_put(c), NULL};
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, NULL, ops), true, on_sync_mark, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+/* Everything etcd had when called, then `then` once this host's replica
+ * has it: a read when the replica is there already, else a sync mark. */
 void job_catch_up(struct job *r, step_fn *then)
 {
 	struct cluster *c = r->cluster;

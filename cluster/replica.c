@@ -677,8 +677,9 @@ int replica_apply(struct replica *replica, const struct replica_event *event,
 	if (memchr(key, '\0', length))
 		return fail(error, error_size, -EINVAL, "key with a NUL byte");
 	int r;
-	if (length > 6 && memcmp(key, "hosts/", 6) == 0)
-		r = 0; /* hosts/HOST: incarnations, not part of the rule */
+	if ((length > 6 && memcmp(key, "hosts/", 6) == 0) ||
+	    (length > 5 && memcmp(key, "sync/", 5) == 0))
+		r = 0; /* incarnations and sync marks: not part of the rule */
 	else if (length > 4 && memcmp(key, "dir/", 4) == 0)
 		r = apply_directory(replica, event, key + 4, length - 4, report, context, error,
 				    error_size);
@@ -701,7 +702,8 @@ int replica_apply(struct replica *replica, const struct replica_event *event,
 			return fail(error, error_size, -EINVAL,
 				    "key '%.*s': neither meta nor q/ENTRY", (int)length, key);
 	} else
-		return fail(error, error_size, -EINVAL, "key '%.*s': not sem/, dir/ or hosts/",
+		return fail(error, error_size, -EINVAL,
+			    "key '%.*s': not sem/, dir/, hosts/ or sync/",
 			    (int)(length > 80 ? 80 : length), key);
 	if (r == 0)
 		replica->revision = event->revision;

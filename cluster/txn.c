@@ -83,8 +83,20 @@ struct json_object *txn_delete(struct json_object *k, struct json_object *end)
 	return op;
 }
 
-/* A transaction of up to 8 compares and `ops` (NULL-terminated lists). */
-struct json_object *txn_new(struct json_object **compares, struct json_object **ops)
+/* This host's sync mark: a write under the prefix whose revision the watch
+ * brings (etcd's revisions are shared with every other user of etcd; only
+ * ours come back through the watch). */
+struct json_object *txn_sync_put(const struct cluster *c)
+{
+	return txn_put(txn_key(c, "sync/%s", c->host), "sync", 0);
+}
+
+/* A transaction of `compares` and `ops` (NULL-terminated lists). When the
+ * compares fail it writes the sync mark instead, so that its revision is
+ * one the watch brings too: whoever awaits it is never left waiting for
+ * another etcd user's write. */
+struct json_object *txn_new(const struct cluster *cluster, struct json_object **compares,
+			    struct json_object **ops)
 {
 	struct json_object *t = json_object_new_object();
 	struct json_object *c = json_object_new_array(), *s = json_object_new_array();
@@ -94,6 +106,11 @@ struct json_object *txn_new(struct json_object **compares, struct json_object **
 		json_object_array_add(s, *ops);
 	json_object_object_add(t, "compare", c);
 	json_object_object_add(t, "success", s);
+	if (json_object_array_length(c) > 0) {
+		struct json_object *f = json_object_new_array();
+		json_object_array_add(f, txn_sync_put(cluster));
+		json_object_object_add(t, "failure", f);
+	}
 	return t;
 }
 
@@ -113,12 +130,23 @@ int64_t txn_revision(struct json_object *response)
 	return etcd_int64_get(header, "revision", 0);
 }
 
-/* Watch lag: how far etcd's newest revision is ahead of the replica. */
+/* A revision of ours (a write under the prefix): the watch must bring it.
+ * Watch lag is how far these are ahead of the replica. */
 void cluster_seen(struct cluster *c, struct json_object *response)
 {
 	int64_t revision = txn_revision(response);
 	if (revision > __atomic_load_n(&c->etcd_revision, __ATOMIC_RELAXED))
 		__atomic_store_n(&c->etcd_revision, revision, __ATOMIC_RELAXED);
+	cluster_seen_any(c, response);
+}
+
+/* Any answer's revision: maybe another etcd user's write, which the watch
+ * never brings. */
+void cluster_seen_any(struct cluster *c, struct json_object *response)
+{
+	int64_t revision = txn_revision(response);
+	if (revision > c->newest_revision)
+		c->newest_revision = revision;
 }
 
 int cluster_path_of(const char *name, char *path, size_t size)

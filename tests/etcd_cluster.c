@@ -223,6 +223,18 @@ int etcd_cluster_leader(const struct etcd_cluster *c)
 	return -1;
 }
 
+int etcd_cluster_post(const struct etcd_cluster *c, const char *path, const char *body)
+{
+	for (int i = 0; i < c->size; i++) {
+		char out[1024];
+		int status =
+		    c->pids[i] > 0 ? http(c->client_ports[i], path, body, out, sizeof(out)) : -1;
+		if (status >= 0)
+			return status;
+	}
+	return -1;
+}
+
 void etcd_cluster_stop(struct etcd_cluster *c)
 {
 	for (int i = 0; i < c->size; i++) {

@@ -33,6 +33,9 @@ void etcd_cluster_pause(struct etcd_cluster *cluster, int member, bool paused);
 bool etcd_cluster_healthy(const struct etcd_cluster *cluster, int member);
 /* The member that is the leader now, or -1. */
 int etcd_cluster_leader(const struct etcd_cluster *cluster);
+/* A request of another etcd user (POST path body to a live member): the
+ * HTTP status, or -1 when no member answers. */
+int etcd_cluster_post(const struct etcd_cluster *cluster, const char *path, const char *body);
 /* Kill every member, remove the data. */
 void etcd_cluster_stop(struct etcd_cluster *cluster);
 

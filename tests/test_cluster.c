@@ -860,3 +860,50 @@ Test(cluster, a_paused_member_that_the_hosts_watch_is_passed_over)
 	etcd_cluster_pause(&cluster, 0, false);
 	stop_all();
 }
+
+/* etcd is often shared: another application writes its own keys outside the
+ * prefix. Its revisions are etcd's too, but the watch never brings them:
+ * nothing may wait for them (a refused create, a read barrier, a try-lock
+ * that lost, an unlock of nothing), and the watch is not taken for stalled. */
+Test(cluster, another_etcd_users_writes_stall_nothing)
+{
+	host_start(0, NULL);
+	int fd = dial(0);
+	char reply[256];
+	ask(fd, "create x 1", reply, sizeof(reply));
+	cr_assert(strncmp(reply, "ok", 2) == 0, "%s", reply);
+	const char *put = "{\"key\":\"L290aGVyLWFwcC9r\",\"value\":\"dg==\"}";
+	for (int round = 0; round < 3; round++) {
+		for (int n = 0; n < 5; n++)
+			cr_assert_eq(etcd_cluster_post(&cluster, "/v3/kv/put", put), 200);
+		ask(fd, "create x 1", reply, sizeof(reply));
+		cr_assert(strncmp(reply, "err EEXIST", 10) == 0, "round %d: create: %s", round,
+			  reply);
+		for (int n = 0; n < 5; n++)
+			cr_assert_eq(etcd_cluster_post(&cluster, "/v3/kv/put", put), 200);
+		char *journal = slurp(at(0, "x")); /* opened for reading: a barrier */
+		cr_assert(strstr(journal, "create"), "round %d: %s", round, journal);
+		free(journal);
+		ask(fd, "lock x", reply, sizeof(reply));
+		cr_assert(strncmp(reply, "ok", 2) == 0, "round %d: lock: %s", round, reply);
+		for (int n = 0; n < 5; n++)
+			cr_assert_eq(etcd_cluster_post(&cluster, "/v3/kv/put", put), 200);
+		ask(fd, "lock x 0", reply, sizeof(reply));
+		cr_assert(strncmp(reply, "err EAGAIN", 10) == 0, "round %d: try-lock: %s", round,
+			  reply);
+		ask(fd, "unlock x", reply, sizeof(reply));
+		cr_assert_str_eq(reply, "ok", "round %d", round);
+		for (int n = 0; n < 5; n++)
+			cr_assert_eq(etcd_cluster_post(&cluster, "/v3/kv/put", put), 200);
+		ask(fd, "unlock x", reply, sizeof(reply));
+		cr_assert(strncmp(reply, "err EOVERFLOW", 13) == 0, "round %d: unlock: %s", round,
+			  reply);
+	}
+	close(fd);
+	/* Idle for more than a request_timeout after the last foreign write. */
+	usleep(2500000);
+	char *log = slurp(hosts[0].log);
+	cr_assert_null(strstr(log, "reopening"), "the watch was taken for stalled:\n%s", log);
+	free(log);
+	stop_all();
+}

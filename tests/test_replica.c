@@ -298,6 +298,13 @@ Test(replica, what_it_does_not_understand_changes_nothing)
 	cr_assert_eq(state("db").meta.limit, 1);
 	cr_assert_eq(state("db").holders, 1);
 	cr_assert_eq(state("db").waiting, 0);
+	/* Incarnations and sync marks move the revision and nothing else. */
+	log_text[0] = '\0';
+	cr_assert_eq(event(false, "hosts/hosta", "pid=42", 0, 7), 0);
+	cr_assert_eq(event(false, "sync/hosta", "sync", 0, 0), 0);
+	cr_assert_eq(replica_revision(replica), revision);
+	cr_assert_str_empty(log_text, "%s", log_text);
+	cr_assert_eq(state("db").holders, 1);
 	/* An event from the past is refused. */
 	char error[128];
 	struct replica_event old = {.key = "sem/db/meta",

@@ -105,9 +105,16 @@ static void *rr_client(void *argument)
 	if (native) {
 		char create[64], reply[128];
 		int n = snprintf(create, sizeof(create), "create bench-%s 1\n", (char *)argument);
-		/* An existing one answers EEXIST: fine. */
-		if (!send_all(fd, create, (size_t)n) || recv(fd, reply, sizeof(reply), 0) <= 0)
+		/* An existing one answers EEXIST: fine; any other err is not. */
+		ssize_t got;
+		if (!send_all(fd, create, (size_t)n) ||
+		    (got = recv(fd, reply, sizeof(reply) - 1, 0)) <= 0)
 			goto failed;
+		reply[got] = '\0';
+		if (strncmp(reply, "ok", 2) != 0 && strncmp(reply, "err EEXIST", 10) != 0) {
+			fprintf(stderr, "connection %s: %s", (char *)argument, reply);
+			goto failed;
+		}
 	} else {
 		for (int i = 0; i < depth; i++)
 			memcpy(batch + 16 * i, ECHO_LINE, 16);
