@@ -191,9 +191,11 @@ void store_shutdown(struct store *store)
 {
 	struct done_list done = {0};
 
-	/* First: no new request reaches the cluster, and the ones it has
-	 * complete (ECANCELED) through the store. */
+	/* First: idle undefined semaphores in their grace go; no new request
+	 * reaches the cluster, and the ones it has complete (ECANCELED)
+	 * through the store. */
 	pthread_mutex_lock(&store->lock);
+	reap_idle_due(store, &done, true);
 	store->stopping = true;
 	pthread_mutex_unlock(&store->lock);
 	cluster_shutdown(store->cluster);

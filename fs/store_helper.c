@@ -152,6 +152,7 @@ static void cluster_revert(struct store *store, struct semaphore *s, struct done
 
 static void monitor_check(struct store *store, struct done_list *done)
 {
+	reap_idle_due(store, done, false);
 	for (struct semaphore *s = store->live, *next; s; s = next) {
 		next = s->live_next;
 		if (store->cluster) {

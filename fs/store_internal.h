@@ -28,8 +28,12 @@
  * sooner; this only bounds a kick lost in the instant before semtimedop. Every
  * wake-up re-queues the helper at the tail of the kernel's queue, behind any
  * outside SysV waiter, so it must be rare. */
-#define HELPER_NAP	   5.0
-#define MONITOR_PERIOD	   0.25 /* seconds: outside changes show within this */
+#define HELPER_NAP     5.0
+#define MONITOR_PERIOD 0.25 /* seconds: outside changes show within this */
+/* An idle undefined semaphore goes this long after its last user: an ACE
+ * client that reconnects for its next cycle finds it, instead of a SysV set
+ * and a record made and removed per cycle. */
+#define UNDEFINED_GRACE	   0.5
 #define TOKEN_BLOCK	   1024 /* fencing tokens reserved on disk at a time */
 #define HELPER_KICK_SIGNAL SIGUSR2
 
@@ -67,10 +71,12 @@ struct semaphore {
 	int semid;
 	unsigned limit;
 	uint64_t token, token_reserved;
-	unsigned acquired;	  /* units held by owners (acquire), with SEM_UNDO */
-	int last_value;		  /* as of our last journal line: to notice outside changes */
-	bool removed;		  /* the SysV set is gone: everything fails with EIDRM */
-	bool undefined;		  /* made by an ACE acquire of an unknown name: goes when idle */
+	unsigned acquired; /* units held by owners (acquire), with SEM_UNDO */
+	int last_value;	   /* as of our last journal line: to notice outside changes */
+	bool removed;	   /* the SysV set is gone: everything fails with EIDRM */
+	bool undefined;	   /* made by an ACE acquire of an unknown name: goes when idle */
+	bool idle_pending; /* undefined and idle since idle_since: goes after a grace */
+	struct timespec idle_since;
 	bool defined;		  /* from the configuration: cannot be deleted */
 	bool defined_unconfirmed; /* restored as defined, not (yet) in this configuration */
 	uint64_t grants, timeouts;
@@ -186,6 +192,8 @@ bool set_gone_from_outside(struct store *store, struct semaphore *semaphore,
 			   struct done_list *done);
 int delete_node(struct store *store, struct node *node, const char *who, struct done_list *done);
 void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_list *done);
+void reap_idle_now(struct store *store, struct semaphore *semaphore, struct done_list *done);
+void reap_idle_due(struct store *store, struct done_list *done, bool all);
 void log_undefined(struct store *store, const char *path, const char *what);
 void semaphore_let_go(struct store *store, struct semaphore *semaphore, struct done_list *done);
 

@@ -378,7 +378,7 @@ static void undefine(struct store *store, struct semaphore *semaphore, struct do
 	log_info("semaphore_%s is no longer in the configuration: %s is an undefined "
 		 "semaphore again (limit %u, removed when idle)",
 		 path, path, semaphore->limit);
-	reap_if_idle(store, semaphore, done);
+	reap_idle_now(store, semaphore, done); /* nobody is about to come back */
 }
 
 void store_defines_done(struct store *store)

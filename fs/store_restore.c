@@ -109,7 +109,7 @@ int store_restore(struct store *store, char *error, size_t error_size)
 	struct done_list done = {0};
 	for (struct semaphore *s = store->live, *next; s; s = next) {
 		next = s->live_next;
-		reap_if_idle(store, s, &done);
+		reap_idle_now(store, s, &done);
 	}
 	run_done(&done);
 	return 0;

@@ -340,18 +340,49 @@ void log_undefined(struct store *store, const char *path, const char *what)
 
 /* ACE's undefined semaphores last while someone uses them: no holder, no
  * waiter, no open file or connection, every unit home. */
+static bool idle_undefined(struct store *store, struct semaphore *semaphore)
+{
+	return semaphore->undefined && !semaphore->removed && semaphore->references == 1 &&
+	       !semaphore->head && !semaphore->holders && semaphore->node &&
+	       !semaphore->node->unlinked && !store->stopping &&
+	       be_value(store, semaphore->semid) == (int)semaphore->limit;
+}
+
+/* Idle now: it goes UNDEFINED_GRACE after this, unless used again. */
 void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_list *done)
 {
-	if (!semaphore->undefined || semaphore->removed || semaphore->references != 1 ||
-	    semaphore->head || semaphore->holders || !semaphore->node ||
-	    semaphore->node->unlinked || store->stopping)
+	(void)done;
+	if (!semaphore->undefined || !idle_undefined(store, semaphore))
 		return;
-	if (be_value(store, semaphore->semid) != (int)semaphore->limit)
-		return;
+	semaphore->idle_pending = true;
+	timespec_now(CLOCK_MONOTONIC, &semaphore->idle_since);
+}
+
+void reap_idle_now(struct store *store, struct semaphore *semaphore, struct done_list *done)
+{
+	semaphore->idle_pending = false;
+	if (!idle_undefined(store, semaphore))
+		return; /* used again meanwhile */
 	char path[PATH_MAX];
 	if (node_path(semaphore->node, path, sizeof(path)) == 0)
 		log_undefined(store, path, "removed: idle");
 	(void)delete_node(store, semaphore->node, "semfs:idle", done);
+}
+
+/* The monitor: those whose grace is over go (`all`: every idle one). */
+void reap_idle_due(struct store *store, struct done_list *done, bool all)
+{
+	struct timespec now;
+	timespec_now(CLOCK_MONOTONIC, &now);
+	for (struct semaphore *s = store->live, *next; s; s = next) {
+		next = s->live_next;
+		if (!s->idle_pending)
+			continue;
+		double idle = (double)(now.tv_sec - s->idle_since.tv_sec) +
+			      (double)(now.tv_nsec - s->idle_since.tv_nsec) / 1e9;
+		if (all || idle >= UNDEFINED_GRACE)
+			reap_idle_now(store, s, done);
+	}
 }
 
 /* Drop one reference (an open file, a connection, a helper). */

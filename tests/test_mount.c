@@ -591,7 +591,8 @@ Test(mount, a_removed_definition_leaves_an_undefined_semaphore)
 	e2e_expect_text("held", "undefine by=config");
 	e2e_expect_text("held", "was-limit=3");
 	cr_assert_eq(e2e_write("held", "unlock"), 0);
-	cr_assert_eq(stat(e2e_path("held"), &st), -1, "idle once its unit came home");
+	/* Idle once its unit came home: gone after the grace (0.5 s). */
+	cr_assert(e2e_wait_gone("held", 2000), "still there, idle since its unit came home");
 	e2e_expect_text("../semfs.log", "semaphore_gone is no longer in the configuration");
 	e2e_teardown();
 }

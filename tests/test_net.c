@@ -56,6 +56,50 @@ Test(ace, undefined_semaphore_is_acquired_released_and_vanishes)
 	ace_kill(&client);
 }
 
+/* One ACE reply (`locked|`, `ok|`): bytes up to the bar. */
+static void ace_reply(int fd, const char *expected)
+{
+	char reply[64];
+	size_t used = 0;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	while (used < sizeof(reply) - 1 && (used == 0 || reply[used - 1] != '|')) {
+		cr_assert_eq(poll(&p, 1, 3000), 1, "no reply, expected %s", expected);
+		cr_assert_eq(read(fd, reply + used, 1), 1, "closed, expected %s", expected);
+		used++;
+	}
+	reply[used] = '\0';
+	cr_assert_str_eq(reply, expected);
+}
+
+/* ACE clients connect for each cycle: an undefined name used again at once
+ * keeps its SysV set (the kernel's semid), and goes once idle. */
+Test(ace, an_undefined_name_used_again_at_once_keeps_its_set_then_goes)
+{
+	long semid = -1;
+	for (int cycle = 0; cycle < 5; cycle++) {
+		int fd = net_connect();
+		net_send(fd, "acquire:cycle|");
+		ace_reply(fd, "locked|");
+		long now = e2e_xattr("cycle", "semid");
+		cr_assert_geq(now, 0);
+		if (cycle > 0)
+			cr_assert_eq(now, semid, "cycle %d: a new set (%ld, was %ld)", cycle, now,
+				     semid);
+		semid = now;
+		net_send(fd, "release|");
+		ace_reply(fd, "ok|");
+		close(fd);
+	}
+	cr_assert(e2e_wait_gone("cycle", 2000), "the idle undefined semaphore is still there");
+	struct semid_ds ds;
+	union semun {
+		int val;
+		struct semid_ds *buf;
+	} arg = {.buf = &ds};
+	cr_assert_eq(semctl((int)semid, 0, IPC_STAT, arg), -1, "its set outlived it");
+	cr_assert(errno == EINVAL || errno == EIDRM, "%s", strerror(errno));
+}
+
 Test(ace, defined_limit_three_makes_the_fourth_wait_with_heartbeats)
 {
 	struct ace_client holders[3], fourth;

@@ -1,8 +1,10 @@
 /* tcp.c: TCP floors and native-dialect figures on 127.0.0.1.
  *
- *   bench-tcp echo-server
+ *   bench-tcp echo-server [ace]
  *       One epoll thread echoing every byte back (the floor's server, built
- *       like semfs's). Prints its port, serves until killed.
+ *       like semfs's). Prints its port, serves until killed. With `ace`:
+ *       a do-nothing ACE server (`locked|` to an acquire, `ok|` and a close
+ *       to a release), the floor of bench-ace-cycles.
  *   bench-tcp rr HOST PORT CONNECTIONS SECONDS DEPTH echo|native
  *       Request/reply rate: each connection (own thread) sends DEPTH
  *       requests at once and waits for DEPTH reply lines, until SECONDS pass.
@@ -163,7 +165,24 @@ static void *cycle_client(void *argument)
 	return NULL;
 }
 
-static int echo_server(void)
+/* A do-nothing ACE server: `locked|` for each `acquire:NAME|`, `ok|` and
+ * a close for `release|` — the same bytes as semfs, and no semaphore. */
+static bool ace_answer(int fd, const char *data, size_t length)
+{
+	for (const char *at = data, *end = data + length, *bar; at < end; at = bar + 1) {
+		bar = memchr(at, '|', (size_t)(end - at));
+		if (!bar)
+			return true; /* the rest of a message: clients send whole ones */
+		bool release = bar - at == 7 && memcmp(at, "release", 7) == 0;
+		const char *reply = release ? "ok|" : "locked|";
+		if (send(fd, reply, strlen(reply), MSG_NOSIGNAL) != (ssize_t)strlen(reply) ||
+		    release)
+			return false;
+	}
+	return true;
+}
+
+static int echo_server(bool ace)
 {
 	struct sockaddr_in address = {.sin_family = AF_INET,
 				      .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -209,7 +228,8 @@ static int echo_server(void)
 			}
 			/* Replies are small; a full socket buffer would mean a
 			 * client that does not read, which ours always do. */
-			if (send(fd, buffer, (size_t)n, MSG_NOSIGNAL) != n)
+			if (ace ? !ace_answer(fd, buffer, (size_t)n)
+				: send(fd, buffer, (size_t)n, MSG_NOSIGNAL) != n)
 				close(fd);
 		}
 	}
@@ -217,7 +237,7 @@ static int echo_server(void)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: bench-tcp echo-server\n"
+	fprintf(stderr, "usage: bench-tcp echo-server [ace]\n"
 			"       bench-tcp rr HOST PORT CONNECTIONS SECONDS DEPTH echo|native\n"
 			"       bench-tcp cycles HOST PORT CLIENTS SECONDS\n");
 	return 2;
@@ -225,8 +245,9 @@ static int usage(void)
 
 int main(int argc, char *argv[])
 {
-	if (argc == 2 && strcmp(argv[1], "echo-server") == 0)
-		return echo_server();
+	if ((argc == 2 || (argc == 3 && strcmp(argv[2], "ace") == 0)) &&
+	    strcmp(argv[1], "echo-server") == 0)
+		return echo_server(argc == 3);
 	bool rr = argc == 8 && strcmp(argv[1], "rr") == 0;
 	if (!rr && !(argc == 6 && strcmp(argv[1], "cycles") == 0))
 		return usage();
