@@ -51,8 +51,8 @@ struct job {
 	enum phase phase;
 	struct waiter *waiter;
 	uint64_t owner_id; /* acquire, release, release-owner */
-	char path[PATH_MAX];
-	char name[KEY_NAME_MAX];
+	const char *path;  /* in `text`: thousands may wait, each as a job */
+	const char *name;  /* its key name */
 	char who[REPLICA_WHO_MAX];
 	const struct command *commands; /* the waiter's, or unlocks to return units */
 	size_t count;
@@ -78,6 +78,7 @@ struct job {
 	bool even_defined;
 	int result;
 	bool finished, abandoned;
+	char text[]; /* path, then name */
 };
 
 /* An acquire unit of this host: whose it is, to give back on close. */

@@ -16,21 +16,29 @@
 
 /* ---- requests ------------------------------------------------------------------ */
 
-struct job *job_new(struct cluster *c, enum job_type type, const char *path)
+/* One allocation: the job, its path and its key name. */
+static struct job *job_alloc(struct cluster *c, enum job_type type, const char *path,
+			     const char *name)
 {
-	struct job *r = calloc(1, sizeof(*r));
+	size_t path_size = strlen(path) + 1, name_size = strlen(name) + 1;
+	struct job *r = calloc(1, sizeof(*r) + path_size + name_size);
 	if (!r)
 		return NULL;
 	r->cluster = c;
 	r->type = type;
-	if (path) {
-		snprintf(r->path, sizeof(r->path), "%s", path);
-		if (replica_key_name(path, r->name, sizeof(r->name)) < 0) {
-			free(r);
-			return NULL;
-		}
-	}
+	memcpy(r->text, path, path_size);
+	memcpy(r->text + path_size, name, name_size);
+	r->path = r->text;
+	r->name = r->text + path_size;
 	return r;
+}
+
+struct job *job_new(struct cluster *c, enum job_type type, const char *path)
+{
+	char name[KEY_NAME_MAX] = "";
+	if (path && replica_key_name(path, name, sizeof(name)) < 0)
+		return NULL;
+	return job_alloc(c, type, path ? path : "", name);
 }
 
 void job_enqueue(struct cluster *c, struct job *r)
@@ -135,14 +143,14 @@ void job_delete_start(struct job *r)
 
 void job_delete_entry(struct cluster *c, const char *name, const char *entry, int64_t token)
 {
-	struct job *r = job_new(c, JOB_DELETE, NULL);
+	char path[PATH_MAX] = "";
+	(void)cluster_path_of(name, path, sizeof(path));
+	struct job *r = job_alloc(c, JOB_DELETE, path, name);
 	if (!r) {
 		log_warnx("cluster: out of memory deleting entry %s of %s: it goes with the lease",
 			  entry, name);
 		return;
 	}
-	snprintf(r->name, sizeof(r->name), "%s", name);
-	(void)cluster_path_of(name, r->path, sizeof(r->path));
 	snprintf(r->entry, sizeof(r->entry), "%s", entry);
 	r->token = token;
 	r->next = c->active;

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,11 @@ static int mount_waiters(const char *path, int count)
 	return 0;
 }
 
+/* What the waiters heard other than `wait|`: said on exit, for a waiter
+ * that the server let go (closed) or granted cannot pass unseen. */
+static atomic_ulong closed_count, other_count;
+static char other_sample[128];
+
 static void *drain(void *argument)
 {
 	int epoll = (int)(intptr_t)argument;
@@ -54,8 +60,21 @@ static void *drain(void *argument)
 		int n = epoll_wait(epoll, events, 256, -1);
 		for (int i = 0; i < n; i++) {
 			char buffer[256];
-			if (recv(events[i].data.fd, buffer, sizeof(buffer), 0) <= 0)
+			ssize_t got = recv(events[i].data.fd, buffer, sizeof(buffer) - 1, 0);
+			if (got <= 0) {
+				atomic_fetch_add(&closed_count, 1);
 				epoll_ctl(epoll, EPOLL_CTL_DEL, events[i].data.fd, NULL);
+				continue;
+			}
+			buffer[got] = '\0';
+			for (char *at = buffer; *at; at += strlen("wait|")) {
+				if (strncmp(at, "wait|", 5) != 0) {
+					if (atomic_fetch_add(&other_count, 1) == 0)
+						snprintf(other_sample, sizeof(other_sample),
+							 "%.100s", at);
+					break;
+				}
+			}
 		}
 	}
 	return NULL;
@@ -110,5 +129,10 @@ int main(int argc, char *argv[])
 	char buffer[64];
 	while (read(0, buffer, sizeof(buffer)) > 0)
 		;
+	if (closed_count || other_count) {
+		fprintf(stderr, "bench-waiters: %lu closed by the server, %lu other replies (%s)\n",
+			(unsigned long)closed_count, (unsigned long)other_count, other_sample);
+		_exit(1);
+	}
 	_exit(0);
 }
