@@ -150,28 +150,45 @@ static void cluster_revert(struct store *store, struct semaphore *s, struct done
 	journal_event(store, s, "outside-change", who, 0, extra, false);
 }
 
+static void monitor_check_one(struct store *store, struct semaphore *s, struct done_list *done)
+{
+	if (store->cluster) {
+		cluster_revert(store, s, done);
+		return;
+	}
+	int value = limit_guard(store, s);
+	if (handle_gone(value)) {
+		(void)set_gone_from_outside(store, s, done);
+		return;
+	}
+	if (value < 0 || value == s->last_value)
+		return;
+	int pid = be_last_pid(store, s->semid);
+	if (pid == store->pid)
+		return; /* ours, in flight: its own journal line follows */
+	char who[32];
+	snprintf(who, sizeof(who), "sysv:%d", pid);
+	journal_event(store, s, "outside-change", who, 0, NULL, false);
+}
+
+/* One tick: the next share of the sweep, from where the last one stopped. */
 static void monitor_check(struct store *store, struct done_list *done)
 {
 	reap_idle_due(store, done, false);
-	for (struct semaphore *s = store->live, *next; s; s = next) {
-		next = s->live_next;
-		if (store->cluster) {
-			cluster_revert(store, s, done);
-			continue;
-		}
-		int value = limit_guard(store, s);
-		if (handle_gone(value)) {
-			(void)set_gone_from_outside(store, s, done);
-			continue;
-		}
-		if (value < 0 || value == s->last_value)
-			continue;
-		int pid = be_last_pid(store, s->semid);
-		if (pid == store->pid)
-			continue; /* ours, in flight: its own journal line follows */
-		char who[32];
-		snprintf(who, sizeof(who), "sysv:%d", pid);
-		journal_event(store, s, "outside-change", who, 0, NULL, false);
+	double sweep = (double)store->live_count / MONITOR_CHECKS_PER_SECOND;
+	if (sweep < MONITOR_SWEEP_MIN)
+		sweep = MONITOR_SWEEP_MIN;
+	if (sweep > MONITOR_SWEEP_MAX)
+		sweep = MONITOR_SWEEP_MAX;
+	size_t share = (size_t)((double)store->live_count * MONITOR_TICK / sweep) + 1;
+	if (share > store->live_count)
+		share = store->live_count;
+	for (size_t i = 0; i < share && store->live; i++) {
+		struct semaphore *s = store->monitor_hand ? store->monitor_hand : store->live;
+		/* Moved on first: live_remove moves it again if this check
+		 * removes the next one. */
+		store->monitor_hand = s->live_next;
+		monitor_check_one(store, s, done);
 	}
 }
 
@@ -183,7 +200,7 @@ void *monitor_main(void *argument)
 	pthread_setname_np(pthread_self(), "semfs-monitor");
 	pthread_mutex_lock(&store->lock);
 	while (!store->stopping) {
-		struct timespec wake = clock_after(CLOCK_MONOTONIC, MONITOR_PERIOD);
+		struct timespec wake = clock_after(CLOCK_MONOTONIC, MONITOR_TICK);
 		pthread_cond_timedwait(&store->monitor_wake, &store->lock, &wake);
 		if (store->stopping)
 			break;

@@ -154,6 +154,8 @@ void live_remove(struct store *store, struct semaphore *semaphore)
 		return; /* not on the list */
 	if (semaphore->live_next)
 		semaphore->live_next->live_prev = semaphore->live_prev;
+	if (store->monitor_hand == semaphore)
+		store->monitor_hand = semaphore->live_next;
 	semaphore->live_prev = semaphore->live_next = NULL;
 	store->live_count--;
 }
@@ -355,6 +357,7 @@ void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_
 	if (!semaphore->undefined || !idle_undefined(store, semaphore))
 		return;
 	semaphore->idle_pending = true;
+	store->idle_pending++;
 	timespec_now(CLOCK_MONOTONIC, &semaphore->idle_since);
 }
 
@@ -372,17 +375,24 @@ void reap_idle_now(struct store *store, struct semaphore *semaphore, struct done
 /* The monitor: those whose grace is over go (`all`: every idle one). */
 void reap_idle_due(struct store *store, struct done_list *done, bool all)
 {
+	if (!store->idle_pending)
+		return; /* the usual case: no walk over every semaphore */
 	struct timespec now;
 	timespec_now(CLOCK_MONOTONIC, &now);
+	size_t pending = 0;
 	for (struct semaphore *s = store->live, *next; s; s = next) {
 		next = s->live_next;
 		if (!s->idle_pending)
 			continue;
+		pending++;
 		double idle = (double)(now.tv_sec - s->idle_since.tv_sec) +
 			      (double)(now.tv_nsec - s->idle_since.tv_nsec) / 1e9;
-		if (all || idle >= UNDEFINED_GRACE)
+		if (all || idle >= UNDEFINED_GRACE) {
 			reap_idle_now(store, s, done);
+			pending--;
+		}
 	}
+	store->idle_pending = pending;
 }
 
 /* Drop one reference (an open file, a connection, a helper). */

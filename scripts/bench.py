@@ -584,28 +584,63 @@ class Bench:
         finally:
             victim.stop()
 
+    @staticmethod
+    def create_and_list(directory, count):
+        """Seconds to create `count` files in `directory`, then to `ls -l` it."""
+        start = time.perf_counter()
+        for i in range(count):
+            os.close(os.open(os.path.join(directory, "s%d" % i), os.O_WRONLY | os.O_CREAT))
+        created = time.perf_counter() - start
+        start = time.perf_counter()
+        subprocess.run(["ls", "-l", directory], check=True, stdout=subprocess.DEVNULL)
+        return created, time.perf_counter() - start
+
     def many_semaphores(self, work):
         count = 2000 if self.quick else 20000
+        reps = 3 if self.quick else 1  # 20,000 files a run: one is minutes
+        title = "scale: %d semaphores" % count
+        # Floor: the same files on the null FUSE fs (a fresh one each time).
+        null_create, null_list = [], []
+        for rep in range(reps):
+            null_mount = os.path.join(work, "null-many%d" % rep)
+            os.mkdir(null_mount)
+            null = Daemon(self.tool("bench-null-fuse", null_mount), null_mount)
+            try:
+                created, listed = self.create_and_list(null_mount, count)
+            finally:
+                null.stop()
+            null_create.append(created)
+            null_list.append(listed)
+        create_floor = self.figure("floor: %d files on the null FUSE fs, create" % count, "s",
+                                   self.spread(null_create))
+        list_floor = self.figure("floor: %d files on the null FUSE fs, `ls -l`" % count, "s",
+                                 self.spread(null_list))
         semfs = Semfs(self.args.build, work, "many", network=False)
         try:
             create, listing, rss = [], [], []
-            for rep in range(REPS):
+            for rep in range(reps):
                 directory = semfs.path("many%d" % rep)
                 os.mkdir(directory)
-                start = time.perf_counter()
-                for i in range(count):
-                    os.close(os.open(os.path.join(directory, "s%d" % i),
-                                     os.O_WRONLY | os.O_CREAT))
-                create.append(time.perf_counter() - start)
+                created, listed = self.create_and_list(directory, count)
+                create.append(created)
+                listing.append(listed)
                 rss.append(status_field(semfs.pid, "VmRSS") / 1024)
-                start = time.perf_counter()
-                subprocess.run(["ls", "-l", directory], check=True, stdout=subprocess.DEVNULL)
-                listing.append(time.perf_counter() - start)
-                subprocess.run(["rm", "-r", directory], check=True)
-            title = "scale: %d semaphores" % count
-            self.figure(title + ", create (open O_CREAT)", "s", self.spread(create))
+                if rep < reps - 1:
+                    subprocess.run(["rm", "-r", directory], check=True)
+            self.figure(title + ", create (open O_CREAT)", "s", self.spread(create),
+                        create_floor, "<=2")
+            self.figure(title + ", `ls -l` of the directory", "s", self.spread(listing),
+                        list_floor, "<=2")
             self.figure(title + ", daemon RSS after", "MiB", self.spread(rss))
-            self.figure(title + ", `ls -l` of the directory", "s", self.spread(listing))
+            # The last directory stays: the idle daemon still watches every set.
+            time.sleep(1)
+            cpu = []
+            for _ in range(REPS):
+                before, start = cpu_seconds(semfs.pid), time.perf_counter()
+                time.sleep(0.4 if self.quick else 2.0)
+                cpu.append(100 * (cpu_seconds(semfs.pid) - before) /
+                           (time.perf_counter() - start))
+            self.figure(title + ", idle daemon CPU", "% of a core", self.spread(cpu), None, "<=1")
         finally:
             semfs.stop()
 

@@ -110,8 +110,10 @@ Test(ace, defined_limit_three_makes_the_fourth_wait_with_heartbeats)
 		ace_expect(&holders[i], "locked", 3000);
 	}
 	fourth = ace_spawn("pool");
-	ace_expect(&fourth, "wait", 2500); /* about once a second */
-	ace_expect(&fourth, "wait", 2500);
+	/* About once a second (the cadence is measured in test_ace.c; the
+	 * margin here is for a loaded machine starting ACE's client). */
+	ace_expect(&fourth, "wait", 5000);
+	ace_expect(&fourth, "wait", 5000);
 	cr_assert_eq(e2e_xattr("pool", "waiting"), 1);
 	ace_say(&holders[1], "release");
 	ace_expect(&holders[1], "ok", 3000);

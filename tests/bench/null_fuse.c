@@ -1,15 +1,49 @@
 /* null_fuse.c: the FUSE floor. A low-level filesystem with one file, "null",
- * whose writes are answered at once; run on libfuse's single-threaded loop,
- * as semfs is. bench.sh times writes to it next to writes to semfs.
+ * whose writes are answered at once, and a flat root where files can be
+ * created, looked up and listed (kept in memory: names only); run on
+ * libfuse's single-threaded loop, as semfs is. bench.sh times writes, creates
+ * and `ls -l` on it next to the same on semfs.
  * usage: bench-null-fuse MOUNTPOINT   (foreground; SIGTERM unmounts) */
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define FILE_INO 2
+#define FILE_INO  2
+#define FIRST_INO 3 /* created files: FIRST_INO + their index */
+#define FILES_MAX 100000
+#define BUCKETS	  (1 << 18)
+
+static char *names[FILES_MAX];
+static int file_count;
+static int buckets[BUCKETS]; /* index + 1, open addressing */
+
+static unsigned hash(const char *name)
+{
+	unsigned h = 2166136261u;
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 16777619u;
+	return h;
+}
+
+/* Its index, or -1; with `add`, made when missing (-1 when full). */
+static int file_find(const char *name, int add)
+{
+	for (unsigned i = hash(name) & (BUCKETS - 1);; i = (i + 1) & (BUCKETS - 1)) {
+		if (buckets[i] == 0) {
+			if (!add || file_count == FILES_MAX)
+				return -1;
+			names[file_count] = strdup(name);
+			buckets[i] = ++file_count;
+			return file_count - 1;
+		}
+		if (strcmp(names[buckets[i] - 1], name) == 0)
+			return buckets[i] - 1;
+	}
+}
 
 static void fill(fuse_ino_t ino, struct stat *st)
 {
@@ -22,12 +56,57 @@ static void fill(fuse_ino_t ino, struct stat *st)
 static void null_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param entry = {.ino = FILE_INO};
-	if (parent != FUSE_ROOT_ID || strcmp(name, "null") != 0) {
+	int index = strcmp(name, "null") == 0 ? -2 : file_find(name, 0);
+	if (parent != FUSE_ROOT_ID || index == -1) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	fill(FILE_INO, &entry.attr);
+	if (index >= 0)
+		entry.ino = FIRST_INO + (fuse_ino_t)index;
+	fill(entry.ino, &entry.attr);
 	fuse_reply_entry(req, &entry);
+}
+
+static void null_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			struct fuse_file_info *fi)
+{
+	int index = parent == FUSE_ROOT_ID ? file_find(name, 1) : -1;
+	if (index < 0) {
+		fuse_reply_err(req, parent == FUSE_ROOT_ID ? ENOSPC : ENOENT);
+		return;
+	}
+	struct fuse_entry_param entry = {.ino = FIRST_INO + (fuse_ino_t)index};
+	fill(entry.ino, &entry.attr);
+	fi->direct_io = 1;
+	fuse_reply_create(req, &entry, fi);
+}
+
+static void null_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			 struct fuse_file_info *fi)
+{
+	char *buffer = malloc(size);
+	size_t used = 0;
+	if (!buffer) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* Offsets: 0 ".", 1 "..", 2 "null", 3 + i the files. */
+	for (off_t at = offset; at < 3 + file_count; at++) {
+		struct stat st = {.st_mode = S_IFREG};
+		const char *name = at == 0   ? "."
+				   : at == 1 ? ".."
+				   : at == 2 ? "null"
+					     : names[at - 3];
+		st.st_ino = at < 2    ? FUSE_ROOT_ID
+			    : at == 2 ? FILE_INO
+				      : FIRST_INO + (fuse_ino_t)(at - 3);
+		size_t n = fuse_add_direntry(req, buffer + used, size - used, name, &st, at + 1);
+		if (n > size - used)
+			break;
+		used += n;
+	}
+	fuse_reply_buf(req, buffer, used);
+	free(buffer);
 }
 
 static void null_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -61,6 +140,8 @@ static const struct fuse_lowlevel_ops null_ops = {
     .setattr = null_setattr,
     .open = null_open,
     .write = null_write,
+    .create = null_create,
+    .readdir = null_readdir,
 };
 
 int main(int argc, char *argv[])
