@@ -369,6 +369,27 @@ Test(native, every_verb_and_its_errors)
 	close(fd);
 }
 
+/* A silent peer is probed: the kernel's own view of the server's side of a
+ * connection (ss) shows a keep-alive timer of about KEEPALIVE_IDLE (60 s). */
+Test(native, accepted_connections_are_probed_by_tcp_keepalive)
+{
+	int fd = net_connect();
+	ask(fd, "ping", "ok pong");
+	char command[160];
+	snprintf(command, sizeof(command), "ss -tno state established '( sport = :%u )' 2>&1",
+		 e2e.port);
+	FILE *ss = popen(command, "r");
+	cr_assert_not_null(ss);
+	char text[4096] = "";
+	size_t used = fread(text, 1, sizeof(text) - 1, ss);
+	text[used] = '\0';
+	pclose(ss);
+	cr_assert(strstr(text, "timer:(keepalive,"), "no keep-alive timer:\n%s", text);
+	cr_assert(strstr(text, "timer:(keepalive,59") || strstr(text, "timer:(keepalive,1min"),
+		  "keep-alive not at about 60 s:\n%s", text);
+	close(fd);
+}
+
 Test(native, pipelined_requests_are_answered_in_order)
 {
 	int fd = net_connect(), other = net_connect();
