@@ -29,15 +29,28 @@ int sysv_create_at(key_t key, int permissions, int *semid)
 	return 0;
 }
 
+/* Where the next search for a free ftok tag starts: after the last tag that
+ * worked. A file system hands a freed inode number to the next file made,
+ * and the record file a key was derived from is replaced (renamed over) at
+ * once: the next new semaphore usually gets the same inode, so the tags up
+ * to the last one taken are taken already. A few tags, then random keys:
+ * with thousands of semaphores on one reused inode, walking all 255 tags
+ * cost 255 semget calls a create. */
+#define FTOK_TAGS_TRIED 4
+static _Atomic int next_tag = 1;
+
 int sysv_create(const char *path, int permissions, key_t *key, int *semid)
 {
-	for (int tag = 1; tag <= 255; tag++) {
+	int first = next_tag;
+	for (int step = 0; step < FTOK_TAGS_TRIED; step++) {
+		int tag = (first - 1 + step) % 255 + 1;
 		key_t candidate = ftok(path, tag);
 		if (candidate == -1)
 			return -errno;
 		int r = sysv_create_at(candidate, permissions, semid);
 		if (r == 0) {
 			*key = candidate;
+			next_tag = tag % 255 + 1;
 			return 0;
 		}
 		if (r != -EEXIST)

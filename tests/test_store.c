@@ -2,6 +2,7 @@
  * fake completion in place of a front-end. Each test has its own state
  * directory and removes its semaphores (and so their SysV sets). */
 #include "store.h"
+#include "sysv.h"
 #include "report.h"
 
 #include <criterion/criterion.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/sem.h>
 #include <sys/wait.h>
+#include <sys/ipc.h>
 #include <unistd.h>
 
 static struct store *store;
@@ -596,4 +598,46 @@ Test(store, restore_adopts_only_its_own_set_and_value)
 	cr_assert_eq(foreign_alive, 0, "the foreign set was touched");
 	cr_assert_eq(info.sem_perm.cuid, 65534);
 	cr_assert_eq(value, 1, "restored above the limit: %d", value);
+}
+
+/* Keys from one path (a record file's inode is reused at once by the next
+ * one made): each create starts at the tag after the last that worked, and
+ * with every tag of the path taken a random key still comes. */
+Test(sysv, one_reused_path_gets_the_next_tag_and_then_random_keys)
+{
+	char path[] = "/tmp/semfs-ftok-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	key_t keys[4] = {0};
+	int semids[4] = {-1, -1, -1, -1}, occupied[255], taken = 0, made[5] = {0};
+	/* The first set goes (its tag is free again): the next still moves on. */
+	made[0] = sysv_create(path, 0600, &keys[0], &semids[0]);
+	made[1] = sysv_create(path, 0600, &keys[1], &semids[1]);
+	semctl(semids[0], 0, IPC_RMID);
+	made[2] = sysv_create(path, 0600, &keys[0], &semids[0]);
+	/* Every ftok key of the path taken by someone else. */
+	for (int tag = 1; tag <= 255; tag++) {
+		int id = semget(ftok(path, tag), 1, IPC_CREAT | IPC_EXCL | 0600);
+		if (id >= 0)
+			occupied[taken++] = id;
+	}
+	made[3] = sysv_create(path, 0600, &keys[2], &semids[2]);
+	made[4] = sysv_create(path, 0600, &keys[3], &semids[3]);
+	bool ftok_key = false;
+	for (int tag = 1; tag <= 255; tag++)
+		ftok_key |= keys[2] == ftok(path, tag) || keys[3] == ftok(path, tag);
+	/* Cleaned up before any assertion can end the test. */
+	for (int i = 0; i < 4; i++)
+		if (semids[i] >= 0)
+			semctl(semids[i], 0, IPC_RMID);
+	for (int i = 0; i < taken; i++)
+		semctl(occupied[i], 0, IPC_RMID);
+	unlink(path);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(made[i], 0, "create %d: %s", i, strerror(-made[i]));
+	cr_assert_eq((keys[0] >> 24) & 0xff, ((keys[1] >> 24) & 0xff) % 255 + 1, "tags %d then %d",
+		     (keys[1] >> 24) & 0xff, (keys[0] >> 24) & 0xff);
+	cr_assert_not(ftok_key, "an ftok key that was taken");
+	cr_assert_neq(keys[2], keys[3]);
 }
