@@ -171,18 +171,27 @@ static void monitor_check_one(struct store *store, struct semaphore *s, struct d
 	journal_event(store, s, "outside-change", who, 0, NULL, false);
 }
 
-/* One tick: the next share of the sweep, from where the last one stopped. */
-static void monitor_check(struct store *store, struct done_list *done)
+/* The seconds a sweep over every set takes, and the shares it comes in. */
+static double monitor_sweep(const struct store *store, size_t *shares)
 {
-	reap_idle_due(store, done, false);
 	double sweep = (double)store->live_count / MONITOR_CHECKS_PER_SECOND;
 	if (sweep < MONITOR_SWEEP_MIN)
 		sweep = MONITOR_SWEEP_MIN;
 	if (sweep > MONITOR_SWEEP_MAX)
 		sweep = MONITOR_SWEEP_MAX;
-	size_t share = (size_t)((double)store->live_count * MONITOR_TICK / sweep) + 1;
-	if (share > store->live_count)
-		share = store->live_count;
+	*shares = (store->live_count + MONITOR_SHARE - 1) / MONITOR_SHARE;
+	if (*shares == 0)
+		*shares = 1;
+	return sweep;
+}
+
+/* One tick: the next share of the sweep, from where the last one stopped. */
+static void monitor_check(struct store *store, struct done_list *done)
+{
+	reap_idle_due(store, done, false);
+	size_t shares;
+	(void)monitor_sweep(store, &shares);
+	size_t share = (store->live_count + shares - 1) / shares;
 	for (size_t i = 0; i < share && store->live; i++) {
 		struct semaphore *s = store->monitor_hand ? store->monitor_hand : store->live;
 		/* Moved on first: live_remove moves it again if this check
@@ -200,7 +209,14 @@ void *monitor_main(void *argument)
 	pthread_setname_np(pthread_self(), "semfs-monitor");
 	pthread_mutex_lock(&store->lock);
 	while (!store->stopping) {
-		struct timespec wake = clock_after(CLOCK_MONOTONIC, MONITOR_TICK);
+		size_t shares;
+		double sweep = monitor_sweep(store, &shares);
+		/* Undefined semaphores in their grace are looked at at least
+		 * this often too. */
+		double tick = sweep / (double)shares;
+		if (store->idle_pending && tick > UNDEFINED_GRACE / 2)
+			tick = UNDEFINED_GRACE / 2;
+		struct timespec wake = clock_after(CLOCK_MONOTONIC, tick);
 		pthread_cond_timedwait(&store->monitor_wake, &store->lock, &wake);
 		if (store->stopping)
 			break;

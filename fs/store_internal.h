@@ -29,13 +29,14 @@
  * wake-up re-queues the helper at the tail of the kernel's queue, behind any
  * outside SysV waiter, so it must be rare. */
 #define HELPER_NAP 5.0
-/* The monitor asks the kernel for each set's value in a sweep spread over
- * ticks (the store lock is never held for a whole sweep): a sweep takes
- * 0.25 s while that is at most MONITOR_CHECKS_PER_SECOND questions, longer
- * with more semaphores, but never over 1 s. Each question is a semctl of
- * ~1.5 us on a VM: 20,000 sets cost ~3 % of a core, the price of seeing an
- * outside change within a second (SysV tells nobody). */
-#define MONITOR_TICK		  0.05
+/* The monitor asks the kernel for each set's value in a sweep, in shares
+ * of at most MONITOR_SHARE sets (the store lock is never held for a whole
+ * sweep of thousands): a sweep takes 0.25 s while that is at most
+ * MONITOR_CHECKS_PER_SECOND questions, longer with more semaphores, but
+ * never over 1 s. Each question is a semctl of ~1.5 us on a VM: 20,000 sets
+ * cost ~3 % of a core, the price of seeing an outside change within a
+ * second (SysV tells nobody). Up to 1,000 sets: one wake-up per sweep. */
+#define MONITOR_SHARE		  1000
 #define MONITOR_SWEEP_MIN	  0.25
 #define MONITOR_SWEEP_MAX	  1.0
 #define MONITOR_CHECKS_PER_SECOND 4000
