@@ -2,9 +2,12 @@
  * semfs's own client code (cluster/etcd.c), as a lock's entry put is: a
  * put-if-absent of a fresh key, then its delete.
  *
- *   bench-etcd-txn ENDPOINTS COUNT
+ *   bench-etcd-txn ENDPOINTS COUNT [KEY_PREFIX]
  *
- * ENDPOINTS: comma-separated http://HOST:PORT. Prints the median
+ * ENDPOINTS: comma-separated http://HOST:PORT. KEY_PREFIX (default
+ * /bench-floor/): where the keys go; under hosts' PREFIX/sync/ the hosts'
+ * watches carry each event too (and their replicas ignore it), as they do
+ * semfs's own transactions. Prints the median
  * microseconds of one transaction, then the mean. */
 #include "etcd.h"
 
@@ -53,8 +56,8 @@ static double call(struct etcd *etcd, struct json_object *body)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: bench-etcd-txn ENDPOINTS COUNT\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: bench-etcd-txn ENDPOINTS COUNT [KEY_PREFIX]\n");
 		return 2;
 	}
 	struct etcd_options options = {.request_timeout_ms = 5000};
@@ -71,8 +74,9 @@ int main(int argc, char **argv)
 	int count = atoi(argv[2]);
 	double *times = calloc((size_t)count, sizeof(*times)), sum = 0;
 	for (int i = 0; i < count; i++) {
-		char key[64];
-		int length = snprintf(key, sizeof(key), "/bench-floor/%d", i);
+		char key[256];
+		int length =
+		    snprintf(key, sizeof(key), "%s%d", argc == 4 ? argv[3] : "/bench-floor/", i);
 		struct json_object *compare = json_object_new_object();
 		json_object_object_add(compare, "target", json_object_new_string("CREATE"));
 		json_object_object_add(compare, "key", etcd_bytes(key, (size_t)length));
