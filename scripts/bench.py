@@ -680,7 +680,7 @@ class Bench:
                 colour = 0x44AA77 if r[8] == "yes" else 0xCC6677
                 data.write('"%s" %s %s %d\n' % (label, r[6], r[7][2:], colour))
         script = """
-set terminal pngcairo size 1100,%d font ",10"
+set terminal pngcairo size 1100,%d font ",10" noenhanced
 set output "%s"
 set title "semfs / floor measured in the same run (bars; green: target met) and target (triangles)"
 set style fill solid 0.6
