@@ -5,6 +5,7 @@
 static void heartbeat_arm(struct server *server);
 static void heartbeat_queue(struct server *server, struct connection *c);
 static void ace_release(struct connection *c);
+static void ace_released(struct connection *c, int result);
 static void ace_granted(struct connection *c);
 static void ace_acquire(struct connection *c, const char *ace_name);
 
@@ -94,8 +95,23 @@ static void ace_release(struct connection *c)
 	}
 	c->command = (struct command){.verb = VERB_RELEASE, .timeout = COMMAND_NO_TIMEOUT};
 	int r = store_submit(c->server->options.store, c->request_semaphore, &c->waiter);
-	if (r == 0)
+	if (r == STORE_QUEUED) {
+		/* Cluster mode: the waiter is the job's until it completes; the
+		 * connection must not go before (ace_request_done answers). */
+		c->pending = true;
+		c->ace_state = ACE_RELEASING;
+		return;
+	}
+	ace_released(c, r);
+}
+
+static void ace_released(struct connection *c, int result)
+{
+	if (result == 0)
 		c->acquired--;
+	else
+		log_warnx("%s: ACE release: %s; the unit goes back with the connection", c->who,
+			  strerror(result < 0 ? -result : result));
 	c->ace_state = ACE_FINISHED;
 	send_text(c, ACE_OK);
 	if (c->fd >= 0) {
@@ -154,7 +170,9 @@ static void ace_acquire(struct connection *c, const char *ace_name)
 
 void ace_request_done(struct connection *c)
 {
-	if (c->result == 0)
+	if (c->ace_state == ACE_RELEASING)
+		ace_released(c, c->result);
+	else if (c->result == 0)
 		ace_granted(c);
 	else
 		connection_close(c, NULL); /* cancelled by shutdown or deletion */
@@ -164,7 +182,9 @@ void ace_process(struct connection *c)
 {
 	size_t used = 0;
 
-	while (used < c->in_length && c->fd >= 0) {
+	/* Nothing after release| counts (ACE's server closes); while it runs
+	 * the waiter is taken, so nothing may start. */
+	while (used < c->in_length && c->fd >= 0 && c->ace_state != ACE_RELEASING) {
 		enum ace_event event;
 		used += ace_feed(c->ace, c->in + used, c->in_length - used, &event);
 		switch (event) {

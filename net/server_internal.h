@@ -43,7 +43,8 @@
 #define KEEPALIVE_COUNT	       6
 
 enum dialect { DIALECT_UNKNOWN, DIALECT_ACE, DIALECT_NATIVE };
-enum ace_state { ACE_IDLE, ACE_WAITING, ACE_HOLDING, ACE_FINISHED };
+/* ACE_RELEASING: a release| the store finishes later (cluster mode). */
+enum ace_state { ACE_IDLE, ACE_WAITING, ACE_HOLDING, ACE_RELEASING, ACE_FINISHED };
 
 struct buffer {
 	char *data;

@@ -907,3 +907,60 @@ Test(cluster, another_etcd_users_writes_stall_nothing)
 	free(log);
 	stop_all();
 }
+
+/* One ACE reply (`locked|`, `wait|`, `ok|`) within `ms`, or "" (timeout or
+ * close). */
+static const char *ace_reply(int fd, int ms)
+{
+	static char reply[64];
+	size_t used = 0;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	while (used < sizeof(reply) - 1 && (used == 0 || reply[used - 1] != '|')) {
+		if (poll(&p, 1, ms) != 1 || read(fd, reply + used, 1) != 1) {
+			used = 0;
+			break;
+		}
+		used++;
+	}
+	reply[used] = '\0';
+	return reply;
+}
+
+/* ACE's dialect on two hosts: the same semaphore, one queue. An unknown
+ * name is made cluster-wide with limit 1; a client on hostb waits (with
+ * heartbeats) while hosta's client holds it, gets it at hosta's release,
+ * and closing its connection gives it back on every host. */
+Test(cluster, ace_clients_on_two_hosts_share_one_semaphore)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	int on_a = dial(0), on_b = dial(1);
+	cr_assert_eq(write(on_a, "acquire:job|", 12), 12);
+	cr_assert_str_eq(ace_reply(on_a, 5000), "locked|");
+	cr_assert(wait_exists(1, "job", true, 3000), "job never showed on hostb");
+	cr_assert_eq(xattr(1, "job", "limit"), 1, "an undefined name: limit 1");
+	cr_assert(wait_value(1, "job", 0, 3000));
+	cr_assert_eq(write(on_b, "acquire:job|", 12), 12);
+	cr_assert_str_eq(ace_reply(on_b, 5000), "wait|", "hostb's client was not kept waiting");
+	for (int t = 0; t < 300 && xattr(0, "job", "waiting") < 1; t++)
+		usleep(10000);
+	cr_assert_eq(xattr(0, "job", "waiting"), 1, "hosta does not see hostb's waiter");
+	cr_assert_eq(write(on_a, "release|", 8), 8);
+	cr_assert_str_eq(ace_reply(on_a, 5000), "ok|");
+	close(on_a);
+	const char *heard;
+	while (strcmp(heard = ace_reply(on_b, 5000), "wait|") == 0)
+		;
+	cr_assert_str_eq(heard, "locked|", "hostb's client after hosta's release");
+	if (!wait_value(0, "job", 0, 3000)) {
+		char *journal = slurp(at(0, "job"));
+		cr_assert(false, "hosta: value %ld, GETVAL %d:\n%s", xattr(0, "job", "value"),
+			  getval(0, "job"), journal);
+	}
+	expect_journal(0, "job", "@hostb");
+	/* Closing the connection (no release|) gives the unit back everywhere. */
+	close(on_b);
+	cr_assert(wait_value(0, "job", 1, 5000), "hosta: %ld", xattr(0, "job", "value"));
+	cr_assert(wait_value(1, "job", 1, 5000), "hostb: %ld", xattr(1, "job", "value"));
+	stop_all();
+}
