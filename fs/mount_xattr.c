@@ -6,6 +6,29 @@
 static const char *attribute_name(const char *name);
 static void reply_xattr_text(fuse_req_t req, size_t size, const char *text, size_t length);
 
+/* A `limit` set as an attribute: answered when the store is done, which in
+ * cluster mode is after an etcd write, from the cluster's thread. */
+struct limit_request {
+	struct waiter waiter; /* first: the store hands it back */
+	struct command command;
+	struct mount *mount;
+	struct semaphore *semaphore;
+	fuse_req_t req;
+};
+
+static void limit_done(struct limit_request *request, int error)
+{
+	store_close_semaphore(request->mount->store, request->semaphore);
+	fuse_reply_err(request->req, error);
+	free(request);
+}
+
+/* Any store thread, no store lock held. */
+static void limit_complete(struct waiter *waiter, int error)
+{
+	limit_done((struct limit_request *)waiter, error);
+}
+
 /* ---- extended attributes ----------------------------------------------------- */
 
 static const char *attribute_name(const char *name)
@@ -88,14 +111,28 @@ void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	int r = store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino), &semaphore);
-	if (r == 0) {
-		struct waiter waiter = {.commands = &command, .count = 1};
-		who_of(req, waiter.who, sizeof(waiter.who));
-		r = store_submit(mount->store, semaphore, &waiter); /* limit never waits */
-		store_close_semaphore(mount->store, semaphore);
+	struct limit_request *request = calloc(1, sizeof(*request));
+	if (!request) {
+		fuse_reply_err(req, ENOMEM);
+		return;
 	}
-	fuse_reply_err(req, r < 0 ? -r : 0);
+	int r = store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino), &semaphore);
+	if (r < 0) {
+		free(request);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	request->command = command;
+	request->mount = mount;
+	request->semaphore = semaphore;
+	request->req = req;
+	request->waiter.commands = &request->command;
+	request->waiter.count = 1;
+	request->waiter.complete = limit_complete;
+	who_of(req, request->waiter.who, sizeof(request->waiter.who));
+	r = store_submit(mount->store, semaphore, &request->waiter);
+	if (r != STORE_QUEUED) /* on one host a limit never waits */
+		limit_done(request, r < 0 ? -r : 0);
 }
 
 void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -449,6 +449,14 @@ Test(cluster, creates_and_removals_show_on_every_host_and_outsiders_are_reverted
 	cr_assert(wait_exists(1, "jobs", true, 100), "an empty mkdir'd directory went");
 	cr_assert_eq(rmdir(at(1, "jobs")), 0);
 	cr_assert(wait_exists(0, "jobs", false, 3000), "rmdir on hostb left jobs on hosta");
+	/* The limit as an attribute (setfattr) is a cluster write too. */
+	cr_assert_eq(setxattr(at(0, "pool"), "user.semfs.limit", "5", 1, 0), 0, "%s",
+		     strerror(errno));
+	cr_assert_eq(xattr(0, "pool", "limit"), 5);
+	for (int t = 0; t < 300 && xattr(1, "pool", "limit") != 5; t++)
+		usleep(10000);
+	cr_assert_eq(xattr(1, "pool", "limit"), 5, "hostb did not see the new limit");
+	cr_assert(wait_value(1, "pool", 4, 3000), "hostb: %ld", xattr(1, "pool", "value"));
 	stop_all();
 }
 
