@@ -18,18 +18,16 @@
 
 extern char **environ;
 
-static int free_port(void)
+/* A port nobody listens on now; its socket stays open in *fd so that the
+ * next call cannot get the same one (closed once all are chosen). */
+static int free_port(int *fd)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	*fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t length = sizeof(a);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&a, &length) != 0) {
-		if (fd >= 0)
-			close(fd);
+	if (*fd < 0 || bind(*fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    getsockname(*fd, (struct sockaddr *)&a, &length) != 0)
 		return -1;
-	}
-	close(fd);
 	return ntohs(a.sin_port);
 }
 
@@ -139,8 +137,20 @@ static bool wait_healthy(struct etcd_cluster *c, int member, int seconds)
 			return true;
 		int status;
 		if (waitpid(c->pids[member], &status, WNOHANG) == c->pids[member]) {
-			fprintf(stderr, "etcd member %d exited (see %s/m%d.log)\n", member, c->dir,
-				member);
+			/* Its log goes with the directory: its end is said here. */
+			char path[256], tail[1024] = "";
+			snprintf(path, sizeof(path), "%s/m%d.log", c->dir, member);
+			FILE *log = fopen(path, "re");
+			if (log) {
+				fseek(log, 0, SEEK_END);
+				long size = ftell(log);
+				fseek(log, size > 1000 ? size - 1000 : 0, SEEK_SET);
+				size_t got = fread(tail, 1, sizeof(tail) - 1, log);
+				tail[got] = '\0';
+				fclose(log);
+			}
+			fprintf(stderr, "etcd member %d exited; the end of its log:\n%s\n", member,
+				tail);
 			c->pids[member] = 0;
 			return false;
 		}
@@ -152,27 +162,27 @@ static bool wait_healthy(struct etcd_cluster *c, int member, int seconds)
 	return false;
 }
 
-bool etcd_cluster_start(struct etcd_cluster *c, int size)
+static bool start_once(struct etcd_cluster *c, int size)
 {
 	memset(c, 0, sizeof(*c));
-	if (access("/usr/bin/etcd", X_OK) != 0) {
-		fprintf(stderr, "no /usr/bin/etcd (Debian package etcd-server): skipped\n");
-		exit(77);
-	}
 	c->size = size;
 	/* On disk, not tmpfs: each member preallocates 64 MB of WAL. */
 	snprintf(c->dir, sizeof(c->dir), "/var/tmp/semfs-etcd.XXXXXX");
 	if (!mkdtemp(c->dir))
 		return false;
+	int held[2 * ETCD_CLUSTER_MAX];
 	for (int i = 0; i < size; i++) {
-		c->client_ports[i] = free_port();
-		c->peer_ports[i] = free_port();
+		c->client_ports[i] = free_port(&held[2 * i]);
+		c->peer_ports[i] = free_port(&held[2 * i + 1]);
 		snprintf(c->endpoints[i], sizeof(c->endpoints[i]), "http://127.0.0.1:%d",
 			 c->client_ports[i]);
 		size_t used = strlen(c->endpoint_list);
 		snprintf(c->endpoint_list + used, sizeof(c->endpoint_list) - used, "%s%s",
 			 i ? "," : "", c->endpoints[i]);
 	}
+	for (int i = 0; i < 2 * size; i++)
+		if (held[i] >= 0)
+			close(held[i]);
 	for (int i = 0; i < size; i++)
 		if (!spawn(c, i, true)) {
 			etcd_cluster_stop(c);
@@ -184,6 +194,24 @@ bool etcd_cluster_start(struct etcd_cluster *c, int size)
 			return false;
 		}
 	return true;
+}
+
+/* A member can still lose its port between the choice and its bind (an
+ * outgoing connection takes it as its local port): a start that fails so
+ * is tried again with new ports, twice. */
+bool etcd_cluster_start(struct etcd_cluster *c, int size)
+{
+	if (access("/usr/bin/etcd", X_OK) != 0) {
+		fprintf(stderr, "no /usr/bin/etcd (Debian package etcd-server): skipped\n");
+		exit(77);
+	}
+	for (int attempt = 0; attempt < 3; attempt++) {
+		if (start_once(c, size))
+			return true;
+		fprintf(stderr, "etcd: start %d of 3 failed%s\n", attempt + 1,
+			attempt < 2 ? "; again with new ports" : "");
+	}
+	return false;
 }
 
 void etcd_cluster_kill(struct etcd_cluster *c, int member)
