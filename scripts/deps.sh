@@ -4,7 +4,7 @@
 set -euo pipefail
 semfs_packages=(gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 	libinih-dev libsystemd-dev libcriterion-dev inotify-tools attr python3 coreutils procps
-	gnuplot-nox netcat-openbsd mandoc util-linux
+	gnuplot-nox netcat-openbsd mandoc util-linux iproute2
 	libcurl4-openssl-dev libjson-c-dev etcd-server curl)
 # A script that needs more (fuzz.sh: clang) names it in SEMFS_EXTRA_PACKAGES.
 read -r -a semfs_extra <<<"${SEMFS_EXTRA_PACKAGES:-}"
