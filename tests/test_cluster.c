@@ -22,6 +22,7 @@
 #include <sys/sem.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -156,20 +157,46 @@ static void host_start(int i, const char *endpoints)
 	free(log);
 }
 
+/* The kernel's own way out of a FUSE connection nobody will answer:
+ * fusectl's abort file (its number is the mount's device minor). */
+static void fuse_abort(dev_t device)
+{
+	char path[96];
+	(void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL); /* or there */
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(device));
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)!write(fd, "1", 1);
+		close(fd);
+	}
+}
+
 static bool host_stop(int i, int signal_number)
 {
 	struct host *h = &hosts[i];
 	int status = 0;
 	bool clean = true;
 	if (h->pid > 0) {
+		struct stat st;
+		dev_t device = mounted(h->mnt) && stat(h->mnt, &st) == 0 ? st.st_dev : 0;
 		kill(h->pid, signal_number);
-		/* A daemon that hangs in its shutdown is killed after 15 s. */
+		/* A daemon that hangs in its shutdown is killed after 15 s. A
+		 * killed one whose thread waits in a request to its own mount
+		 * (the notifier's touch) cannot exit until that connection is
+		 * aborted: after 2 s of SIGKILL, it is. */
 		int t = 0;
+		bool aborted = false;
 		while (waitpid(h->pid, &status, WNOHANG) != h->pid) {
-			if (++t == 1500) {
+			if (++t == 1500)
 				kill(h->pid, SIGKILL);
-				waitpid(h->pid, &status, 0);
-				break;
+			if (!aborted && device &&
+			    (t >= 1700 || (signal_number == SIGKILL && t >= 200))) {
+				fprintf(stderr,
+					"%s: killed but not gone after 2 s: aborting its FUSE "
+					"connection\n",
+					h->name);
+				fuse_abort(device);
+				aborted = true;
 			}
 			usleep(10000);
 		}
