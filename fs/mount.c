@@ -4,7 +4,7 @@
  * timeout, relax, rm, or the interrupt callback) answers it.
  *
  * Locks, in order: poll_lock -> store lock -> notify_lock. session_lock only
- * guards calls into the session from the notifier against its destruction. */
+ * guards calls into the session from the poller against its destruction. */
 #include "mount_internal.h"
 
 static void stat_of(const struct store_attr *attr, struct stat *st);
@@ -666,6 +666,7 @@ struct mount *mount_new(void)
 
 	if (!mount)
 		return NULL;
+	mount->toucher_channel = -1;
 	if (nodeids_init(&mount->nodeids) < 0) {
 		nodeids_free(&mount->nodeids);
 		free(mount);
@@ -675,6 +676,7 @@ struct mount *mount_new(void)
 	pthread_mutex_init(&mount->notify_lock, NULL);
 	pthread_mutex_init(&mount->session_lock, NULL);
 	clock_condition_init(&mount->notify_wake);
+	clock_condition_init(&mount->poll_wake);
 	return mount;
 }
 
@@ -709,13 +711,24 @@ int mount_attach(struct mount *mount, struct store *store, struct fuse_args *arg
 
 int mount_run(struct mount *mount)
 {
-	int r = thread_start(&mount->notifier, notifier_main, mount);
+	int r = toucher_start(mount);
 
+	if (r < 0) {
+		log_warnx("cannot start the toucher process: %s", strerror(-r));
+		return -1;
+	}
+	r = thread_start(&mount->notifier, notifier_main, mount);
 	if (r < 0) {
 		log_warnx("cannot start the notifier thread: %s", strerror(-r));
 		return -1;
 	}
 	mount->notifier_running = true;
+	r = thread_start(&mount->poller, poller_main, mount);
+	if (r < 0) {
+		log_warnx("cannot start the poller thread: %s", strerror(-r));
+		return -1;
+	}
+	mount->poller_running = true;
 	/* The unmount is mount_destroy's: the store answers its waiting
 	 * writes first, while the device is still open (else libfuse says
 	 * "fuse: writing device: Bad file descriptor" for each). */
@@ -729,6 +742,7 @@ void mount_destroy(struct mount *mount)
 	pthread_mutex_lock(&mount->notify_lock);
 	mount->notifier_stop = true;
 	pthread_cond_signal(&mount->notify_wake);
+	pthread_cond_signal(&mount->poll_wake);
 	pthread_mutex_unlock(&mount->notify_lock);
 
 	pthread_mutex_lock(&mount->session_lock);
@@ -738,11 +752,16 @@ void mount_destroy(struct mount *mount)
 		if (mount->mounted)
 			fuse_session_unmount(mount->session);
 		fuse_remove_signal_handlers(mount->session);
-		/* Closing /dev/fuse aborts a touch the notifier may be blocked in. */
+		/* Closing /dev/fuse aborts a touch the toucher may wait in. */
 		fuse_session_destroy(mount->session);
 	}
+	toucher_stop(mount);
 	if (mount->notifier_running)
 		pthread_join(mount->notifier, NULL);
+	if (mount->toucher_channel >= 0)
+		close(mount->toucher_channel);
+	if (mount->poller_running)
+		pthread_join(mount->poller, NULL);
 	while (mount->changes) {
 		struct change *next = mount->changes->next;
 		free(mount->changes);
@@ -753,6 +772,7 @@ void mount_destroy(struct mount *mount)
 	while (mount->listings)
 		listing_free(mount, mount->listings);
 	pthread_cond_destroy(&mount->notify_wake);
+	pthread_cond_destroy(&mount->poll_wake);
 	pthread_mutex_destroy(&mount->session_lock);
 	pthread_mutex_destroy(&mount->notify_lock);
 	pthread_mutex_destroy(&mount->poll_lock);

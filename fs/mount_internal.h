@@ -85,8 +85,16 @@ struct mount {
 	bool notifier_pausing; /* it sleeps out NOTIFY_INTERVAL: no need to wake it */
 	bool notifier_running;
 	pthread_t notifier;
-	volatile pid_t notifier_tid; /* its lookups get canonical nodeids */
+	volatile pid_t notifier_tid; /* the toucher's: its lookups get canonical nodeids */
 	bool handles_work;	     /* open_by_handle_at is allowed */
+	pid_t toucher;
+	int toucher_channel;
+	bool toucher_gone; /* the notifier's: it stopped answering */
+	/* The poller wakes armed poll()s: apart from the notifier, whose own
+	 * file table lacks /dev/fuse (see notifier_main). */
+	pthread_cond_t poll_wake;
+	bool polls_due, poller_pausing, poller_running;
+	pthread_t poller;
 
 	pthread_mutex_t session_lock;
 	bool session_closed;
@@ -120,8 +128,13 @@ void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /* mount_notify.c */
-void touch(struct mount *mount, const struct change *change);
 void *notifier_main(void *argument);
+void *poller_main(void *argument);
+
+/* mount_toucher.c: the process that touches inodes for the notifier. */
+int toucher_start(struct mount *mount); /* 0 or -errno */
+void touch(struct mount *mount, const struct change *change);
+void toucher_stop(struct mount *mount); /* the notifier may still be running */
 
 /* mount_nodeids.c: a node's own nodeid is its ino; every other path walk to
  * a semaphore gets an alias nodeid of its own (see the file's top). */
@@ -138,5 +151,6 @@ void nodeids_opened(struct nodeids *table, uint64_t nodeid, int delta);
 void nodeids_queued(struct nodeids *table, uint64_t nodeid, int delta);
 /* The nodeids of `ino` a watch may hold, that no waiting write holds. */
 size_t nodeids_watchable(struct nodeids *table, uint64_t ino, uint64_t *out, size_t max);
+bool nodeids_still_watchable(struct nodeids *table, uint64_t ino, uint64_t nodeid);
 
 #endif

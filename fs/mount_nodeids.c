@@ -215,3 +215,14 @@ size_t nodeids_watchable(struct nodeids *table, uint64_t ino, uint64_t *out, siz
 	pthread_mutex_unlock(&table->lock);
 	return count;
 }
+
+bool nodeids_still_watchable(struct nodeids *table, uint64_t ino, uint64_t nodeid)
+{
+	uint64_t nodeids[64];
+	size_t count = nodeids_watchable(table, ino, nodeids, 64);
+
+	for (size_t i = 0; i < count; i++)
+		if (nodeids[i] == nodeid)
+			return true;
+	return false;
+}

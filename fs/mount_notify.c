@@ -1,10 +1,10 @@
-/* mount_notify.c: the notifier thread: after a change it wakes pollers and
- * touches the inode so inotify watchers see it, without ever waiting on an
+/* mount_notify.c: after a change, the poller thread wakes armed poll()s and
+ * the notifier thread has the inode touched (by the toucher process, see
+ * mount_toucher.c) so inotify watchers see it, without ever waiting on an
  * inode lock a queued write holds. */
 #include "mount_internal.h"
 
 static void wake_pollers(struct mount *mount);
-static bool still_watchable(struct mount *mount, uint64_t ino, uint64_t nodeid);
 
 /* ---- the notifier: poll wake-ups and inotify touches ------------------------ */
 
@@ -17,10 +17,16 @@ void mount_changed(void *context, uint64_t ino, const char *path, bool announced
 	for (struct change *c = mount->changes; c; c = c->next) {
 		if (c->ino == ino) {
 			c->touch |= !announced_by_reply;
+			mount->polls_due = true;
+			if (!mount->poller_pausing)
+				pthread_cond_signal(&mount->poll_wake);
 			pthread_mutex_unlock(&mount->notify_lock);
 			return;
 		}
 	}
+	mount->polls_due = true;
+	if (!mount->poller_pausing)
+		pthread_cond_signal(&mount->poll_wake);
 	struct change *change = malloc(sizeof(*change) + length + 1);
 	if (change) { /* without memory a watcher misses one event, nothing else */
 		change->ino = ino;
@@ -69,59 +75,37 @@ static void wake_pollers(struct mount *mount)
 	} while (count == 64);
 }
 
-static bool still_watchable(struct mount *mount, uint64_t ino, uint64_t nodeid)
+/* Sleep out NOTIFY_INTERVAL (notify_lock held): what changes meanwhile
+ * coalesces into the next round. */
+static void pace(struct mount *mount, bool *pausing, pthread_cond_t *wake)
 {
-	uint64_t nodeids[64];
-	size_t count = nodeids_watchable(&mount->nodeids, ino, nodeids, 64);
-
-	for (size_t i = 0; i < count; i++)
-		if (nodeids[i] == nodeid)
-			return true;
-	return false;
+	struct timespec pause = clock_after(CLOCK_MONOTONIC, NOTIFY_INTERVAL);
+	*pausing = true;
+	while (!mount->notifier_stop &&
+	       pthread_cond_timedwait(wake, &mount->notify_lock, &pause) == 0)
+		;
+	*pausing = false;
 }
 
-/* Raise IN_ATTRIB on every inode of the semaphore a watch may hold: set its
- * times through the mount, by file handle so that each alias is reached. */
-void touch(struct mount *mount, const struct change *change)
+void *poller_main(void *argument)
 {
-	uint64_t nodeids[64];
-	size_t count = nodeids_watchable(&mount->nodeids, change->ino, nodeids, 64);
-	struct {
-		struct file_handle handle;
-		uint32_t words[3];
-	} fuse_handle;
+	struct mount *mount = argument;
 
-	/* Opened per touch: a standing fd would keep `fusermount3 -u` out.
-	 * (Not O_PATH: open_by_handle_at refuses such a mount fd.) */
-	int root_fd = count ? open(mount->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	for (size_t i = 0; i < count && root_fd >= 0 && mount->handles_work; i++) {
-		/* The kernel's FUSE handle: FILEID_INO64_GEN, nodeid, generation. */
-		fuse_handle.handle.handle_bytes = sizeof(fuse_handle.words);
-		fuse_handle.handle.handle_type = 0x81;
-		fuse_handle.words[0] = (uint32_t)(nodeids[i] >> 32);
-		fuse_handle.words[1] = (uint32_t)nodeids[i];
-		fuse_handle.words[2] = 1; /* entry.generation */
-		int fd = open_by_handle_at(root_fd, &fuse_handle.handle, O_PATH | O_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EPERM) /* needs CAP_DAC_READ_SEARCH */
-				mount->handles_work = false;
+	pthread_setname_np(pthread_self(), "semfs-poll");
+	pthread_mutex_lock(&mount->notify_lock);
+	while (!mount->notifier_stop) {
+		if (!mount->polls_due) {
+			pthread_cond_wait(&mount->poll_wake, &mount->notify_lock);
 			continue;
 		}
-		/* Ask again at the last moment: an alias just looked up is often
-		 * opened and written at once, and a write that waits holds the
-		 * inode lock utimensat needs. */
-		if (still_watchable(mount, change->ino, nodeids[i]))
-			(void)utimensat(fd, "", NULL, AT_EMPTY_PATH);
-		close(fd);
+		mount->polls_due = false;
+		pthread_mutex_unlock(&mount->notify_lock);
+		wake_pollers(mount);
+		pthread_mutex_lock(&mount->notify_lock);
+		pace(mount, &mount->poller_pausing, &mount->poll_wake);
 	}
-	if (root_fd >= 0)
-		close(root_fd);
-	if (!mount->handles_work && change->touch) {
-		/* Unprivileged: by path, reaching the node's own inode only. */
-		char path[PATH_MAX * 2];
-		snprintf(path, sizeof(path), "%s/%s", mount->mountpoint, change->path);
-		(void)utimensat(AT_FDCWD, path, NULL, 0);
-	}
+	pthread_mutex_unlock(&mount->notify_lock);
+	return NULL;
 }
 
 void *notifier_main(void *argument)
@@ -129,8 +113,6 @@ void *notifier_main(void *argument)
 	struct mount *mount = argument;
 
 	pthread_setname_np(pthread_self(), "semfs-notify");
-	mount->notifier_tid = gettid();
-	mount->handles_work = true;
 	pthread_mutex_lock(&mount->notify_lock);
 	while (!mount->notifier_stop) {
 		if (!mount->changes) {
@@ -142,20 +124,13 @@ void *notifier_main(void *argument)
 		pthread_mutex_unlock(&mount->notify_lock);
 		while (changes) {
 			struct change *next = changes->next;
-			wake_pollers(mount);
 			if (!mount->notifier_stop)
 				touch(mount, changes);
 			free(changes);
 			changes = next;
 		}
 		pthread_mutex_lock(&mount->notify_lock);
-		struct timespec pause = clock_after(CLOCK_MONOTONIC, NOTIFY_INTERVAL);
-		mount->notifier_pausing = true;
-		while (!mount->notifier_stop &&
-		       pthread_cond_timedwait(&mount->notify_wake, &mount->notify_lock, &pause) ==
-			   0)
-			;
-		mount->notifier_pausing = false;
+		pace(mount, &mount->notifier_pausing, &mount->notify_wake);
 	}
 	pthread_mutex_unlock(&mount->notify_lock);
 	return NULL;

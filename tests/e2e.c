@@ -1,5 +1,6 @@
 /* e2e.c: the end-to-end harness (see e2e.h). */
 #include "e2e.h"
+#include "fusectl.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -152,6 +153,30 @@ static const char *daemon_log(void)
 	return text;
 }
 
+bool e2e_kill_daemon(int *status)
+{
+	dev_t device = fusectl_device(e2e.mnt);
+	bool alone = true;
+	kill(e2e.daemon, SIGKILL);
+	for (int t = 0; waitpid(e2e.daemon, status, WNOHANG) != e2e.daemon; t++) {
+		if (t == 200 && device) {
+			fprintf(stderr, "semfs: killed but not gone after 2 s: aborting its FUSE "
+					"connection\n");
+			alone = false;
+			fusectl_abort(device);
+		}
+		if (t == 1000) {
+			fprintf(stderr, "semfs (pid %d): killed, still not gone after 10 s\n",
+				(int)e2e.daemon);
+			alone = false;
+			break;
+		}
+		usleep(10000);
+	}
+	e2e.daemon = 0;
+	return alone;
+}
+
 void e2e_stop(void)
 {
 	if (e2e.daemon > 0) {
@@ -165,10 +190,8 @@ void e2e_stop(void)
 			}
 			usleep(10000);
 		}
-		if (!exited) {
-			kill(e2e.daemon, SIGKILL);
-			waitpid(e2e.daemon, &status, 0);
-		}
+		if (!exited)
+			e2e_kill_daemon(&status);
 		e2e.daemon = 0;
 		/* A clean unmount exits 0; a sanitizer report or a hang does not. */
 		cr_expect(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0,

@@ -25,6 +25,10 @@ void e2e_start(const char *extra);
 unsigned e2e_free_port(void); /* a TCP port on 127.0.0.1 nobody uses now */
 void e2e_stop(void);	      /* SIGTERM the daemon, wait, make sure it is unmounted */
 void e2e_restart(void);
+/* SIGKILL the daemon and reap it. One killed while a thread of its waits in
+ * a request to its own mount cannot exit until the connection is aborted:
+ * after 2 s that is done (fusectl) and the answer is false. */
+bool e2e_kill_daemon(int *status);
 void e2e_teardown(void);
 
 const char *e2e_path(const char *name); /* MOUNT/name, in a rotating buffer */

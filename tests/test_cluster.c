@@ -5,6 +5,7 @@
  * (semctl GETVAL), and the invariant value + units in use = limit. Runs in
  * an IPC namespace of its own (meson: unshare --ipc). */
 #include "etcd_cluster.h"
+#include "fusectl.h"
 #include "janitor.h"
 
 #include <arpa/inet.h>
@@ -157,28 +158,13 @@ static void host_start(int i, const char *endpoints)
 	free(log);
 }
 
-/* The kernel's own way out of a FUSE connection nobody will answer:
- * fusectl's abort file (its number is the mount's device minor). */
-static void fuse_abort(dev_t device)
-{
-	char path[96];
-	(void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL); /* or there */
-	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(device));
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		(void)!write(fd, "1", 1);
-		close(fd);
-	}
-}
-
 static bool host_stop(int i, int signal_number)
 {
 	struct host *h = &hosts[i];
 	int status = 0;
 	bool clean = true;
 	if (h->pid > 0) {
-		struct stat st;
-		dev_t device = mounted(h->mnt) && stat(h->mnt, &st) == 0 ? st.st_dev : 0;
+		dev_t device = fusectl_device(h->mnt);
 		kill(h->pid, signal_number);
 		/* A daemon that hangs in its shutdown is killed after 15 s. A
 		 * killed one whose thread waits in a request to its own mount
@@ -195,7 +181,7 @@ static bool host_stop(int i, int signal_number)
 					"%s: killed but not gone after 2 s: aborting its FUSE "
 					"connection\n",
 					h->name);
-				fuse_abort(device);
+				fusectl_abort(device);
 				aborted = true;
 			}
 			usleep(10000);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/sem.h>
 #include <sys/socket.h>
@@ -298,9 +299,8 @@ Test(faults, daemon_killed_with_units_out_restarts_whole)
 	long key = e2e_xattr("k", "key");
 	cr_assert_eq(kernel_value(key), 300 - MOUNT_HOLDERS - NET_HOLDERS - LOCKS);
 
-	cr_assert_eq(kill(e2e.daemon, SIGKILL), 0);
-	cr_assert_eq(waitpid(e2e.daemon, NULL, 0), e2e.daemon);
-	e2e.daemon = 0;
+	int status = 0;
+	cr_assert(e2e_kill_daemon(&status), "semfs did not exit on SIGKILL");
 	/* The kernel undid the daemon's SEM_UNDO units at once: acquires came
 	 * back, lock units did not. */
 	cr_assert_eq(kernel_value(key), 300 - LOCKS);
@@ -325,6 +325,76 @@ Test(faults, daemon_killed_with_units_out_restarts_whole)
 		strcat(unlocks, "unlock\n");
 	cr_assert_eq(e2e_write("k", unlocks), 0);
 	assert_nothing_leaked("k", 0, 1000);
+}
+
+/* ---- 3a. kill -9 while the daemon waits on its own mount ---------------------- */
+
+/* semfs raises inotify events by touching the semaphore through the mount:
+ * a request the daemon answers itself. Killed between reading that request
+ * and answering it, the daemon used to stay forever a zombie with a thread in
+ * uninterruptible sleep and a mount on which every access hung (only
+ * fusectl's abort freed it). gdb stops the daemon exactly there. */
+Test(faults, daemon_killed_while_its_own_touch_waits_exits)
+{
+	char gdb_log[400], armed[400], stopped[400], arm[420], stop[420], pid_text[16];
+
+	e2e_start("");
+	cr_assert_eq(e2e_write("s", "limit 2\n"), 0);
+	int watch = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	cr_assert_geq(watch, 0);
+	cr_assert_geq(inotify_add_watch(watch, e2e_path("s"), IN_ATTRIB), 0);
+
+	/* gdb marks its steps with files: its own output is buffered. */
+	snprintf(gdb_log, sizeof(gdb_log), "%s/gdb.log", e2e.dir);
+	snprintf(armed, sizeof(armed), "%s/gdb.armed", e2e.dir);
+	snprintf(stopped, sizeof(stopped), "%s/gdb.stopped", e2e.dir);
+	snprintf(arm, sizeof(arm), "shell touch %s", armed);
+	snprintf(stop, sizeof(stop), "shell touch %s", stopped);
+	snprintf(pid_text, sizeof(pid_text), "%d", (int)e2e.daemon);
+	pid_t gdb = e2e_fork();
+	if (gdb == 0) {
+		int log = open(gdb_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 ||
+		    dup2(log, 2) < 0)
+			_exit(126);
+		execlp("gdb", "gdb", "-batch", "-nx", "-p", pid_text, "-ex", "break mount_setattr",
+		       "-ex", arm, "-ex", "continue", "-ex", stop, "-ex", "signal SIGKILL",
+		       (char *)NULL);
+		_exit(127);
+	}
+	for (double end = e2e_now() + 30; access(armed, F_OK) != 0; usleep(50000)) {
+		int gone = e2e_wait_exit(gdb, 0);
+		cr_assert_eq(gone, -1, "gdb exited (%d; scripts/deps.sh installs it), see %s", gone,
+			     gdb_log);
+		cr_assert_lt(e2e_now(), end, "gdb did not attach within 30 s, see %s", gdb_log);
+	}
+	/* A change: the notifier touches s, the daemon reads that SETATTR and
+	 * stops at the breakpoint, holding it unanswered. */
+	pid_t writer = e2e_spawn_write("s", "lock\n");
+	for (double end = e2e_now() + 10; access(stopped, F_OK) != 0; usleep(20000))
+		cr_assert_lt(e2e_now(), end, "the daemon got no SETATTR within 10 s, see %s",
+			     gdb_log);
+	cr_assert_eq(e2e_wait_exit(writer, 5000), 0, "the lock was not answered");
+
+	/* gdb resumes it with SIGKILL and waits for its end: 10 s at most. */
+	pid_t daemon = e2e.daemon;
+	if (e2e_wait_exit(gdb, 10000) == -1) {
+		kill(gdb, SIGKILL);
+		e2e_wait_exit(gdb, 5000);
+	}
+	int status = 0;
+	cr_assert(e2e_kill_daemon(&status),
+		  "semfs (pid %d), killed while its touch waited in its own mount, did not exit "
+		  "until its FUSE connection was aborted",
+		  (int)daemon);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status 0x%x", status);
+	close(watch);
+
+	/* And it comes back on the same state. */
+	e2e_restart();
+	cr_assert_eq(e2e_xattr("s", "limit"), 2);
+	cr_assert_eq(e2e_xattr("s", "value"), 1, "the lock unit was lost");
 }
 
 /* ---- 3b. a reboot: the kernel's sets are gone, the state_dir is not ----------- */

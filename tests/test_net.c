@@ -765,6 +765,10 @@ Test(native, accepting_resumes_after_running_out_of_descriptors)
 {
 	char command[256];
 	bool used[4096] = {false};
+	struct stat st;
+	/* Answered once the daemon's loop runs: its start-up is over, and with
+	 * it the descriptors it opens and closes (the toucher's socket pair). */
+	cr_assert_eq(stat(e2e_path("semaphore.status"), &st), 0);
 	snprintf(command, sizeof(command), "/proc/%d/fd", e2e.daemon);
 	DIR *directory = opendir(command);
 	cr_assert_not_null(directory);
