@@ -83,6 +83,10 @@ struct semaphore {
 	uint64_t token, token_reserved;
 	unsigned acquired; /* units held by owners (acquire), with SEM_UNDO */
 	int last_value;	   /* as of our last journal line: to notice outside changes */
+	/* The value our own semop just left, for the journal line that follows
+	 * (one GETVAL less per lock and unlock); used once. */
+	bool value_known;
+	int known_value;
 	bool removed;	   /* the SysV set is gone: everything fails with EIDRM */
 	bool undefined;	   /* made by an ACE acquire of an unknown name: goes when idle */
 	bool idle_pending; /* undefined and idle since idle_since: goes after a grace */

@@ -167,10 +167,11 @@ int take(struct store *store, struct semaphore *semaphore, struct waiter *waiter
 		int r = grant_prepare(store, semaphore, waiter, command->verb, &holder);
 		if (r < 0)
 			return r;
-		r = limit_guard(store, semaphore);
-		if (r >= 0)
-			r = be_adjust(store, semaphore->semid, -1, acquire);
+		int value = limit_guard(store, semaphore);
+		r = value < 0 ? value : be_adjust(store, semaphore->semid, -1, acquire);
 		if (r == 0) {
+			semaphore->value_known = true;
+			semaphore->known_value = value - 1;
 			grant(store, semaphore, waiter, command->verb, holder);
 			return 0;
 		}
@@ -230,6 +231,8 @@ static int command_unlock(struct store *store, struct semaphore *semaphore, stru
 		return r;
 	holder_drop_plain(semaphore, waiter->who);
 	waiter->changed_something = true;
+	semaphore->value_known = true;
+	semaphore->known_value = value + 1;
 	journal_event(store, semaphore, "unlock", waiter->who, 0, NULL, waiter->announced_by_reply);
 	return 0;
 }

@@ -13,8 +13,11 @@ void journal_event(struct store *store, struct semaphore *semaphore, const char 
 {
 	struct timespec now;
 	char line[512], token_text[32] = "";
-	int value = semaphore->removed ? -1 : be_value(store, semaphore->semid);
+	int value = semaphore->removed	     ? -1
+		    : semaphore->value_known ? semaphore->known_value
+					     : be_value(store, semaphore->semid);
 
+	semaphore->value_known = false;
 	timespec_now(CLOCK_REALTIME, &now);
 	if (now.tv_sec != store->stamp_second || !store->stamp[0]) {
 		struct tm utc;
