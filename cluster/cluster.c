@@ -110,6 +110,9 @@ static void on_report(void *context, const struct replica_report *report)
 	const char *who = report->entry	     ? report->who
 			  : state.meta.by[0] ? state.meta.by
 					     : "cluster";
+	if (report->change == REPLICA_RELEASED && report->kind == REPLICA_LOCK &&
+	    report->revision == c->unlocked_at)
+		who = c->unlocked_by;
 	c->hooks.journal(c->hooks.context, path, event, who,
 			 report->change == REPLICA_GRANTED ? report->token : 0, detail);
 }
@@ -174,6 +177,17 @@ static void on_watch_message(void *context, struct json_object *message)
 			log_warnx("cluster: an event with a key outside %s or too long ignored",
 				  c->prefix);
 			continue;
+		}
+		static const char mark[] = "unlock by=";
+		if (!deleted && e.key_length > 5 && memcmp(e.key, "sync/", 5) == 0 &&
+		    e.value_length > sizeof(mark) - 1 &&
+		    memcmp(e.value, mark, sizeof(mark) - 1) == 0) {
+			size_t length = e.value_length - (sizeof(mark) - 1);
+			if (length >= sizeof(c->unlocked_by))
+				length = sizeof(c->unlocked_by) - 1;
+			memcpy(c->unlocked_by, e.value + sizeof(mark) - 1, length);
+			c->unlocked_by[length] = '\0';
+			c->unlocked_at = e.revision;
 		}
 		char error[256];
 		int r = replica_apply(c->replica, &e, on_report, c, error, sizeof(error));

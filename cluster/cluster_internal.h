@@ -120,6 +120,11 @@ struct cluster {
 	char touched[TOUCHED_MAX][REPLICA_ENTRY_MAX];
 	int touched_count;
 	bool touched_all;
+	/* Loop: who unlocked at revision `unlocked_at`: an unlock writes its
+	 * host's sync mark as "unlock by=WHO" with the lock entry's delete, so
+	 * that every host journals the unlocker, not the locker. */
+	int64_t unlocked_at;
+	char unlocked_by[REPLICA_WHO_MAX];
 
 	/* Loop thread only. */
 	struct job *active;
@@ -152,6 +157,8 @@ struct json_object *txn_delete(struct json_object *k, struct json_object *end);
 struct json_object *txn_new(const struct cluster *cluster, struct json_object **compares,
 			    struct json_object **ops);
 struct json_object *txn_sync_put(const struct cluster *c);
+/* The sync mark that says who unlocked (see unlocked_by). */
+struct json_object *txn_unlock_mark(const struct cluster *c, const char *who);
 bool txn_succeeded(struct json_object *response);
 /* The revision an answer was made at (0 if it says none). */
 int64_t txn_revision(struct json_object *response);

@@ -574,7 +574,9 @@ static void command_unlock(struct job *r, const struct replica_state *state)
 	struct json_object *compares[] = {
 	    txn_compare(txn_key(c, "sem/%s/q/%s", r->name, entry), NULL, "CREATE", "EQUAL", token),
 	    NULL};
-	struct json_object *ops[] = {txn_delete(txn_key(c, "sem/%s/q/%s", r->name, entry), NULL),
+	/* The mark first: the watch brings a transaction's events in order. */
+	struct json_object *ops[] = {txn_unlock_mark(c, r->who),
+				     txn_delete(txn_key(c, "sem/%s/q/%s", r->name, entry), NULL),
 				     NULL};
 	r->phase = PHASE_BUSY;
 	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, unlock_entry_done,

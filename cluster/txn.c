@@ -91,6 +91,13 @@ struct json_object *txn_sync_put(const struct cluster *c)
 	return txn_put(txn_key(c, "sync/%s", c->host), "sync", 0);
 }
 
+struct json_object *txn_unlock_mark(const struct cluster *c, const char *who)
+{
+	char value[REPLICA_WHO_MAX + 16];
+	snprintf(value, sizeof(value), "unlock by=%s", who);
+	return txn_put(txn_key(c, "sync/%s", c->host), value, 0);
+}
+
 /* A transaction of `compares` and `ops` (NULL-terminated lists). When the
  * compares fail it writes the sync mark instead, so that its revision is
  * one the watch brings too: whoever awaits it is never left waiting for

@@ -360,6 +360,23 @@ static void expect_journal(int i, const char *name, const char *needle)
 	free(text);
 }
 
+/* Every line of host i's journal of `name` with `event` also has `needle`;
+ * there is at least one. */
+static void expect_every(int i, const char *name, const char *event, const char *needle)
+{
+	char *text = slurp(at(i, name));
+	int lines = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		if (!strstr(line, event))
+			continue;
+		lines++;
+		cr_assert(strstr(line, needle), "%s's journal of %s: '%s' lacks '%s'", hosts[i].name,
+			  name, line, needle);
+	}
+	cr_assert_gt(lines, 0, "%s's journal of %s has no '%s'", hosts[i].name, name, event);
+	free(text);
+}
+
 /* ---- the tests ------------------------------------------------------------- */
 
 Test(cluster, a_unit_taken_on_one_host_blocks_the_other_until_released)
@@ -404,6 +421,11 @@ Test(cluster, a_unit_taken_on_one_host_blocks_the_other_until_released)
 	}
 	close(on_a);
 	close(on_b);
+	/* Each host journals the unlocker (hostb's), not the locker. */
+	cr_assert(wait_value(0, "x", 1, 3000));
+	expect_every(0, "x", " unlock by=", "@hostb ");
+	expect_every(1, "x", " unlock by=", "@hostb ");
+	expect_every(0, "x", " lock by=", "@hosta ");
 	/* Timeouts and try-locks keep their meaning. */
 	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
 	double start = now();
@@ -841,8 +863,12 @@ Test(cluster, a_paused_etcd_leader_delays_but_loses_nothing)
 		now() - start);
 	etcd_cluster_pause(&cluster, leader, false);
 	/* Nothing lost, nothing doubled: one unit out, on both hosts. */
-	cr_assert(wait_value(0, "db", 0, 5000));
-	cr_assert(wait_value(1, "db", 0, 5000));
+	for (int i = 0; i < 2; i++)
+		cr_assert(wait_value(i, "db", 0, 5000),
+			  "%s: value %ld (GETVAL %d), waiting %ld after the leader's pause; the "
+			  "unlock said %s%s",
+			  hosts[i].name, xattr(i, "db", "value"), getval(i, "db"),
+			  xattr(i, "db", "waiting"), strerror(r), unknown ? " after EIO" : "");
 	cr_assert_eq(write_text(1, "db", "unlock\n"), 0);
 	cr_assert(wait_value(0, "db", 1, 5000));
 	cr_assert_eq(write_text(0, "db", "unlock\n"), EOVERFLOW);
