@@ -194,9 +194,12 @@ void e2e_stop(void)
 			e2e_kill_daemon(&status);
 		e2e.daemon = 0;
 		/* A clean unmount exits 0; a sanitizer report or a hang does not. */
-		cr_expect(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-			  "semfs did not stop cleanly on SIGTERM (status 0x%x):\n%s", status,
-			  daemon_log());
+		if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			e2e.unclean = true;
+			cr_expect_fail("semfs did not stop cleanly on SIGTERM (%s, status 0x%x):\n%s",
+				       exited ? "exited" : "hung 10 s, killed", status,
+				       daemon_log());
+		}
 	}
 	if (is_mounted()) {
 		char command[400];
@@ -282,6 +285,10 @@ void e2e_teardown(void)
 		snprintf(command, sizeof(command), "rm -rf %s", e2e.dir);
 		if (system(command) != 0)
 			fprintf(stderr, "could not remove %s\n", e2e.dir);
+	}
+	if (e2e.unclean) {
+		fprintf(stderr, "semfs did not stop cleanly: failing the suite\n");
+		abort();
 	}
 }
 

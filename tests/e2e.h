@@ -16,6 +16,7 @@ struct e2e {
 	unsigned port; /* the network front-end's, on 127.0.0.1 */
 	pid_t children[E2E_CHILDREN_MAX];
 	int child_count;
+	bool unclean; /* a stop found the daemon hung or failing */
 };
 
 extern struct e2e e2e;
@@ -29,6 +30,9 @@ void e2e_restart(void);
  * a request to its own mount cannot exit until the connection is aborted:
  * after 2 s that is done (fusectl) and the answer is false. */
 bool e2e_kill_daemon(int *status);
+/* The suites' .fini. Criterion ignores a failed assertion there, so a
+ * daemon that did not stop cleanly aborts the test process instead: the
+ * suite then exits non-zero ("crashed during its teardown"). */
 void e2e_teardown(void);
 
 const char *e2e_path(const char *name); /* MOUNT/name, in a rotating buffer */
