@@ -72,6 +72,10 @@ int be_undo_to_plain(const struct store *store, int handle)
 
 int be_set_owner(const struct store *store, int handle, uid_t uid, gid_t gid, mode_t mode)
 {
+	/* A cluster's mirror is read-only to other users, whatever the file's
+	 * mode (at creation, chmod, a set made again): only semfs writes it. */
+	if (store->cluster)
+		mode = (mode & 0444) | 0200;
 	return BACKEND_CALL(store, set_owner, handle, uid, gid, mode);
 }
 

@@ -62,10 +62,9 @@ static void hook_sync(void *context, const char *path, const struct replica_meta
 	}
 	struct semaphore *s = node->semaphore;
 	if (!s->cluster_seen) {
-		/* Read-only to outsiders (this uid may still write: semfs's own
-		 * mirror); tokens are the cluster's revisions. */
-		(void)be_set_owner(store, s->semid, meta->uid, meta->gid,
-				   (meta->mode & 0444) | 0200);
+		/* The owner the cluster says (be_set_owner keeps the mirror
+		 * read-only to others); tokens are the cluster's revisions. */
+		(void)be_set_owner(store, s->semid, meta->uid, meta->gid, meta->mode);
 		s->token = 0;
 	}
 	s->limit = (unsigned)meta->limit;

@@ -370,8 +370,8 @@ static void expect_every(int i, const char *name, const char *event, const char 
 		if (!strstr(line, event))
 			continue;
 		lines++;
-		cr_assert(strstr(line, needle), "%s's journal of %s: '%s' lacks '%s'", hosts[i].name,
-			  name, line, needle);
+		cr_assert(strstr(line, needle), "%s's journal of %s: '%s' lacks '%s'",
+			  hosts[i].name, name, line, needle);
 	}
 	cr_assert_gt(lines, 0, "%s's journal of %s has no '%s'", hosts[i].name, name, event);
 	free(text);
@@ -460,6 +460,13 @@ Test(cluster, creates_and_removals_show_on_every_host_and_outsiders_are_reverted
 	expect_journal(1, "pool", "outside-change");
 	expect_journal(1, "pool", "reverted");
 	cr_assert_eq(xattr(0, "pool", "value"), 3, "hosta saw hostb's outsider");
+	/* A chmod that opens the file to everyone leaves the set read-only to
+	 * other users: only semfs's own uid writes the mirror. */
+	cr_assert_eq(chmod(at(1, "pool"), 0666), 0);
+	struct semid_ds set;
+	cr_assert_eq(semctl(semid, 0, IPC_STAT, &set), 0);
+	cr_assert_eq(set.sem_perm.mode & 0777, 0644, "the mirror's mode after chmod 0666: 0%o",
+		     set.sem_perm.mode & 0777);
 	/* rm on one host removes it everywhere; holders' units with it. */
 	cr_assert_eq(write_text(0, "pool", "lock\n"), 0);
 	cr_assert_eq(unlink(at(1, "pool")), 0);
