@@ -76,6 +76,15 @@ static void stat_of(const struct store_attr *attr, struct stat *st)
 	st->st_atim = attr->mtime;
 }
 
+/* A directory's mode and owner change only through the mount (whose
+ * SETATTR reply refreshes the kernel's copy); its size, nlink and mtime may
+ * lag a create made over TCP by up to this. Cached, a path walk skips one
+ * GETATTR per directory (each `echo lock > f` asks for the root's). */
+static double attr_timeout(const struct store_attr *attr)
+{
+	return attr->kind == NODE_DIRECTORY ? ENTRY_TIMEOUT : ATTR_TIMEOUT;
+}
+
 static void reply_entry(fuse_req_t req, int r, const struct store_attr *attr)
 {
 	struct fuse_entry_param entry;
@@ -87,7 +96,7 @@ static void reply_entry(fuse_req_t req, int r, const struct store_attr *attr)
 	memset(&entry, 0, sizeof(entry));
 	entry.ino = attr->nodeid;
 	entry.generation = 1;
-	entry.attr_timeout = ATTR_TIMEOUT;
+	entry.attr_timeout = attr_timeout(attr);
 	/* Semaphores: every path walk asks again, so that it can be sent to an
 	 * alias while a write waits on the inode (see store.h). */
 	entry.entry_timeout = attr->kind == NODE_DIRECTORY ? ENTRY_TIMEOUT : 0.0;
@@ -104,7 +113,7 @@ static void reply_attr(fuse_req_t req, int r, const struct store_attr *attr)
 		return;
 	}
 	stat_of(attr, &st);
-	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+	fuse_reply_attr(req, &st, attr_timeout(attr));
 }
 
 /* ---- the tree ------------------------------------------------------------ */
