@@ -582,6 +582,8 @@ int main(int argc, char *argv[])
 		log_warn("cannot go to the background");
 		goto out_store;
 	}
+	if (mount && mount_fork_toucher(mount) < 0)
+		goto out_store; /* still on the terminal */
 	if (store_start(store) < 0 || (stats && stats_start(stats) < 0) ||
 	    (server && server_start(server) < 0)) {
 		log_warnx("cannot start a thread"); /* still on the terminal */

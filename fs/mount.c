@@ -718,7 +718,7 @@ int mount_attach(struct mount *mount, struct store *store, struct fuse_args *arg
 	return 0;
 }
 
-int mount_run(struct mount *mount)
+int mount_fork_toucher(struct mount *mount)
 {
 	int r = toucher_start(mount);
 
@@ -726,7 +726,12 @@ int mount_run(struct mount *mount)
 		log_warnx("cannot start the toucher process: %s", strerror(-r));
 		return -1;
 	}
-	r = thread_start(&mount->notifier, notifier_main, mount);
+	return 0;
+}
+
+int mount_run(struct mount *mount)
+{
+	int r = thread_start(&mount->notifier, notifier_main, mount);
 	if (r < 0) {
 		log_warnx("cannot start the notifier thread: %s", strerror(-r));
 		return -1;

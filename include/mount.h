@@ -24,10 +24,16 @@ void mount_changed(void *context, uint64_t ino, const char *path, bool announced
 int mount_attach(struct mount *mount, struct store *store, struct fuse_args *args,
 		 const char *mountpoint, char *error, size_t error_size);
 
-/* Start the notifier thread (after daemonizing), run the loop until unmount or
+/* Start the notifier and poller threads, run the loop until unmount or
  * a signal, then unmount. Returns fuse_session_loop's result: 0 after an
  * unmount, a signal number after a signal, -errno on failure. */
 int mount_run(struct mount *mount);
+/* Fork the toucher, the process that makes inotify see changes (see
+ * fs/mount_toucher.c): after daemonizing and before any thread or network
+ * connection exists, so that the child never holds, even for a moment, a
+ * descriptor the daemon closes (a connection's socket would stay in epoll).
+ * 0, or -1 after logging why. */
+int mount_fork_toucher(struct mount *mount);
 
 /* After store_shutdown(): close the session, stop the notifier, let go of
  * open files. */
