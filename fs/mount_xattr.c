@@ -31,6 +31,15 @@ static void limit_complete(struct waiter *waiter, int error)
 
 /* ---- extended attributes ----------------------------------------------------- */
 
+/* The answer for a name semfs does not serve. Outside the user namespace it
+ * is EOPNOTSUPP, not ENODATA: that is what lets ls -l (coreutils caches "not
+ * supported" per device) stop asking every file for security.selinux and
+ * system.posix_acl_access, two FUSE round trips and two lookups per entry. */
+static int absent_attribute(const char *name)
+{
+	return strncmp(name, "user.", strlen("user.")) == 0 ? ENODATA : EOPNOTSUPP;
+}
+
 static const char *attribute_name(const char *name)
 {
 	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? name + strlen(XATTR_PREFIX)
@@ -54,8 +63,11 @@ void mount_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 	struct semaphore *semaphore;
 	char *text = NULL;
 
-	if (!field ||
-	    store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino), &semaphore) < 0) {
+	if (!field) {
+		fuse_reply_err(req, absent_attribute(name));
+		return;
+	}
+	if (store_open_semaphore(mount->store, nodeids_ino(&mount->nodeids, ino), &semaphore) < 0) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
@@ -137,5 +149,5 @@ void mount_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 
 void mount_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, attribute_name(name) ? EPERM : ENODATA);
+	fuse_reply_err(req, attribute_name(name) ? EPERM : absent_attribute(name));
 }

@@ -5,8 +5,9 @@
 # any report, the daemon's included. Needs root (or /dev/fuse access).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-# gdb: the fault tests stop the daemon at an exact request before killing it.
-SEMFS_EXTRA_PACKAGES="gdb ${SEMFS_EXTRA_PACKAGES:-}" source "$top/scripts/deps.sh"
+# gdb: the fault tests stop the daemon at an exact request before killing it;
+# strace: a mount test counts the getxattr calls the real ls -l makes.
+SEMFS_EXTRA_PACKAGES="gdb strace ${SEMFS_EXTRA_PACKAGES:-}" source "$top/scripts/deps.sh"
 build=${SEMFS_BUILD_DIR:-$top/build}
 options=()
 if [ "${1:-}" = "--sanitize" ]; then

@@ -706,6 +706,46 @@ Test(mount, names_cannot_be_moved_or_linked)
 	cr_assert_eq(e2e_xattr("a", "limit"), 1, "a is untouched");
 }
 
+/* Attributes outside user.semfs.*: the user namespace has no others
+ * (ENODATA), the rest is not supported (EOPNOTSUPP), and the real ls -l,
+ * which caches "not supported" per device, asks one file, not each. */
+Test(mount, ls_l_asks_one_file_for_its_label_and_acl)
+{
+	char value[64], command[1200], trace[400];
+	create("a");
+	cr_assert_eq(lgetxattr(e2e_path("a"), "security.selinux", value, sizeof(value)), -1);
+	cr_assert_eq(errno, EOPNOTSUPP, "security.selinux: %s", strerror(errno));
+	cr_assert_eq(getxattr(e2e_path("a"), "user.other", value, sizeof(value)), -1);
+	cr_assert_eq(errno, ENODATA, "user.other: %s", strerror(errno));
+	cr_assert_eq(removexattr(e2e_path("a"), "security.selinux"), -1);
+	cr_assert_eq(errno, EOPNOTSUPP);
+	cr_assert_eq(e2e_xattr("a", "value"), 1, "the semfs attributes still answer");
+
+	cr_assert_eq(mkdir(e2e_path("many"), 0755), 0);
+	for (int i = 0; i < 20; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "many/s%d", i);
+		create(name);
+	}
+	snprintf(trace, sizeof(trace), "%s/ls.strace", e2e.dir);
+	snprintf(command, sizeof(command),
+		 "strace -f -qq -e trace=getxattr,lgetxattr -o %s ls -l %s >/dev/null", trace,
+		 e2e_path("many"));
+	cr_assert_eq(system(command), 0, "%s", command);
+	FILE *file = fopen(trace, "re");
+	cr_assert_not_null(file);
+	int calls = 0, unsupported = 0;
+	char line[512];
+	while (fgets(line, sizeof(line), file)) {
+		calls++;
+		unsupported += strstr(line, "EOPNOTSUPP") != NULL;
+	}
+	fclose(file);
+	/* Before: 40 (security.selinux and system.posix_acl_access per file). */
+	cr_assert(calls >= 1 && calls <= 2, "ls -l of 20 files made %d getxattr calls", calls);
+	cr_assert_eq(unsupported, calls, "every one answered EOPNOTSUPP");
+}
+
 /* Type=notify: systemd hears READY=1 only once the mount exists, and
  * STOPPING=1 on SIGTERM, after which the mount is gone. */
 Test(mount_configured, systemd_hears_ready_once_the_mount_is_up)
