@@ -324,12 +324,14 @@ static void mount_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 
 /* libfuse 3.14 cannot ask for FOPEN_PARALLEL_DIRECT_WRITES, and without it the
  * kernel lets one write per file in at a time: a blocked `echo lock` would
- * hold up `echo unlock`. So the open reply is built here. */
+ * hold up `echo unlock`. So the open reply is built here. FOPEN_NOFLUSH: a
+ * close sends no FLUSH (there is nothing to flush, and units are returned at
+ * RELEASE), two round trips less per `echo lock > f`. */
 static int reply_open_parallel(fuse_req_t req, struct open_file *file)
 {
 	struct fuse_open_out out = {
 	    .fh = (uintptr_t)file,
-	    .open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES,
+	    .open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES | FOPEN_NOFLUSH,
 	};
 	struct iovec iov = {.iov_base = &out, .iov_len = sizeof(out)};
 	return fuse_reply_iov(req, &iov, 1);
