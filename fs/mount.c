@@ -12,6 +12,7 @@ static void reply_entry(fuse_req_t req, int r, const struct store_attr *attr);
 static void reply_attr(fuse_req_t req, int r, const struct store_attr *attr);
 static void status_size(struct mount *mount, int r, struct store_attr *attr);
 static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+static void forget_reference(struct mount *mount, uint64_t nodeid);
 static void mount_forget(fuse_req_t req, fuse_ino_t ino, uint64_t count);
 static void mount_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
 static void mount_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -30,7 +31,11 @@ static void mount_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 static int reply_open_parallel(fuse_req_t req, struct open_file *file);
 static void open_file_free(struct mount *mount, struct open_file *file);
 static int status_for_opener(fuse_req_t req, struct store *store, struct open_file *file);
+static int open_file_new(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+			 struct open_file **out);
 static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+static void mount_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			 struct fuse_file_info *fi);
 static void mount_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 static void mount_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
@@ -146,23 +151,30 @@ static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry(req, r, &attr);
 }
 
-static void mount_forget(fuse_req_t req, fuse_ino_t ino, uint64_t count)
+/* Drop `count` kernel references to `nodeid`. */
+static void forget_references(struct mount *mount, uint64_t nodeid, uint64_t count)
 {
-	struct mount *mount = mount_of(req);
-	uint64_t node = nodeids_forget(&mount->nodeids, ino, count);
+	uint64_t node = nodeids_forget(&mount->nodeids, nodeid, count);
 	if (node)
 		store_forget(mount->store, node, count);
+}
+
+/* A reply carrying a reference that never reached the kernel. */
+static void forget_reference(struct mount *mount, uint64_t nodeid)
+{
+	forget_references(mount, nodeid, 1);
+}
+
+static void mount_forget(fuse_req_t req, fuse_ino_t ino, uint64_t count)
+{
+	forget_references(mount_of(req), ino, count);
 	fuse_reply_none(req);
 }
 
 static void mount_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-	for (size_t i = 0; i < count; i++) {
-		uint64_t node =
-		    nodeids_forget(&mount_of(req)->nodeids, forgets[i].ino, forgets[i].nlookup);
-		if (node)
-			store_forget(mount_of(req)->store, node, forgets[i].nlookup);
-	}
+	for (size_t i = 0; i < count; i++)
+		forget_references(mount_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -327,11 +339,13 @@ static void mount_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
  * hold up `echo unlock`. So the open reply is built here. FOPEN_NOFLUSH: a
  * close sends no FLUSH (there is nothing to flush, and units are returned at
  * RELEASE), two round trips less per `echo lock > f`. */
+#define OPEN_FLAGS (FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES | FOPEN_NOFLUSH)
+
 static int reply_open_parallel(fuse_req_t req, struct open_file *file)
 {
 	struct fuse_open_out out = {
 	    .fh = (uintptr_t)file,
-	    .open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES | FOPEN_NOFLUSH,
+	    .open_flags = OPEN_FLAGS,
 	};
 	struct iovec iov = {.iov_base = &out, .iov_len = sizeof(out)};
 	return fuse_reply_iov(req, &iov, 1);
@@ -387,7 +401,9 @@ static int status_for_opener(fuse_req_t req, struct store *store, struct open_fi
 	return report_status_text(store, &caller, &file->status_text, &file->status_length);
 }
 
-static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* A file opened through nodeid `ino`, in the mount's list of open files. */
+static int open_file_new(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+			 struct open_file **out)
 {
 	struct mount *mount = mount_of(req);
 	struct open_file *file = calloc(1, sizeof(*file));
@@ -398,10 +414,8 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if ((fi->flags & O_ACCMODE) != O_WRONLY)
 		store_read_barrier(mount->store);
 
-	if (!file) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	if (!file)
+		return -ENOMEM;
 	if (ino == STORE_STATUS_INO) {
 		file->kind = OPEN_STATUS;
 		if ((fi->flags & O_ACCMODE) != O_RDONLY)
@@ -419,8 +433,7 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r < 0) {
 		free(file->status_text);
 		free(file);
-		fuse_reply_err(req, -r);
-		return;
+		return r;
 	}
 	pthread_mutex_lock(&mount->poll_lock);
 	file->all_next = mount->open_files;
@@ -428,8 +441,87 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		mount->open_files->all_prev = file;
 	mount->open_files = file;
 	pthread_mutex_unlock(&mount->poll_lock);
-	if (reply_open_parallel(req, file) < 0)
-		open_file_free(mount, file); /* the opener is gone: no release will come */
+	*out = file;
+	return 0;
+}
+
+static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct open_file *file;
+	int r = open_file_new(req, ino, fi, &file);
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (reply_open_parallel(req, file) < 0)
+		open_file_free(mount_of(req), file); /* the opener is gone: no release will come */
+}
+
+static void attr_of(const struct stat *st, struct fuse_attr *attr)
+{
+	*attr = (struct fuse_attr){
+	    .ino = st->st_ino,
+	    .size = (uint64_t)st->st_size,
+	    .blocks = (uint64_t)st->st_blocks,
+	    .atime = (uint64_t)st->st_atim.tv_sec,
+	    .mtime = (uint64_t)st->st_mtim.tv_sec,
+	    .ctime = (uint64_t)st->st_ctim.tv_sec,
+	    .atimensec = (uint32_t)st->st_atim.tv_nsec,
+	    .mtimensec = (uint32_t)st->st_mtim.tv_nsec,
+	    .ctimensec = (uint32_t)st->st_ctim.tv_nsec,
+	    .mode = st->st_mode,
+	    .nlink = (uint32_t)st->st_nlink,
+	    .uid = st->st_uid,
+	    .gid = st->st_gid,
+	    .blksize = (uint32_t)st->st_blksize,
+	};
+}
+
+/* open(O_CREAT) of a new name in one round trip (FUSE_CREATE) instead of
+ * MKNOD, GETATTR and OPEN. The reply is built here, with the open flags of
+ * reply_open_parallel, which libfuse 3.14's fuse_reply_create cannot set. */
+static void mount_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			 struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *context = fuse_req_ctx(req);
+	struct mount *mount = mount_of(req);
+	struct store_attr attr;
+	struct open_file *file;
+
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	int r = store_create(mount->store, nodeids_ino(&mount->nodeids, parent), name, mode,
+			     context->uid, context->gid, &attr);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	/* An alias, as for a lookup (see mount_mknod). */
+	attr.nodeid = nodeids_looked_up(&mount->nodeids, attr.ino, false);
+	r = open_file_new(req, attr.nodeid, fi, &file);
+	if (r < 0) {
+		forget_reference(mount, attr.nodeid);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	struct stat st;
+	stat_of(&attr, &st);
+	/* Valid for no time (ATTR_TIMEOUT, and an entry timeout of 0, as
+	 * reply_entry gives a semaphore). */
+	struct fuse_entry_out entry = {.nodeid = attr.nodeid, .generation = 1};
+	attr_of(&st, &entry.attr);
+	struct fuse_open_out open = {
+	    .fh = (uintptr_t)file,
+	    .open_flags = OPEN_FLAGS,
+	};
+	struct iovec iov[] = {{.iov_base = &entry, .iov_len = sizeof(entry)},
+			      {.iov_base = &open, .iov_len = sizeof(open)}};
+	if (fuse_reply_iov(req, iov, 2) < 0) {
+		/* The opener is gone: neither a release nor a forget will come. */
+		open_file_free(mount, file);
+		forget_reference(mount, attr.nodeid);
+	}
 }
 
 static void mount_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -649,6 +741,7 @@ static const struct fuse_lowlevel_ops mount_operations = {
     .getattr = mount_getattr,
     .setattr = mount_setattr,
     .mknod = mount_mknod,
+    .create = mount_create,
     .mkdir = mount_mkdir,
     .unlink = mount_unlink,
     .rmdir = mount_rmdir,
