@@ -115,12 +115,12 @@ struct observers {
 	struct stats *stats;
 };
 
-static void changed(void *context, uint64_t ino, const char *path, bool announced_by_reply)
+static void changed(void *context, uint64_t ino, const char *path, enum store_change change)
 {
 	struct observers *observers = context;
 
 	if (observers->mount)
-		mount_changed(observers->mount, ino, path, announced_by_reply);
+		mount_changed(observers->mount, ino, path, change);
 	if (observers->server)
 		server_changed(observers->server);
 	if (observers->stats)

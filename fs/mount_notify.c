@@ -8,11 +8,17 @@ static void wake_pollers(struct mount *mount);
 
 /* ---- the notifier: poll wake-ups and inotify touches ------------------------ */
 
-void mount_changed(void *context, uint64_t ino, const char *path, bool announced_by_reply)
+void mount_changed(void *context, uint64_t ino, const char *path, enum store_change kind)
 {
 	struct mount *mount = context;
 	size_t length = strlen(path);
+	bool announced_by_reply = kind != CHANGE_UNANNOUNCED;
 
+	/* A new semaphore has no inode but its creator's (none, if it was made
+	 * over the network): a touch would reach no watcher and cost three
+	 * requests. The kernel tells the directory's watchers (IN_CREATE). */
+	if (kind == CHANGE_NEW)
+		return;
 	pthread_mutex_lock(&mount->notify_lock);
 	for (struct change *c = mount->changes; c; c = c->next) {
 		if (c->ino == ino) {

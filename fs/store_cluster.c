@@ -184,7 +184,8 @@ static void hook_journal(void *context, const char *path, const char *event, con
 			if ((uint64_t)token > s->token)
 				s->token = (uint64_t)token;
 		}
-		journal_event(store, s, event, who, token > 0 ? (uint64_t)token : 0, extra, false);
+		journal_event(store, s, event, who, token > 0 ? (uint64_t)token : 0, extra,
+			      CHANGE_UNANNOUNCED);
 	}
 	pthread_mutex_unlock(&store->lock);
 }

@@ -25,7 +25,8 @@ static void expire_waiters(struct store *store, struct semaphore *semaphore, str
 		queue_remove(semaphore, waiter);
 		semaphore->timeouts++;
 		store->timeouts_total++;
-		journal_event(store, semaphore, "timeout", waiter->who, 0, NULL, false);
+		journal_event(store, semaphore, "timeout", waiter->who, 0, NULL,
+			      CHANGE_UNANNOUNCED);
 		finish(store, waiter, -ETIMEDOUT, done);
 	}
 }
@@ -39,7 +40,8 @@ static void hand_unit(struct store *store, struct semaphore *semaphore, struct d
 	int value = be_value(store, semaphore->semid);
 	if (value >= 0 && value + (int)semaphore->acquired + 1 > (int)semaphore->limit &&
 	    be_undo_to_plain(store, semaphore->semid) == 0) {
-		journal_event(store, semaphore, "outside-change", "sysv", 0, "reverted=1", false);
+		journal_event(store, semaphore, "outside-change", "sysv", 0, "reverted=1",
+			      CHANGE_UNANNOUNCED);
 		(void)limit_guard(store, semaphore);
 		return;
 	}
@@ -147,7 +149,7 @@ static void cluster_revert(struct store *store, struct semaphore *s, struct done
 	snprintf(who, sizeof(who), "sysv:%d", pid);
 	snprintf(extra, sizeof(extra), "was=%d reverted", value);
 	(void)be_adjust(store, s->semid, s->cluster_value - value, false);
-	journal_event(store, s, "outside-change", who, 0, extra, false);
+	journal_event(store, s, "outside-change", who, 0, extra, CHANGE_UNANNOUNCED);
 }
 
 static void monitor_check_one(struct store *store, struct semaphore *s, struct done_list *done)
@@ -168,7 +170,7 @@ static void monitor_check_one(struct store *store, struct semaphore *s, struct d
 		return; /* ours, in flight: its own journal line follows */
 	char who[32];
 	snprintf(who, sizeof(who), "sysv:%d", pid);
-	journal_event(store, s, "outside-change", who, 0, NULL, false);
+	journal_event(store, s, "outside-change", who, 0, NULL, CHANGE_UNANNOUNCED);
 }
 
 /* The seconds a sweep over every set takes, and the shares it comes in. */

@@ -194,7 +194,7 @@ void node_release_if_unused(struct store *store, struct node *node);
 
 /* store_semaphore.c */
 void journal_event(struct store *store, struct semaphore *semaphore, const char *event,
-		   const char *who, uint64_t token, const char *extra, bool announced);
+		   const char *who, uint64_t token, const char *extra, enum store_change change);
 struct holder *holder_get(struct semaphore *semaphore, struct owner *owner, const char *who);
 void holder_put_back(struct holder *holder);
 void holder_unlink(struct holder *holder);

@@ -163,7 +163,7 @@ int create_semaphore(struct store *store, struct node *parent, const char *name,
 			/* Announced already (IN_CREATE on the directory), and no
 			 * touch: the creator opens and may wait in a write on this
 			 * very inode before the notifier would get to it. */
-			journal_event(store, node->semaphore, "create", who, 0, NULL, true);
+			journal_event(store, node->semaphore, "create", who, 0, NULL, CHANGE_NEW);
 			parent->mtime = parent->ctime = node->mtime;
 			if (undefined) /* as ACE logs "adding undefined semaphore" */
 				log_undefined(store, path, "created (limit 1)");

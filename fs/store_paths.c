@@ -374,7 +374,7 @@ static void undefine(struct store *store, struct semaphore *semaphore, struct do
 		log_warnx("%s: cannot record that it is no longer defined: %s", path, strerror(-r));
 	char detail[64];
 	snprintf(detail, sizeof(detail), "was-limit=%u", old_limit);
-	journal_event(store, semaphore, "undefine", "config", 0, detail, false);
+	journal_event(store, semaphore, "undefine", "config", 0, detail, CHANGE_UNANNOUNCED);
 	log_info("semaphore_%s is no longer in the configuration: %s is an undefined "
 		 "semaphore again (limit %u, removed when idle)",
 		 path, path, semaphore->limit);

@@ -93,7 +93,8 @@ static int restore_entry(void *context, const char *path, bool is_directory,
 			log_warnx("%s/%s: cannot record its new key 0x%08x: %s",
 				  store->backing.root, path, (unsigned)record.key, strerror(-r));
 	}
-	journal_event(store, semaphore, fresh ? "create" : "restore", "semfs", 0, NULL, false);
+	journal_event(store, semaphore, fresh ? "create" : "restore", "semfs", 0, NULL,
+		      CHANGE_UNANNOUNCED);
 	if (!fresh)
 		(void)limit_guard(store, semaphore); /* value <= limit, as recorded */
 	return 0;

@@ -6,6 +6,11 @@
 #include "cluster.h"
 
 static void helper_release_if_idle(struct semaphore *semaphore);
+
+static enum store_change announced(const struct waiter *waiter)
+{
+	return waiter->announced_by_reply ? CHANGE_ANNOUNCED : CHANGE_UNANNOUNCED;
+}
 static int helper_start(struct store *store, struct semaphore *semaphore);
 static int command_lock(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
 			const struct command *command, struct done_list *done);
@@ -34,7 +39,7 @@ void finish(struct store *store, struct waiter *waiter, int result, struct done_
 		char path[PATH_MAX];
 		if (node_path(semaphore->node, path, sizeof(path)) == 0)
 			store->options.changed(store->options.changed_context, semaphore->ino, path,
-					       false);
+					       CHANGE_UNANNOUNCED);
 	}
 	if (done)
 		done_push(done, waiter, result);
@@ -67,7 +72,7 @@ void grant(struct store *store, struct semaphore *semaphore, struct waiter *wait
 	else
 		waiter->lock_units++;
 	journal_event(store, semaphore, command_verb_name(verb), waiter->who, waiter->token, NULL,
-		      waiter->announced_by_reply);
+		      announced(waiter));
 }
 
 bool handle_gone(int r)
@@ -97,7 +102,8 @@ int limit_guard(struct store *store, struct semaphore *semaphore)
 		char who[32], extra[32];
 		snprintf(who, sizeof(who), "sysv:%d", pid);
 		snprintf(extra, sizeof(extra), "reverted=%d", excess);
-		journal_event(store, semaphore, "outside-change", who, 0, extra, false);
+		journal_event(store, semaphore, "outside-change", who, 0, extra,
+			      CHANGE_UNANNOUNCED);
 		if (time(NULL) - store->excess_logged >= 60) {
 			store->excess_logged = time(NULL);
 			char path[PATH_MAX] = "?";
@@ -205,7 +211,7 @@ int take(struct store *store, struct semaphore *semaphore, struct waiter *waiter
 		helper_kick(semaphore);
 	}
 	queue_append(semaphore, waiter);
-	journal_event(store, semaphore, "wait", waiter->who, 0, NULL, false);
+	journal_event(store, semaphore, "wait", waiter->who, 0, NULL, CHANGE_UNANNOUNCED);
 	return STORE_QUEUED;
 }
 
@@ -233,7 +239,7 @@ static int command_unlock(struct store *store, struct semaphore *semaphore, stru
 	waiter->changed_something = true;
 	semaphore->value_known = true;
 	semaphore->known_value = value + 1;
-	journal_event(store, semaphore, "unlock", waiter->who, 0, NULL, waiter->announced_by_reply);
+	journal_event(store, semaphore, "unlock", waiter->who, 0, NULL, announced(waiter));
 	return 0;
 }
 
@@ -253,7 +259,7 @@ static int command_relax(struct store *store, struct semaphore *semaphore, struc
 	semaphore->waiting = 0;
 	waiter->changed_something = true;
 	snprintf(extra, sizeof(extra), "woke=%zu", count);
-	journal_event(store, semaphore, "relax", waiter->who, 0, extra, waiter->announced_by_reply);
+	journal_event(store, semaphore, "relax", waiter->who, 0, extra, announced(waiter));
 	helper_release_if_idle(semaphore);
 	while (relaxed) {
 		struct waiter *next = relaxed->queue_next;
@@ -292,8 +298,7 @@ static int command_release(struct store *store, struct semaphore *semaphore, str
 	if (--holder->units == 0)
 		holder_unlink(holder);
 	waiter->changed_something = true;
-	journal_event(store, semaphore, "release", waiter->who, 0, NULL,
-		      waiter->announced_by_reply);
+	journal_event(store, semaphore, "release", waiter->who, 0, NULL, announced(waiter));
 	return 0;
 }
 
@@ -328,7 +333,7 @@ int command_limit(struct store *store, struct semaphore *semaphore, struct waite
 	}
 	snprintf(extra, sizeof(extra), "was=%u", previous);
 	waiter->changed_something = true;
-	journal_event(store, semaphore, "limit", waiter->who, 0, extra, waiter->announced_by_reply);
+	journal_event(store, semaphore, "limit", waiter->who, 0, extra, announced(waiter));
 	return 0;
 }
 
@@ -345,7 +350,7 @@ static int command_set(struct store *store, struct semaphore *semaphore, struct 
 	if (r < 0)
 		return r;
 	waiter->changed_something = true;
-	journal_event(store, semaphore, "set", waiter->who, 0, NULL, waiter->announced_by_reply);
+	journal_event(store, semaphore, "set", waiter->who, 0, NULL, announced(waiter));
 	return 0;
 }
 
@@ -410,7 +415,8 @@ bool store_cancel(struct store *store, struct waiter *waiter)
 		struct semaphore *semaphore = waiter->semaphore;
 		queue_remove(semaphore, waiter);
 		waiter->state = WAITER_DONE;
-		journal_event(store, semaphore, "interrupt", waiter->who, 0, NULL, false);
+		journal_event(store, semaphore, "interrupt", waiter->who, 0, NULL,
+			      CHANGE_UNANNOUNCED);
 		helper_release_if_idle(semaphore);
 		taken = true;
 	} else {
@@ -434,7 +440,7 @@ void store_return_units(struct store *store, struct waiter *waiter)
 			break;
 		holder_drop_plain(semaphore, waiter->who);
 		journal_event(store, semaphore, "unlock", waiter->who, 0, "reason=reply-lost",
-			      false);
+			      CHANGE_UNANNOUNCED);
 	}
 	pthread_mutex_unlock(&store->lock);
 }
@@ -448,7 +454,8 @@ static void release_holder(struct store *store, struct holder *holder, const cha
 	semaphore->acquired -= holder->units;
 	holder_unlink(holder);
 	if (!semaphore->removed)
-		journal_event(store, semaphore, "release", who, 0, "reason=close", false);
+		journal_event(store, semaphore, "release", who, 0, "reason=close",
+			      CHANGE_UNANNOUNCED);
 }
 
 void store_release_owner(struct store *store, struct owner *owner, const char *who)

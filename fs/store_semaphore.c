@@ -9,7 +9,7 @@ static void semaphore_mark_removed(struct store *store, struct semaphore *semaph
 /* ---- journal ------------------------------------------------------------- */
 
 void journal_event(struct store *store, struct semaphore *semaphore, const char *event,
-		   const char *who, uint64_t token, const char *extra, bool announced)
+		   const char *who, uint64_t token, const char *extra, enum store_change change)
 {
 	struct timespec now;
 	char line[512], token_text[32] = "";
@@ -48,7 +48,7 @@ void journal_event(struct store *store, struct semaphore *semaphore, const char 
 			char path[PATH_MAX];
 			if (node_path(semaphore->node, path, sizeof(path)) == 0)
 				store->options.changed(store->options.changed_context,
-						       semaphore->ino, path, announced);
+						       semaphore->ino, path, change);
 		}
 	}
 }
@@ -230,7 +230,7 @@ static void semaphore_mark_removed(struct store *store, struct semaphore *semaph
 		queue_remove(semaphore, waiter);
 		finish(store, waiter, -EIDRM, done);
 	}
-	journal_event(store, semaphore, "delete", who, 0, NULL, false);
+	journal_event(store, semaphore, "delete", who, 0, NULL, CHANGE_UNANNOUNCED);
 }
 
 /* The set went from outside (ipcrm). A defined semaphore must always exist:
@@ -285,7 +285,7 @@ bool set_gone_from_outside(struct store *store, struct semaphore *semaphore, str
 		}
 	}
 	snprintf(extra, sizeof(extra), "was=0x%08x lost=%u", (unsigned)old_key, lost);
-	journal_event(store, semaphore, "recreate", "sysv", 0, extra, false);
+	journal_event(store, semaphore, "recreate", "sysv", 0, extra, CHANGE_UNANNOUNCED);
 	log_warnx("defined semaphore %s: its SysV set 0x%08x was removed from outside; made "
 		  "again at key 0x%08x with limit %u",
 		  path, (unsigned)old_key, (unsigned)key, semaphore->limit);

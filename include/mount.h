@@ -18,7 +18,7 @@ struct mount *mount_new(void);
 /* The store's change observer (store_options.changed); context = the mount.
  * Wakes poll() and, for changes no write reply announces, raises an inotify
  * event by touching the file through the mount from the notifier thread. */
-void mount_changed(void *context, uint64_t ino, const char *path, bool announced_by_reply);
+void mount_changed(void *context, uint64_t ino, const char *path, enum store_change change);
 
 /* Create the session and mount. `args` holds the remaining FUSE options. */
 int mount_attach(struct mount *mount, struct store *store, struct fuse_args *args,

@@ -94,10 +94,17 @@ struct waiter {
 	uint64_t token;	     /* fencing token of its last grant */
 };
 
+/* Who has heard of a change already, which decides what the mount does. */
+enum store_change {
+	CHANGE_UNANNOUNCED, /* nobody: inotify watchers need a touch */
+	CHANGE_ANNOUNCED,   /* the request's write reply, on its own inode */
+	CHANGE_NEW,	    /* a semaphore just made: nobody can watch or poll it yet */
+};
+
 /* A semaphore changed: called with the store lock held, so it may only queue
  * work. `path` is relative to the mount root. */
 typedef void store_changed_fn(void *context, uint64_t ino, const char *path,
-			      bool announced_by_reply);
+			      enum store_change change);
 
 /* Who asks: the permission checks the kernel makes for the mount
  * (default_permissions), made by the store for the network and for

@@ -389,6 +389,36 @@ Test(mount, inotify_sees_a_timeout)
 	close(watch);
 }
 
+/* A directory watcher sees a semaphore made through the mount once, as
+ * IN_CREATE from the kernel (semfs no longer touches a new semaphore: its
+ * only inode is its creator's), and what is done to it afterwards. */
+Test(mount, a_directory_watch_sees_a_create_then_a_lock)
+{
+	int watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	cr_assert_geq(inotify_add_watch(watch, e2e.mnt, IN_CREATE | IN_MODIFY), 0);
+	create("fresh");
+	usleep(100000); /* 10 of the notifier's rounds */
+	char buffer[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int creates = 0, modifies = 0;
+	ssize_t n;
+	while ((n = read(watch, buffer, sizeof(buffer))) > 0)
+		for (char *p = buffer; p < buffer + n;) {
+			struct inotify_event *event = (struct inotify_event *)p;
+			creates += (event->mask & IN_CREATE) && strcmp(event->name, "fresh") == 0;
+			modifies += (event->mask & IN_MODIFY) != 0;
+			p += sizeof(*event) + event->len;
+		}
+	cr_assert_eq(creates, 1);
+	cr_assert_eq(modifies, 0);
+	cr_assert_eq(e2e_write("fresh", "lock\n"), 0);
+	struct pollfd pfd = {.fd = watch, .events = POLLIN};
+	cr_assert_eq(poll(&pfd, 1, 2000), 1, "no inotify event for the lock");
+	n = read(watch, buffer, sizeof(buffer));
+	cr_assert_gt(n, 0);
+	cr_assert(((struct inotify_event *)buffer)->mask & IN_MODIFY);
+	close(watch);
+}
+
 Test(mount, tail_follows_a_timeout)
 {
 	create("db");
