@@ -507,9 +507,14 @@ static void mount_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	}
 	struct stat st;
 	stat_of(&attr, &st);
-	/* Valid for no time (ATTR_TIMEOUT, and an entry timeout of 0, as
-	 * reply_entry gives a semaphore). */
-	struct fuse_entry_out entry = {.nodeid = attr.nodeid, .generation = 1};
+	/* The entry is valid for no time, as reply_entry's; the attributes for
+	 * the kernel's next tick only (1 ns rounds up to a jiffy), so that the
+	 * permission check this open() makes next (may_open, default_permissions)
+	 * uses them instead of asking with a GETATTR. They are this instant's,
+	 * and only the creator's descriptor sees this inode: a write through it
+	 * invalidates them, any other path walk gets an inode of its own. */
+	struct fuse_entry_out entry = {
+	    .nodeid = attr.nodeid, .generation = 1, .attr_valid_nsec = 1};
 	attr_of(&st, &entry.attr);
 	struct fuse_open_out open = {
 	    .fh = (uintptr_t)file,

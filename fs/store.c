@@ -70,13 +70,26 @@ int be_undo_to_plain(const struct store *store, int handle)
 	return BACKEND_CALL(store, undo_to_plain, handle);
 }
 
+/* A cluster's mirror is read-only to other users, whatever the file's mode
+ * (at creation, chmod, a set made again): only semfs writes it. */
+static mode_t set_mode(const struct store *store, mode_t mode)
+{
+	return store->cluster ? (mode & 0444) | 0200 : mode;
+}
+
 int be_set_owner(const struct store *store, int handle, uid_t uid, gid_t gid, mode_t mode)
 {
-	/* A cluster's mirror is read-only to other users, whatever the file's
-	 * mode (at creation, chmod, a set made again): only semfs writes it. */
-	if (store->cluster)
-		mode = (mode & 0444) | 0200;
-	return BACKEND_CALL(store, set_owner, handle, uid, gid, mode);
+	return BACKEND_CALL(store, set_owner, handle, uid, gid, set_mode(store, mode));
+}
+
+int be_create_owned(const struct store *store, const char *path, uid_t uid, gid_t gid, mode_t mode,
+		    key_t *key, int *handle)
+{
+	int r = BACKEND_CALL(store, create, path, (int)set_mode(store, mode), key, handle);
+	/* Made with that mode, and owned by semfs's own user already. */
+	if (r == 0 && (uid != store->euid || gid != store->egid))
+		r = be_set_owner(store, *handle, uid, gid, mode);
+	return r;
 }
 
 int be_remove(const struct store *store, int handle)
@@ -130,6 +143,8 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	store->options.state_dir = store->state_dir;
 	store->options.changed = NULL; /* restoring announces nothing */
 	store->pid = getpid();
+	store->euid = geteuid();
+	store->egid = getegid();
 	store->next_ino = STORE_ROOT_INO;
 	store->backing.root_fd = -1;
 	pthread_mutex_init(&store->lock, NULL);

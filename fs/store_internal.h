@@ -135,6 +135,8 @@ struct store {
 	 * a few lines a second, then a count, so no peer can flood the log. */
 	time_t undefined_second;
 	unsigned undefined_logged, undefined_suppressed;
+	uid_t euid; /* semfs's own: the owner of the sets it makes */
+	gid_t egid;
 	uint64_t token_floor; /* new semaphores start their tokens here */
 	uint64_t grants_total, timeouts_total;
 	pid_t pid;
@@ -173,6 +175,10 @@ int be_adjust(const struct store *store, int handle, int delta, bool with_undo);
 int be_take(const struct store *store, int handle, const struct timespec *timeout);
 int be_undo_to_plain(const struct store *store, int handle);
 int be_set_owner(const struct store *store, int handle, uid_t uid, gid_t gid, mode_t mode);
+/* be_create with `mode` (as be_set_owner makes it), owned by uid:gid. On an
+ * error after the set was made, *handle is it (for the caller to remove). */
+int be_create_owned(const struct store *store, const char *path, uid_t uid, gid_t gid, mode_t mode,
+		    key_t *key, int *handle);
 int be_remove(const struct store *store, int handle);
 struct semaphore *semaphore_new(struct store *store, key_t key, int semid, unsigned limit);
 void node_attach_semaphore(struct node *node, struct semaphore *semaphore);

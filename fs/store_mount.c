@@ -132,7 +132,7 @@ int create_semaphore(struct store *store, struct node *parent, const char *name,
 	if (r < 0)
 		return r;
 	backing_full_path(&store->backing, path, full, sizeof(full));
-	r = be_create(store, full, (int)mode, &key, &semid);
+	r = be_create_owned(store, full, uid, gid, mode, &key, &semid);
 	if (r == -ENOSPC && time(NULL) - store->enospc_logged >= 60) {
 		/* Once a minute: a client retrying in a loop must not flood the log. */
 		store->enospc_logged = time(NULL);
@@ -143,8 +143,6 @@ int create_semaphore(struct store *store, struct node *parent, const char *name,
 	}
 	if (r == 0)
 		r = be_adjust(store, semid, (int)limit, false);
-	if (r == 0)
-		r = be_set_owner(store, semid, uid, gid, mode);
 	if (r == 0) {
 		node = node_new(store, parent, name, NODE_SEMAPHORE, S_IFREG | (mode & 07777), uid,
 				gid);
@@ -157,6 +155,11 @@ int create_semaphore(struct store *store, struct node *parent, const char *name,
 			semaphore->token = store->token_floor;
 			semaphore->token_reserved = store->token_floor + TOKEN_BLOCK;
 			semaphore->undefined = undefined;
+			/* A new set holds what it was given: the journal's first
+			 * line needs no GETVAL (an outside semop meanwhile is the
+			 * monitor's to see). */
+			semaphore->value_known = true;
+			semaphore->known_value = (int)limit;
 			r = semaphore_save(store, semaphore);
 		}
 		if (r == 0) {

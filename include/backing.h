@@ -15,8 +15,9 @@ struct backing {
 	char state_dir[PATH_MAX];
 	char root[PATH_MAX]; /* STATE_DIR/tree */
 	int root_fd;
-	int state_fd; /* STATE_DIR: its lock file, tmp/, aside/, the token floor */
-	int lock_fd;  /* STATE_DIR/lock, flock'd while this daemon runs */
+	int state_fd;	/* STATE_DIR: its lock file, tmp/, aside/, the token floor */
+	int lock_fd;	/* STATE_DIR/lock, flock'd while this daemon runs */
+	bool in_memory; /* tmpfs or ramfs: nothing outlives a reboot, fsync is moot */
 };
 
 struct backing_record {
