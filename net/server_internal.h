@@ -102,10 +102,12 @@ struct server {
 	struct allow_list allowed;
 	int listen_fd, epoll_fd, wake_fd, tick_fd;
 	/* ACE waiters by next heartbeat, earliest first; heartbeat_fd fires at
-	 * the head's, so a beat leaves 1.0 s after the last, not on a tick. */
+	 * the end of the head's 50 ms grain, so a beat leaves 1.0 s after the
+	 * last, not on a tick. */
 	int heartbeat_fd;
 	struct connection *heartbeat_head, *heartbeat_tail;
 	struct timespec heartbeat_armed; /* {0, 0}: disarmed */
+	bool heartbeats_sending;	 /* in heartbeats_due: arm at its end */
 	unsigned port;
 	pthread_t thread;
 	bool running;
