@@ -153,10 +153,17 @@ static void on_watch_message(void *context, struct json_object *message)
 			 json_object_to_json_string_ext(message, JSON_C_TO_STRING_PLAIN));
 		return;
 	}
-	if (etcd_int64_get(result, "compact_revision", 0) > 0 ||
-	    (json_object_object_get_ex(result, "canceled", &field) &&
-	     json_object_get_boolean(field))) {
+	int64_t compacted = etcd_int64_get(result, "compact_revision", 0);
+	if (compacted > 0 || (json_object_object_get_ex(result, "canceled", &field) &&
+			      json_object_get_boolean(field))) {
 		/* Compacted past what we need: read everything again (trap 4). */
+		if (compacted > 0)
+			log_warnx("cluster: etcd compacted its history up to revision %" PRId64
+				  ", past this host's watch (from %" PRId64 "): reading %s again",
+				  compacted, c->watch_from, c->prefix);
+		else
+			log_warnx("cluster: etcd canceled the watch of %s: reading it again",
+				  c->prefix);
 		c->reloading = true;
 		return;
 	}
@@ -678,6 +685,8 @@ static void loop_once(struct cluster *c, int timeout_ms)
 		if (reload(c, error, sizeof(error)) < 0)
 			log_warnx("cluster: %s", error);
 		else {
+			log_warnx("cluster: %s read again at revision %" PRId64, c->prefix,
+				  c->watch_from - 1);
 			sync_all(c);
 			c->touched_all = true; /* everything may have changed */
 			jobs_check(c);

@@ -915,6 +915,50 @@ Test(cluster, a_paused_member_that_the_hosts_watch_is_passed_over)
 	stop_all();
 }
 
+/* A host whose watch fell behind etcd's compaction reads everything again
+ * (CLUSTER.md, trap 4): hostb's watch is on a member that is paused while
+ * hosta, on the other two, changes things and etcd is compacted past them;
+ * hostb's watch, reopened elsewhere from where it was, is refused, and hostb
+ * rebuilds its replica from a full read. */
+Test(cluster, a_watch_behind_a_compaction_reads_everything_again)
+{
+	int leader = etcd_cluster_leader(&cluster);
+	cr_assert_geq(leader, 0, "no etcd leader");
+	int behind = (leader + 1) % 3, other = (leader + 2) % 3; /* a follower pauses */
+	char hosta_endpoints[200], hostb_endpoints[300];
+	snprintf(hosta_endpoints, sizeof(hosta_endpoints), "%s,%s", cluster.endpoints[leader],
+		 cluster.endpoints[other]);
+	snprintf(hostb_endpoints, sizeof(hostb_endpoints), "%s,%s,%s", cluster.endpoints[behind],
+		 cluster.endpoints[leader], cluster.endpoints[other]);
+	host_start(0, hosta_endpoints);
+	host_start(1, hostb_endpoints);
+	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
+	cr_assert(wait_value(1, "db", 0, 3000), "hostb: %ld", xattr(1, "db", "value"));
+
+	etcd_cluster_pause(&cluster, behind, true);
+	cr_assert_eq(write_text(0, "db", "unlock\n"), 0);
+	cr_assert_eq(write_text(0, "later", "lock\n"), 0);
+	long token = xattr(0, "later", "token"); /* an etcd revision */
+	cr_assert_gt(token, 0);
+	char body[80];
+	snprintf(body, sizeof(body), "{\"revision\":\"%ld\",\"physical\":true}", token);
+	cr_assert_eq(etcd_cluster_post(&cluster, "/v3/kv/compaction", body), 200);
+
+	bool caught_up = wait_exists(1, "later", true, 15000) && wait_value(1, "later", 0, 5000) &&
+			 wait_value(1, "db", 1, 5000);
+	char *log = slurp(hosts[1].log);
+	cr_assert(caught_up, "hostb: later %ld, db %ld\n%s", xattr(1, "later", "value"),
+		  xattr(1, "db", "value"), log);
+	cr_assert(strstr(log, "past this host's watch"), "no compaction seen:\n%s", log);
+	cr_assert(strstr(log, "read again at revision"), "no reload:\n%s", log);
+	free(log);
+	/* And it goes on: a unit hostb takes is one hosta sees. */
+	cr_assert_eq(write_text(1, "db", "lock\n"), 0);
+	cr_assert(wait_value(0, "db", 0, 3000), "hosta: %ld", xattr(0, "db", "value"));
+	etcd_cluster_pause(&cluster, behind, false);
+	stop_all();
+}
+
 /* etcd is often shared: another application writes its own keys outside the
  * prefix. Its revisions are etcd's too, but the watch never brings them:
  * nothing may wait for them (a refused create, a read barrier, a try-lock
