@@ -569,6 +569,9 @@ static void start_request(struct cluster *c, struct job *r)
 		return;
 	case JOB_REMOVE:
 		job_remove(r);
+		break;
+	case JOB_REAP:
+		job_reap(r);
 		return;
 	case JOB_DEFINE:
 		job_define(r);
@@ -964,6 +967,16 @@ int cluster_remove(struct cluster *c, const char *path, bool even_defined, const
 	r->even_defined = even_defined;
 	who_of(c, who, r->who, sizeof(r->who));
 	return call_and_wait(c, r);
+}
+
+void cluster_reap(struct cluster *c, const char *path)
+{
+	struct job *r = job_new(c, JOB_REAP, path);
+	if (!r) {
+		log_warnx("cluster: out of memory: idle undefined semaphore %s stays", path);
+		return;
+	}
+	job_enqueue(c, r);
 }
 
 int cluster_define(struct cluster *c, const char *path, unsigned limit)

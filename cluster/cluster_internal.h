@@ -31,6 +31,7 @@ enum job_type {
 	JOB_BARRIER,
 	JOB_RMDIR,
 	JOB_DELETE, /* an entry that must go: retried until it has */
+	JOB_REAP,   /* an idle undefined semaphore goes, unless used again */
 };
 
 enum phase {
@@ -181,6 +182,7 @@ void job_delete_start(struct job *r);
 void job_delete_entry(struct cluster *c, const char *name, const char *entry, int64_t token);
 void job_create(struct job *r);
 void job_remove(struct job *r);
+void job_reap(struct job *r);
 void job_define(struct job *r);
 void job_mkdir(struct job *r);
 void job_barrier(struct job *r);

@@ -764,6 +764,44 @@ void job_remove(struct job *r)
 		job_finish(r, -ENOMEM);
 }
 
+static void on_reaped(void *context, int error, const char *message, struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0 && error != -ECANCELED)
+		log_warnx("cluster: removing idle undefined semaphore %s: %s (it stays)", r->path,
+			  message);
+	else if (error == 0)
+		cluster_seen(r->cluster, response);
+	/* Not removed: in use again on some host; whoever lets go last asks
+	 * again. Removed: every host's watch takes it away. */
+	job_finish(r, 0);
+}
+
+void job_reap(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	struct replica_state state;
+	if (replica_state(c->replica, r->name, &state) < 0 || !state.meta.undefined ||
+	    state.meta.defined || state.holders > 0 || state.waiting > 0 || state.meta.plain > 0) {
+		job_finish(r, 0); /* gone already, or in use again */
+		return;
+	}
+	/* Only the record we looked at, and only with no entry at all: an
+	 * acquire that joined meanwhile (on any host) keeps it. An empty range
+	 * compares as one key created at revision 0. */
+	struct json_object *compares[] = {txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL,
+						      "MOD", "EQUAL", state.meta_revision),
+					  txn_compare(txn_key(c, "sem/%s/q/", r->name),
+						      txn_range_end(c, "sem/%s/q/", r->name),
+						      "CREATE", "LESS", 1),
+					  NULL};
+	struct json_object *ops[] = {
+	    txn_delete(txn_key(c, "sem/%s/", r->name), txn_range_end(c, "sem/%s/", r->name)), NULL};
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_reaped, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
 void job_define(struct job *r)
 {
 	struct cluster *c = r->cluster;
@@ -781,6 +819,7 @@ void job_define(struct job *r)
 	if (plan < 0)
 		meta = state.meta; /* defined, at its old limit; the caller says why */
 	meta.defined = true;
+	meta.undefined = false; /* an ACE client's name, now in the configuration */
 	snprintf(meta.by, sizeof(meta.by), "%s", r->who);
 	char text[512];
 	replica_meta_format(&meta, text, sizeof(text));

@@ -362,6 +362,8 @@ int replica_meta_parse(const char *text, size_t length, struct replica_meta *met
 			m.gid = (gid_t)n;
 		else if (KEY("defined") && number(v, v_length, 10, 0, 1, &n))
 			m.defined = n == 1;
+		else if (KEY("undefined") && number(v, v_length, 10, 0, 1, &n))
+			m.undefined = n == 1;
 		else
 			return fail(error, error_size, -EINVAL, "meta: '%.*s' not understood",
 				    (int)(end - at), text + at);
@@ -380,9 +382,12 @@ int replica_meta_parse(const char *text, size_t length, struct replica_meta *met
 int replica_meta_format(const struct replica_meta *meta, char *out, size_t size)
 {
 	size_t used = 0;
-	int n = snprintf(out, size, "limit=%d plain=%d mode=%04o uid=%u gid=%u defined=%d relaxed=",
-			 meta->limit, meta->plain, (unsigned)meta->mode, (unsigned)meta->uid,
-			 (unsigned)meta->gid, meta->defined ? 1 : 0);
+	/* undefined= only when set: a record without it reads as before. */
+	int n =
+	    snprintf(out, size,
+		     "limit=%d plain=%d mode=%04o uid=%u gid=%u defined=%d%s relaxed=", meta->limit,
+		     meta->plain, (unsigned)meta->mode, (unsigned)meta->uid, (unsigned)meta->gid,
+		     meta->defined ? 1 : 0, meta->undefined ? " undefined=1" : "");
 	if (n < 0 || (size_t)n >= size)
 		return -ENAMETOOLONG;
 	used = (size_t)n;

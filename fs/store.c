@@ -280,6 +280,11 @@ void store_close(struct store *store)
 	if (store->root)
 		free_subtree(store, store->root);
 	backing_close(&store->backing);
+	while (store->reaps) { /* not asked: the names stay (another host may ask) */
+		struct reap_request *next = store->reaps->next;
+		free(store->reaps);
+		store->reaps = next;
+	}
 	free(store->by_ino.buckets);
 	free(store->by_name.buckets);
 	pthread_cond_destroy(&store->monitor_wake);

@@ -44,7 +44,8 @@ static void hook_sync(void *context, const char *path, const struct replica_meta
 		int r = walk_to_parent(store, path, &maker, &parent, &leaf);
 		if (r == 0)
 			r = create_semaphore(store, parent, leaf, meta->mode, meta->uid, meta->gid,
-					     (unsigned)meta->limit, false,
+					     (unsigned)meta->limit,
+					     meta->undefined && !meta->defined,
 					     meta->by[0] ? meta->by : "cluster", &node);
 		if (r < 0) {
 			if (parent)
@@ -69,6 +70,7 @@ static void hook_sync(void *context, const char *path, const struct replica_meta
 	}
 	s->limit = (unsigned)meta->limit;
 	s->defined = meta->defined;
+	s->undefined = meta->undefined && !meta->defined;
 	s->waiting = (size_t)waiting;
 	s->cluster_seen = true;
 	if (!s->cluster_holders || strcmp(s->cluster_holders, holders) != 0) {
@@ -79,6 +81,8 @@ static void hook_sync(void *context, const char *path, const struct replica_meta
 		}
 	}
 	mirror(store, s, value);
+	if (s->reap_when_home)
+		reap_if_idle(store, s, NULL);
 	pthread_mutex_unlock(&store->lock);
 }
 
@@ -303,17 +307,32 @@ void cluster_store_return_units(struct store *store, struct waiter *waiter)
 /* Creates go through etcd; the local node appears when the watch brings
  * the record back (hook_sync), before cluster_create returns. */
 int cluster_store_create(struct store *store, const char *path, mode_t mode, uid_t uid, gid_t gid,
-			 unsigned limit, const char *who, struct node **out)
+			 unsigned limit, bool undefined, const char *who)
 {
-	struct replica_meta meta = {
-	    .limit = (int)limit, .mode = mode & 07777, .uid = uid, .gid = gid};
+	struct replica_meta meta = {.limit = (int)limit,
+				    .mode = mode & 07777,
+				    .uid = uid,
+				    .gid = gid,
+				    .undefined = undefined};
 	snprintf(meta.by, sizeof(meta.by), "%s", who);
-	int r = cluster_create(store->cluster, path, &meta);
-	if (r < 0 && r != -EEXIST)
-		return r;
-	/* Caller takes the lock again to find it. */
-	(void)out;
-	return r;
+	/* The caller takes the lock again to find it. */
+	return cluster_create(store->cluster, path, &meta);
+}
+
+/* The idle undefined semaphores reap_idle_now found: asked of the cluster
+ * without the store lock (its loop takes it). Called with it held. */
+void cluster_store_reap(struct store *store)
+{
+	struct reap_request *reaps = store->reaps;
+	store->reaps = NULL;
+	pthread_mutex_unlock(&store->lock);
+	while (reaps) {
+		struct reap_request *next = reaps->next;
+		cluster_reap(store->cluster, reaps->path);
+		free(reaps);
+		reaps = next;
+	}
+	pthread_mutex_lock(&store->lock);
 }
 
 int cluster_store_remove(struct store *store, const char *path, const char *who)

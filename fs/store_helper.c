@@ -228,6 +228,8 @@ void *monitor_main(void *argument)
 			run_done(&done);
 			pthread_mutex_lock(&store->lock);
 		}
+		if (store->reaps) /* the cluster's loop takes the store lock too */
+			cluster_store_reap(store);
 	}
 	pthread_mutex_unlock(&store->lock);
 	return NULL;

@@ -87,9 +87,10 @@ struct semaphore {
 	 * (one GETVAL less per lock and unlock); used once. */
 	bool value_known;
 	int known_value;
-	bool removed;	   /* the SysV set is gone: everything fails with EIDRM */
-	bool undefined;	   /* made by an ACE acquire of an unknown name: goes when idle */
-	bool idle_pending; /* undefined and idle since idle_since: goes after a grace */
+	bool removed;	     /* the SysV set is gone: everything fails with EIDRM */
+	bool undefined;	     /* made by an ACE acquire of an unknown name: goes when idle */
+	bool idle_pending;   /* undefined and idle since idle_since: goes after a grace */
+	bool reap_when_home; /* cluster: look again when the watch brings units home */
 	struct timespec idle_since;
 	bool defined;		  /* from the configuration: cannot be deleted */
 	bool defined_unconfirmed; /* restored as defined, not (yet) in this configuration */
@@ -111,6 +112,12 @@ struct semaphore {
 struct hash {
 	struct node **buckets;
 	size_t size, count;
+};
+
+/* An idle undefined semaphore the cluster is to remove (cluster mode). */
+struct reap_request {
+	struct reap_request *next;
+	char path[];
 };
 
 struct store {
@@ -135,7 +142,8 @@ struct store {
 	 * a few lines a second, then a count, so no peer can flood the log. */
 	time_t undefined_second;
 	unsigned undefined_logged, undefined_suppressed;
-	uid_t euid; /* semfs's own: the owner of the sets it makes */
+	struct reap_request *reaps; /* for the monitor to ask, outside the lock */
+	uid_t euid;		    /* semfs's own: the owner of the sets it makes */
 	gid_t egid;
 	uint64_t token_floor; /* new semaphores start their tokens here */
 	uint64_t grants_total, timeouts_total;
@@ -269,9 +277,11 @@ struct cluster_health;
 int cluster_store_submit(struct store *store, struct semaphore *semaphore, struct waiter *waiter);
 bool cluster_store_cancel(struct store *store, struct waiter *waiter);
 void cluster_store_return_units(struct store *store, struct waiter *waiter);
+/* `undefined`: an ACE client's name, removed cluster-wide when idle. */
 int cluster_store_create(struct store *store, const char *path, mode_t mode, uid_t uid, gid_t gid,
-			 unsigned limit, const char *who, struct node **out);
+			 unsigned limit, bool undefined, const char *who);
 int cluster_store_remove(struct store *store, const char *path, const char *who);
+void cluster_store_reap(struct store *store);
 int cluster_store_define(struct store *store, const char *path, unsigned limit, char *error,
 			 size_t error_size);
 struct node *cluster_store_node(struct store *store, const char *path);

@@ -232,7 +232,7 @@ static int cluster_entry(struct store *store, uint64_t parent_ino, const char *n
 		r = cluster_store_mkdir(store, path, mode, uid, gid);
 	else if (r == 0)
 		r = cluster_store_create(store, path, mode, uid, gid, store->options.default_limit,
-					 "mount", NULL);
+					 false, "mount");
 	/* Another host made it since the kernel's lookup here: `echo lock > f`
 	 * opens that one (O_EXCL across hosts is best effort, as on NFS). */
 	if (r == -EEXIST && !directory)

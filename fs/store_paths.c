@@ -217,11 +217,11 @@ int store_open_path(struct store *store, const char *path, bool undefined_if_mis
 	pthread_mutex_lock(&store->lock);
 	int r = store->stopping ? -ECANCELED : find_semaphore(store, path, &node);
 	if (r == -ENOENT && undefined_if_missing && store->cluster) {
-		/* ACE's undefined name, cluster-wide: limit 1 (it stays: semfs(8)). */
+		/* ACE's undefined name, cluster-wide: limit 1, removed when idle. */
 		pthread_mutex_unlock(&store->lock);
 		r = cluster_store_create(store, path, store->options.network_mode,
 					 store->options.network_uid, store->options.network_gid, 1,
-					 "semfs:undefined", NULL);
+					 true, "semfs:undefined");
 		pthread_mutex_lock(&store->lock);
 		if (r == 0 || r == -EEXIST)
 			r = find_semaphore(store, path, &node);
@@ -257,7 +257,7 @@ int store_create_path(struct store *store, const char *path, unsigned limit, con
 	if (store->cluster)
 		return cluster_store_create(store, path, store->options.network_mode,
 					    store->options.network_uid, store->options.network_gid,
-					    limit, who, NULL);
+					    limit, false, who);
 	pthread_mutex_lock(&store->lock);
 	int r = walk_to_parent(store, path, &network, &parent, &leaf);
 	if (r == 0)

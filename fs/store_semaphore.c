@@ -357,8 +357,15 @@ static bool idle_undefined(struct store *store, struct semaphore *semaphore)
 void reap_if_idle(struct store *store, struct semaphore *semaphore, struct done_list *done)
 {
 	(void)done;
-	if (!semaphore->undefined || !idle_undefined(store, semaphore))
+	if (!semaphore->undefined)
 		return;
+	if (!idle_undefined(store, semaphore)) {
+		/* Cluster mode: units given back here reach the mirror by the
+		 * watch, after the last user let go: hook_sync looks again. */
+		semaphore->reap_when_home = store->cluster && semaphore->references == 1;
+		return;
+	}
+	semaphore->reap_when_home = false;
 	semaphore->idle_pending = true;
 	store->idle_pending++;
 	timespec_now(CLOCK_MONOTONIC, &semaphore->idle_since);
@@ -370,8 +377,22 @@ void reap_idle_now(struct store *store, struct semaphore *semaphore, struct done
 	if (!idle_undefined(store, semaphore))
 		return; /* used again meanwhile */
 	char path[PATH_MAX];
-	if (node_path(semaphore->node, path, sizeof(path)) == 0)
-		log_undefined(store, path, "removed: idle");
+	if (node_path(semaphore->node, path, sizeof(path)) < 0)
+		return;
+	if (store->cluster) {
+		/* It exists on every host: the cluster removes it, unless some
+		 * host uses it again first; the watch takes it away here. Asked
+		 * by the monitor, outside the store lock (cluster_store_reap). */
+		struct reap_request *request = malloc(sizeof(*request) + strlen(path) + 1);
+		if (request) {
+			strcpy(request->path, path);
+			request->next = store->reaps;
+			store->reaps = request;
+			log_undefined(store, path, "idle: removing it on every host");
+		}
+		return;
+	}
+	log_undefined(store, path, "removed: idle");
 	(void)delete_node(store, semaphore->node, "semfs:idle", done);
 }
 

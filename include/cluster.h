@@ -94,6 +94,10 @@ int cluster_create(struct cluster *cluster, const char *path, const struct repli
 /* Remove it with every entry: 0, -ENOENT, -EPERM (defined, unless
  * `even_defined`), -EIO. */
 int cluster_remove(struct cluster *cluster, const char *path, bool even_defined, const char *who);
+/* An idle undefined semaphore (an ACE client's name) goes on every host,
+ * unless some host uses it again before etcd sees the request. Returns at
+ * once: nobody waits for it. */
+void cluster_reap(struct cluster *cluster, const char *path);
 /* A configuration line: create it defined, or make it defined with this
  * limit (-EBUSY: more units in use; it is defined with its old limit). */
 int cluster_define(struct cluster *cluster, const char *path, unsigned limit);

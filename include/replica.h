@@ -51,6 +51,7 @@ struct replica_meta {
 	uid_t uid;
 	gid_t gid;
 	bool defined;
+	bool undefined;		  /* made on the fly for an ACE client: goes when idle */
 	char by[REPLICA_WHO_MAX]; /* who wrote it last: "pid:42@build01"; "" if unknown */
 	int relaxed_count;
 	struct replica_range relaxed[REPLICA_RELAXED_MAX];

@@ -193,12 +193,23 @@ static void ace_acquire(struct connection *c, const char *ace_name)
 
 void ace_request_done(struct connection *c)
 {
-	if (c->ace_state == ACE_RELEASING)
+	if (c->ace_state == ACE_RELEASING) {
 		ace_released(c, c->result);
-	else if (c->result == 0)
+	} else if (c->result == 0) {
 		ace_granted(c);
-	else
+	} else if (c->result == -EIDRM && !c->ace_retried &&
+		   store_is_cluster(c->server->options.store)) {
+		/* Cluster mode: another host removed the idle undefined name
+		 * in the instant this client came for it. It is made again and
+		 * the client queued (once: a second removal is a real one). */
+		c->ace_retried = true;
+		heartbeat_unqueue(c);
+		request_finish(c);
+		c->ace_state = ACE_IDLE;
+		ace_acquire(c, c->ace->name);
+	} else {
 		connection_close(c, NULL); /* cancelled by shutdown or deletion */
+	}
 }
 
 void ace_process(struct connection *c)

@@ -78,6 +78,7 @@ struct connection {
 	struct ace_parser *ace;
 	enum ace_state ace_state;
 	bool release_asked; /* `release|` came while still queued */
+	bool ace_retried;   /* its undefined name vanished once under it (cluster) */
 	struct timespec next_heartbeat;
 	struct connection *heartbeat_prev, *heartbeat_next; /* while ACE_WAITING */
 	bool heartbeat_queued;

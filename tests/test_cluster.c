@@ -1027,7 +1027,9 @@ static const char *ace_reply(int fd, int ms)
 /* ACE's dialect on two hosts: the same semaphore, one queue. An unknown
  * name is made cluster-wide with limit 1; a client on hostb waits (with
  * heartbeats) while hosta's client holds it, gets it at hosta's release,
- * and closing its connection gives it back on every host. */
+ * and closing its connection gives it back on every host. Idle, the name
+ * then goes on every host, SysV sets included, as ACE's undefined names do
+ * (not before: hostb's holder kept it when hosta's client left). */
 Test(cluster, ace_clients_on_two_hosts_share_one_semaphore)
 {
 	host_start(0, NULL);
@@ -1057,9 +1059,64 @@ Test(cluster, ace_clients_on_two_hosts_share_one_semaphore)
 			  getval(0, "job"), journal);
 	}
 	expect_journal(0, "job", "@hostb");
-	/* Closing the connection (no release|) gives the unit back everywhere. */
+	long keys[2] = {xattr(0, "job", "key"), xattr(1, "job", "key")};
+	/* Closing the connection (no release|) gives the unit back everywhere:
+	 * value 1, or already gone. */
 	close(on_b);
-	cr_assert(wait_value(0, "job", 1, 5000), "hosta: %ld", xattr(0, "job", "value"));
-	cr_assert(wait_value(1, "job", 1, 5000), "hostb: %ld", xattr(1, "job", "value"));
+	for (int i = 0; i < 2; i++) {
+		bool home = false;
+		for (int t = 0; t < 500 && !home; t++) {
+			long value = xattr(i, "job", "value");
+			home = value == 1 || (value < 0 && errno == ENOENT);
+			usleep(10000);
+		}
+		cr_assert(home, "%s: value %ld", hosts[i].name, xattr(i, "job", "value"));
+	}
+	for (int i = 0; i < 2; i++) {
+		cr_assert(wait_exists(i, "job", false, 5000), "%s: the idle undefined name stays",
+			  hosts[i].name);
+		cr_assert_eq(semget((key_t)keys[i], 0, 0), -1, "%s: its SysV set stays",
+			     hosts[i].name);
+	}
+	char *logs[2] = {slurp(hosts[0].log), slurp(hosts[1].log)};
+	cr_assert(strstr(logs[0], "undefined semaphore job idle: removing it on every host") ||
+		      strstr(logs[1], "undefined semaphore job idle: removing it on every host"),
+		  "%s\n%s", logs[0], logs[1]);
+	free(logs[0]);
+	free(logs[1]);
+	/* Back at once, it is made again. */
+	on_a = dial(0);
+	cr_assert_eq(write(on_a, "acquire:job|", 12), 12);
+	cr_assert_str_eq(ace_reply(on_a, 5000), "locked|");
+	cr_assert(wait_value(1, "job", 0, 3000), "hostb: %ld", xattr(1, "job", "value"));
+	close(on_a);
+	stop_all();
+}
+
+/* An ACE waiter whose undefined name is removed under it (here by `delete`
+ * on another host; in the wild, by the idle reaping of a host that had not
+ * seen it come) is queued on the name made again, not disconnected. */
+Test(cluster, an_ace_waiter_outlives_the_removal_of_its_undefined_name)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	int on_a = dial(0), on_b = dial(1), admin = dial(0);
+	cr_assert_eq(write(on_a, "acquire:t|", 10), 10);
+	cr_assert_str_eq(ace_reply(on_a, 5000), "locked|");
+	cr_assert(wait_exists(1, "t", true, 3000));
+	cr_assert_eq(write(on_b, "acquire:t|", 10), 10);
+	cr_assert_str_eq(ace_reply(on_b, 5000), "wait|");
+	char reply[256];
+	ask(admin, "delete t", reply, sizeof(reply));
+	cr_assert(strncmp(reply, "ok", 2) == 0, "delete t: %s", reply);
+	const char *heard = "";
+	for (int beats = 0; beats < 10 && strcmp(heard = ace_reply(on_b, 5000), "wait|") == 0;
+	     beats++)
+		;
+	cr_assert_str_eq(heard, "locked|", "hostb's waiter after the removal");
+	cr_assert(wait_value(0, "t", 0, 3000), "hosta: %ld", xattr(0, "t", "value"));
+	close(on_a);
+	close(on_b);
+	close(admin);
 	stop_all();
 }

@@ -339,6 +339,16 @@ Test(replica, meta_records_and_key_names_round_trip)
 	cr_assert_eq(replica_meta_parse(text, (size_t)n, &back, error, sizeof(error)), 0, "%s",
 		     error);
 	cr_assert_eq(memcmp(&m, &back, sizeof(m)), 0);
+	/* An ACE client's undefined name says so; others do not mention it. */
+	struct replica_meta ace = {.limit = 1, .mode = 0666, .undefined = true};
+	n = replica_meta_format(&ace, text, sizeof(text));
+	cr_assert_str_eq(text, "limit=1 plain=0 mode=0666 uid=0 gid=0 defined=0 undefined=1 "
+			       "relaxed=");
+	cr_assert_eq(replica_meta_parse(text, (size_t)n, &back, error, sizeof(error)), 0, "%s",
+		     error);
+	cr_assert(back.undefined);
+	cr_assert_eq(replica_meta_parse("limit=1 undefined=2", 19, &back, error, sizeof(error)),
+		     -EINVAL);
 	char key[64];
 	cr_assert_gt(replica_key_name("jobs/100%/x", key, sizeof(key)), 0);
 	cr_assert_str_eq(key, "jobs%2F100%25%2Fx");
