@@ -572,6 +572,9 @@ static void start_request(struct cluster *c, struct job *r)
 		break;
 	case JOB_REAP:
 		job_reap(r);
+		break;
+	case JOB_CHOWN:
+		job_chown(r);
 		return;
 	case JOB_DEFINE:
 		job_define(r);
@@ -965,6 +968,20 @@ int cluster_remove(struct cluster *c, const char *path, bool even_defined, const
 	if (!r)
 		return -ENOMEM;
 	r->even_defined = even_defined;
+	who_of(c, who, r->who, sizeof(r->who));
+	return call_and_wait(c, r);
+}
+
+int cluster_chown(struct cluster *c, const char *path, const mode_t *mode, const uid_t *uid,
+		  const gid_t *gid, const char *who)
+{
+	struct job *r = job_new(c, JOB_CHOWN, path);
+	if (!r)
+		return -ENOMEM;
+	r->number = (mode ? CHOWN_MODE : 0) | (uid ? CHOWN_UID : 0) | (gid ? CHOWN_GID : 0);
+	r->meta.mode = mode ? *mode : 0;
+	r->meta.uid = uid ? *uid : 0;
+	r->meta.gid = gid ? *gid : 0;
 	who_of(c, who, r->who, sizeof(r->who));
 	return call_and_wait(c, r);
 }

@@ -32,7 +32,11 @@ enum job_type {
 	JOB_RMDIR,
 	JOB_DELETE, /* an entry that must go: retried until it has */
 	JOB_REAP,   /* an idle undefined semaphore goes, unless used again */
+	JOB_CHOWN,  /* chmod/chown of a semaphore: its meta record */
 };
+
+/* job_chown's r->number: the fields to change. */
+enum { CHOWN_MODE = 1, CHOWN_UID = 2, CHOWN_GID = 4 };
 
 enum phase {
 	PHASE_IDLE,   /* between steps */
@@ -183,6 +187,7 @@ void job_delete_entry(struct cluster *c, const char *name, const char *entry, in
 void job_create(struct job *r);
 void job_remove(struct job *r);
 void job_reap(struct job *r);
+void job_chown(struct job *r);
 void job_define(struct job *r);
 void job_mkdir(struct job *r);
 void job_barrier(struct job *r);

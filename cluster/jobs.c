@@ -73,6 +73,7 @@ void job_finish(struct job *r, int error)
 		return;
 	case JOB_CREATE:
 	case JOB_REMOVE:
+	case JOB_CHOWN:
 	case JOB_DEFINE:
 	case JOB_MKDIR:
 	case JOB_RMDIR:
@@ -799,6 +800,45 @@ void job_reap(struct job *r)
 	    txn_delete(txn_key(c, "sem/%s/", r->name), txn_range_end(c, "sem/%s/", r->name)), NULL};
 	r->phase = PHASE_BUSY;
 	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_reaped, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
+/* Only the fields asked (r->number: CHOWN_MODE, _UID, _GID) change, on the
+ * record as it is now: a chown on another host meanwhile is kept. */
+void job_chown(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	struct replica_state state;
+	if (replica_state(c->replica, r->name, &state) < 0) {
+		job_finish(r, -ENOENT);
+		return;
+	}
+	struct replica_meta meta = state.meta;
+	if (r->number & CHOWN_MODE)
+		meta.mode = r->meta.mode & 07777;
+	if (r->number & CHOWN_UID)
+		meta.uid = r->meta.uid;
+	if (r->number & CHOWN_GID)
+		meta.gid = r->meta.gid;
+	if (meta.mode == state.meta.mode && meta.uid == state.meta.uid &&
+	    meta.gid == state.meta.gid) {
+		job_finish(r, 0);
+		return;
+	}
+	snprintf(meta.by, sizeof(meta.by), "%s", r->who);
+	char text[512];
+	if (replica_meta_format(&meta, text, sizeof(text)) < 0) {
+		job_finish(r, -ENAMETOOLONG);
+		return;
+	}
+	struct json_object *compares[] = {txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL,
+						      "MOD", "EQUAL", state.meta_revision),
+					  NULL};
+	struct json_object *ops[] = {txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0), NULL};
+	r->then = job_chown;
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
+	    0)
 		job_finish(r, -ENOMEM);
 }
 

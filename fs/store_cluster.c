@@ -62,11 +62,22 @@ static void hook_sync(void *context, const char *path, const struct replica_meta
 		return;
 	}
 	struct semaphore *s = node->semaphore;
-	if (!s->cluster_seen) {
-		/* The owner the cluster says (be_set_owner keeps the mirror
-		 * read-only to others); tokens are the cluster's revisions. */
+	if (!s->cluster_seen)
+		s->token = 0; /* tokens are the cluster's revisions */
+	if (!s->cluster_seen || (node->mode & 07777) != (meta->mode & 07777) ||
+	    node->uid != meta->uid || node->gid != meta->gid) {
+		/* The owner and mode the cluster says, also after a chmod or
+		 * chown on any host (be_set_owner keeps the mirror read-only to
+		 * other users). */
+		bool changed = s->cluster_seen;
+		node->mode = S_IFREG | (meta->mode & 07777);
+		node->uid = meta->uid;
+		node->gid = meta->gid;
 		(void)be_set_owner(store, s->semid, meta->uid, meta->gid, meta->mode);
-		s->token = 0;
+		if (changed) {
+			timespec_now(CLOCK_REALTIME, &node->ctime);
+			(void)semaphore_save(store, s);
+		}
 	}
 	s->limit = (unsigned)meta->limit;
 	s->defined = meta->defined;
@@ -333,6 +344,12 @@ void cluster_store_reap(struct store *store)
 		reaps = next;
 	}
 	pthread_mutex_lock(&store->lock);
+}
+
+int cluster_store_chown(struct store *store, const char *path, const mode_t *mode, const uid_t *uid,
+			const gid_t *gid)
+{
+	return cluster_chown(store->cluster, path, mode, uid, gid, "mount");
 }
 
 int cluster_store_remove(struct store *store, const char *path, const char *who)

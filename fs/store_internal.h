@@ -282,6 +282,8 @@ int cluster_store_create(struct store *store, const char *path, mode_t mode, uid
 			 unsigned limit, bool undefined, const char *who);
 int cluster_store_remove(struct store *store, const char *path, const char *who);
 void cluster_store_reap(struct store *store);
+int cluster_store_chown(struct store *store, const char *path, const mode_t *mode, const uid_t *uid,
+			const gid_t *gid);
 int cluster_store_define(struct store *store, const char *path, unsigned limit, char *error,
 			 size_t error_size);
 struct node *cluster_store_node(struct store *store, const char *path);

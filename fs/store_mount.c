@@ -382,6 +382,24 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 		r = -EPERM;
 		goto out;
 	}
+	if ((mode || uid || gid) && store->cluster && node->kind == NODE_SEMAPHORE &&
+	    node->semaphore && !node->unlinked) {
+		/* The cluster's record changes; every host's watch, this one's
+		 * included (before cluster_store_chown returns), applies it. */
+		char path[PATH_MAX];
+		r = node_path(node, path, sizeof(path));
+		pthread_mutex_unlock(&store->lock);
+		if (r == 0)
+			r = cluster_store_chown(store, path, mode, uid, gid);
+		pthread_mutex_lock(&store->lock);
+		node = r == 0 ? node_by_ino(store, ino) : NULL;
+		if (r == 0 && !node)
+			r = -ENOENT; /* removed meanwhile */
+		if (r < 0)
+			goto out;
+		mode = uid = NULL;
+		gid = NULL;
+	}
 	mode_t old_mode = node->mode;
 	uid_t old_uid = node->uid;
 	gid_t old_gid = node->gid;

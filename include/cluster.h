@@ -94,6 +94,10 @@ int cluster_create(struct cluster *cluster, const char *path, const struct repli
 /* Remove it with every entry: 0, -ENOENT, -EPERM (defined, unless
  * `even_defined`), -EIO. */
 int cluster_remove(struct cluster *cluster, const char *path, bool even_defined, const char *who);
+/* chmod/chown of semaphore `path` on every host: the fields given (NULL:
+ * unchanged). 0, -ENOENT, -EBUSY (changed too often meanwhile), -EIO. */
+int cluster_chown(struct cluster *cluster, const char *path, const mode_t *mode, const uid_t *uid,
+		  const gid_t *gid, const char *who);
 /* An idle undefined semaphore (an ACE client's name) goes on every host,
  * unless some host uses it again before etcd sees the request. Returns at
  * once: nobody waits for it. */

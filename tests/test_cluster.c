@@ -467,6 +467,32 @@ Test(cluster, creates_and_removals_show_on_every_host_and_outsiders_are_reverted
 	cr_assert_eq(semctl(semid, 0, IPC_STAT, &set), 0);
 	cr_assert_eq(set.sem_perm.mode & 0777, 0644, "the mirror's mode after chmod 0666: 0%o",
 		     set.sem_perm.mode & 0777);
+	/* chmod and chown are the cluster's: hosta's file and set follow. */
+	bool followed = false;
+	for (int t = 0; t < 300 && !followed; t++) {
+		followed = stat(at(0, "pool"), &st) == 0 && (st.st_mode & 0777) == 0666;
+		usleep(10000);
+	}
+	cr_assert(followed, "hosta's mode after chmod 0666 on hostb: 0%o", st.st_mode & 0777);
+	cr_assert_eq(chown(at(0, "pool"), 4321, 8765), 0, "%s", strerror(errno));
+	followed = false;
+	for (int t = 0; t < 300 && !followed; t++) {
+		followed = stat(at(1, "pool"), &st) == 0 && st.st_uid == 4321 && st.st_gid == 8765;
+		usleep(10000);
+	}
+	cr_assert(followed, "hostb's owner after chown on hosta: %u:%u", (unsigned)st.st_uid,
+		  (unsigned)st.st_gid);
+	cr_assert_eq(semctl(semid, 0, IPC_STAT, &set), 0);
+	cr_assert(set.sem_perm.uid == 4321 && set.sem_perm.gid == 8765,
+		  "hostb's mirror owner: %u:%u", (unsigned)set.sem_perm.uid,
+		  (unsigned)set.sem_perm.gid);
+	cr_assert_eq(chmod(at(0, "pool"), 0600), 0);
+	followed = false;
+	for (int t = 0; t < 300 && !followed; t++) {
+		followed = stat(at(1, "pool"), &st) == 0 && (st.st_mode & 0777) == 0600;
+		usleep(10000);
+	}
+	cr_assert(followed, "hostb's mode after chmod 0600 on hosta: 0%o", st.st_mode & 0777);
 	/* rm on one host removes it everywhere; holders' units with it. */
 	cr_assert_eq(write_text(0, "pool", "lock\n"), 0);
 	cr_assert_eq(unlink(at(1, "pool")), 0);
