@@ -157,6 +157,8 @@ struct json_object *txn_range_end(const struct cluster *c, const char *format, .
 struct json_object *txn_compare(struct json_object *k, struct json_object *end, const char *target,
 				const char *result, int64_t value);
 struct json_object *txn_put(struct json_object *k, const char *value, int64_t lease);
+/* Compare: key k's value is exactly `value`. */
+struct json_object *txn_compare_value(struct json_object *k, const char *value);
 struct json_object *txn_delete(struct json_object *k, struct json_object *end);
 /* Compares and operations: NULL-terminated lists, taken over. */
 struct json_object *txn_new(const struct cluster *cluster, struct json_object **compares,

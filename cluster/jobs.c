@@ -805,12 +805,50 @@ void job_reap(struct job *r)
 
 /* Only the fields asked (r->number: CHOWN_MODE, _UID, _GID) change, on the
  * record as it is now: a chown on another host meanwhile is kept. */
+/* A dir/ record's text: written by mkdir, compared and replaced by chown. */
+static void directory_record(char *out, size_t size, mode_t mode, uid_t uid, gid_t gid)
+{
+	snprintf(out, size, "mode=%04o uid=%u gid=%u", (unsigned)(mode & 07777), (unsigned)uid,
+		 (unsigned)gid);
+}
+
+/* A directory made with mkdir: its record, compared by value (the replica
+ * keeps no revision of it). */
+static void chown_directory(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	if (replica_directory(c->replica, r->name, &mode, &uid, &gid) < 0) {
+		job_finish(r, -ENOENT);
+		return;
+	}
+	char old[64], new[64];
+	directory_record(old, sizeof(old), mode, uid, gid);
+	directory_record(new, sizeof(new), r->number & CHOWN_MODE ? r->meta.mode : mode,
+			 r->number & CHOWN_UID ? r->meta.uid : uid,
+			 r->number & CHOWN_GID ? r->meta.gid : gid);
+	if (strcmp(old, new) == 0) {
+		job_finish(r, 0);
+		return;
+	}
+	struct json_object *compares[] = {txn_compare_value(txn_key(c, "dir/%s", r->name), old),
+					  NULL};
+	struct json_object *ops[] = {txn_put(txn_key(c, "dir/%s", r->name), new, 0), NULL};
+	r->then = job_chown;
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
+	    0)
+		job_finish(r, -ENOMEM);
+}
+
 void job_chown(struct job *r)
 {
 	struct cluster *c = r->cluster;
 	struct replica_state state;
 	if (replica_state(c->replica, r->name, &state) < 0) {
-		job_finish(r, -ENOENT);
+		chown_directory(r);
 		return;
 	}
 	struct replica_meta meta = state.meta;
@@ -950,8 +988,7 @@ void job_mkdir(struct job *r)
 {
 	struct cluster *c = r->cluster;
 	char value[64];
-	snprintf(value, sizeof(value), "mode=%04o uid=%u gid=%u", (unsigned)(r->meta.mode & 07777),
-		 (unsigned)r->meta.uid, (unsigned)r->meta.gid);
+	directory_record(value, sizeof(value), r->meta.mode, r->meta.uid, r->meta.gid);
 	struct json_object *compares[] = {
 	    txn_compare(txn_key(c, "dir/%s", r->name), NULL, "CREATE", "EQUAL", 0),
 	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "EQUAL", 0), NULL};

@@ -62,6 +62,16 @@ struct json_object *txn_compare(struct json_object *k, struct json_object *end, 
 	return c;
 }
 
+struct json_object *txn_compare_value(struct json_object *k, const char *value)
+{
+	struct json_object *c = json_object_new_object();
+	json_object_object_add(c, "target", json_object_new_string("VALUE"));
+	json_object_object_add(c, "key", k);
+	json_object_object_add(c, "result", json_object_new_string("EQUAL"));
+	json_object_object_add(c, "value", etcd_bytes(value, strlen(value)));
+	return c;
+}
+
 struct json_object *txn_put(struct json_object *k, const char *value, int64_t lease)
 {
 	struct json_object *p = json_object_new_object(), *op = json_object_new_object();

@@ -382,8 +382,9 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 		r = -EPERM;
 		goto out;
 	}
-	if ((mode || uid || gid) && store->cluster && node->kind == NODE_SEMAPHORE &&
-	    node->semaphore && !node->unlinked) {
+	if ((mode || uid || gid) && store->cluster &&
+	    ((node->kind == NODE_SEMAPHORE && node->semaphore && !node->unlinked) ||
+	     (node->kind == NODE_DIRECTORY && node->clustered))) {
 		/* The cluster's record changes; every host's watch, this one's
 		 * included (before cluster_store_chown returns), applies it. */
 		char path[PATH_MAX];

@@ -94,8 +94,9 @@ int cluster_create(struct cluster *cluster, const char *path, const struct repli
 /* Remove it with every entry: 0, -ENOENT, -EPERM (defined, unless
  * `even_defined`), -EIO. */
 int cluster_remove(struct cluster *cluster, const char *path, bool even_defined, const char *who);
-/* chmod/chown of semaphore `path` on every host: the fields given (NULL:
- * unchanged). 0, -ENOENT, -EBUSY (changed too often meanwhile), -EIO. */
+/* chmod/chown of `path` on every host (a semaphore, or a directory made
+ * with mkdir): the fields given (NULL: unchanged). 0, -ENOENT, -EBUSY
+ * (changed too often meanwhile), -EIO. */
 int cluster_chown(struct cluster *cluster, const char *path, const mode_t *mode, const uid_t *uid,
 		  const gid_t *gid, const char *who);
 /* An idle undefined semaphore (an ACE client's name) goes on every host,

@@ -506,6 +506,15 @@ Test(cluster, creates_and_removals_show_on_every_host_and_outsiders_are_reverted
 	cr_assert(wait_exists(1, "jobs", true, 3000), "jobs never showed on hostb");
 	cr_assert_eq(stat(at(1, "jobs"), &st), 0);
 	cr_assert(S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0750, "mode 0%o", st.st_mode);
+	/* A mkdir'd directory's chmod is the cluster's too (seen within the
+	 * second the kernel caches a directory's attributes). */
+	cr_assert_eq(chmod(at(1, "jobs"), 0700), 0, "%s", strerror(errno));
+	followed = false;
+	for (int t = 0; t < 300 && !followed; t++) {
+		followed = stat(at(0, "jobs"), &st) == 0 && (st.st_mode & 0777) == 0700;
+		usleep(10000);
+	}
+	cr_assert(followed, "hosta's jobs after chmod 0700 on hostb: 0%o", st.st_mode & 0777);
 	cr_assert_eq(mkdir(at(1, "jobs"), 0755), -1);
 	cr_assert_eq(errno, EEXIST);
 	cr_assert_eq(write_text(1, "jobs/nightly", "lock\n"), 0);
