@@ -11,8 +11,9 @@
  * the daemon's death aborts the connection, which ends the touch, and the
  * toucher follows its parent out (PR_SET_PDEATHSIG, or the channel's EOF).
  *
- * The child of a threaded process may only make async-signal-safe calls:
- * it makes system calls and nothing else. Each message gets one answer (an
+ * It is forked right after daemonizing (mount_fork_toucher), while the
+ * daemon has one thread and no connection, and makes system calls and
+ * nothing else (no allocation, no stdio). Each message gets one answer (an
  * errno, 0 for success), so the notifier can check a nodeid is still
  * watchable between the open and the touch. */
 #include "mount_internal.h"
