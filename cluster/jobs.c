@@ -33,6 +33,17 @@ static struct job *job_alloc(struct cluster *c, enum job_type type, const char *
 	return r;
 }
 
+/* The job's transaction goes out; `done` follows it (without memory the job
+ * ends with ENOMEM). `idempotent`: repeated after a lost answer. */
+static void txn_send(struct job *r, struct json_object **compares, struct json_object **ops,
+		     bool idempotent, etcd_done_fn *done)
+{
+	struct cluster *c = r->cluster;
+	r->phase = PHASE_BUSY;
+	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), idempotent, done, r) < 0)
+		job_finish(r, -ENOMEM);
+}
+
 struct job *job_new(struct cluster *c, enum job_type type, const char *path)
 {
 	char name[KEY_NAME_MAX] = "";
@@ -297,10 +308,7 @@ static void granted(struct job *r)
 		    NULL};
 		struct json_object *ops[] = {
 		    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, 0), NULL};
-		r->phase = PHASE_BUSY;
-		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_persisted,
-			      r) < 0)
-			job_finish(r, -ENOMEM);
+		txn_send(r, compares, ops, true, on_persisted);
 		return;
 	}
 	struct held *h = calloc(1, sizeof(*h));
@@ -400,9 +408,7 @@ static void take_queue(struct job *r)
 	    NULL};
 	struct json_object *ops[] = {
 	    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, c->lease), NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_entry_put, r) < 0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, true, on_entry_put);
 }
 
 static void on_fast_put(void *context, int error, const char *message, struct json_object *response)
@@ -439,9 +445,7 @@ static void take_fast(struct job *r, const struct replica_state *state)
 	    NULL};
 	struct json_object *ops[] = {
 	    txn_put(txn_key(c, "sem/%s/q/%s", r->name, r->entry), value, 0), NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_fast_put, r) < 0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, true, on_fast_put);
 }
 
 static void take_start(struct job *r, const struct command *command)
@@ -529,12 +533,9 @@ static void meta_write(struct job *r, const struct replica_state *state,
 	ops[o++] = txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0);
 	for (int i = 0; i < forgiven; i++)
 		ops[o++] = txn_delete(txn_key(c, "sem/%s/q/%s", r->name, forgive[i]), NULL);
-	r->phase = PHASE_BUSY;
 	/* Not repeated after a lost answer: a second compare-and-swap would
 	 * apply the command twice. The caller gets EIO: outcome unknown. */
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_meta_written, r) <
-	    0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_meta_written);
 }
 
 static void unlock_entry_done(void *context, int error, const char *message,
@@ -579,10 +580,7 @@ static void command_unlock(struct job *r, const struct replica_state *state)
 	struct json_object *ops[] = {txn_unlock_mark(c, r->who),
 				     txn_delete(txn_key(c, "sem/%s/q/%s", r->name, entry), NULL),
 				     NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, unlock_entry_done,
-		      r) < 0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, unlock_entry_done);
 }
 
 /* Our own entry: gone either way (a compare that fails means an earlier
@@ -615,10 +613,7 @@ static void command_release(struct job *r)
 		struct json_object *ops[] = {
 		    txn_delete(txn_key(c, "sem/%s/q/%s", r->name, h->entry), NULL), NULL};
 		free(h);
-		r->phase = PHASE_BUSY;
-		if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), true, on_released,
-			      r) < 0)
-			job_finish(r, -ENOMEM);
+		txn_send(r, compares, ops, true, on_released);
 		return;
 	}
 	job_finish(r, -ENOLCK);
@@ -733,10 +728,7 @@ void job_create(struct job *r)
 	struct json_object *compares[] = {
 	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "EQUAL", 0), NULL};
 	struct json_object *ops[] = {txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0), NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
-	    0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_sync_written);
 }
 
 void job_remove(struct job *r)
@@ -759,22 +751,23 @@ void job_remove(struct job *r)
 	struct json_object *ops[] = {
 	    txn_delete(txn_key(c, "sem/%s/", r->name), txn_range_end(c, "sem/%s/", r->name)), NULL};
 	r->then = job_remove;
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
-	    0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_sync_written);
 }
 
 static void on_reaped(void *context, int error, const char *message, struct json_object *response)
 {
 	struct job *r = context;
-	if (error < 0 && error != -ECANCELED)
+	if (error < 0 && error != -ECANCELED) {
 		log_warnx("cluster: removing idle undefined semaphore %s: %s (it stays)", r->path,
 			  message);
-	else if (error == 0)
+	} else if (error == 0) {
 		cluster_seen(r->cluster, response);
-	/* Not removed: in use again on some host; whoever lets go last asks
-	 * again. Removed: every host's watch takes it away. */
+		/* Not removed: in use again on some host; whoever lets go last
+		 * asks again. Removed: every host's watch takes it away. */
+		if (!txn_succeeded(response))
+			log_info("undefined semaphore %s is in use again on some host: kept",
+				 r->path);
+	}
 	job_finish(r, 0);
 }
 
@@ -798,9 +791,7 @@ void job_reap(struct job *r)
 					  NULL};
 	struct json_object *ops[] = {
 	    txn_delete(txn_key(c, "sem/%s/", r->name), txn_range_end(c, "sem/%s/", r->name)), NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_reaped, r) < 0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_reaped);
 }
 
 /* Only the fields asked (r->number: CHOWN_MODE, _UID, _GID) change, on the
@@ -837,10 +828,7 @@ static void chown_directory(struct job *r)
 					  NULL};
 	struct json_object *ops[] = {txn_put(txn_key(c, "dir/%s", r->name), new, 0), NULL};
 	r->then = job_chown;
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
-	    0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_sync_written);
 }
 
 void job_chown(struct job *r)
@@ -874,10 +862,7 @@ void job_chown(struct job *r)
 					  NULL};
 	struct json_object *ops[] = {txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0), NULL};
 	r->then = job_chown;
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
-	    0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_sync_written);
 }
 
 void job_define(struct job *r)
@@ -909,12 +894,9 @@ void job_define(struct job *r)
 					  NULL};
 	struct json_object *ops[] = {txn_put(txn_key(c, "sem/%s/meta", r->name), text, 0), NULL};
 	r->then = job_define;
-	r->phase = PHASE_BUSY;
 	if (plan < 0)
 		r->result = plan;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_sync_written, r) <
-	    0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_sync_written);
 }
 
 /* ---- release-owner, return-units, cancel ------------------------------------------------------
@@ -993,10 +975,7 @@ void job_mkdir(struct job *r)
 	    txn_compare(txn_key(c, "dir/%s", r->name), NULL, "CREATE", "EQUAL", 0),
 	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "EQUAL", 0), NULL};
 	struct json_object *ops[] = {txn_put(txn_key(c, "dir/%s", r->name), value, 0), NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_directory_written,
-		      r) < 0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_directory_written);
 }
 
 /* Removed only while empty cluster-wide: no semaphore and no directory
@@ -1012,10 +991,7 @@ void job_rmdir(struct job *r)
 			"CREATE", "EQUAL", 0),
 	    NULL};
 	struct json_object *ops[] = {txn_delete(txn_key(c, "dir/%s", r->name), NULL), NULL};
-	r->phase = PHASE_BUSY;
-	if (etcd_call(c->etcd, "/v3/kv/txn", txn_new(c, compares, ops), false, on_directory_written,
-		      r) < 0)
-		job_finish(r, -ENOMEM);
+	txn_send(r, compares, ops, false, on_directory_written);
 }
 
 /* ---- a read barrier ----------------------------------------------------------------- */
