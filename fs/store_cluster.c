@@ -73,10 +73,18 @@ static void hook_sync(void *context, const char *path, const struct replica_meta
 		node->mode = S_IFREG | (meta->mode & 07777);
 		node->uid = meta->uid;
 		node->gid = meta->gid;
-		(void)be_set_owner(store, s->semid, meta->uid, meta->gid, meta->mode);
+		int r = be_set_owner(store, s->semid, meta->uid, meta->gid, meta->mode);
+		if (r < 0) /* the monitor makes a set that went again, with this owner */
+			log_warnx("cluster: semaphore %s: its SysV set's owner and mode: %s", path,
+				  strerror(-r));
 		if (changed) {
 			timespec_now(CLOCK_REALTIME, &node->ctime);
-			(void)semaphore_save(store, s);
+			r = semaphore_save(store, s);
+			if (r < 0)
+				log_warnx(
+				    "cluster: semaphore %s: its new owner and mode are not in "
+				    "its record here: %s (the cluster has them)",
+				    path, strerror(-r));
 		}
 	}
 	s->limit = (unsigned)meta->limit;

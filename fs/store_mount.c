@@ -398,7 +398,8 @@ int store_setattr(struct store *store, uint64_t ino, const mode_t *mode, const u
 			r = -ENOENT; /* removed meanwhile */
 		if (r < 0)
 			goto out;
-		mode = uid = NULL;
+		mode = NULL; /* applied: nothing left to do here */
+		uid = NULL;
 		gid = NULL;
 	}
 	mode_t old_mode = node->mode;
