@@ -60,6 +60,13 @@ int be_adjust(const struct store *store, int handle, int delta, bool with_undo)
 	return BACKEND_CALL(store, adjust, handle, delta, with_undo);
 }
 
+int be_adjust_steps(const struct store *store, int handle, const signed char *steps, size_t count)
+{
+	if (!BACKEND(store)->ops->adjust_steps)
+		return -ENOSYS;
+	return BACKEND_CALL(store, adjust_steps, handle, steps, count);
+}
+
 int be_take(const struct store *store, int handle, const struct timespec *timeout)
 {
 	return BACKEND_CALL(store, take, handle, timeout);
@@ -143,6 +150,7 @@ int store_open(struct store **out, const struct store_options *options, char *er
 	store->options.state_dir = store->state_dir;
 	store->options.changed = NULL; /* restoring announces nothing */
 	store->pid = getpid();
+	store->run_steps_max = STORE_RUN_MAX;
 	store->euid = geteuid();
 	store->egid = getegid();
 	store->next_ino = STORE_ROOT_INO;

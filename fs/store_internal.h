@@ -147,6 +147,7 @@ struct store {
 	gid_t egid;
 	uint64_t token_floor; /* new semaphores start their tokens here */
 	uint64_t grants_total, timeouts_total;
+	size_t run_steps_max; /* what the backend takes in one adjust_steps */
 	pid_t pid;
 	unsigned helpers;
 	pthread_cond_t helpers_gone;
@@ -180,6 +181,8 @@ int be_attach(const struct store *store, key_t key, uid_t creator, int *handle);
 int be_value(const struct store *store, int handle);
 int be_last_pid(const struct store *store, int handle);
 int be_adjust(const struct store *store, int handle, int delta, bool with_undo);
+/* -ENOSYS when the backend moves one delta at a time only. */
+int be_adjust_steps(const struct store *store, int handle, const signed char *steps, size_t count);
 int be_take(const struct store *store, int handle, const struct timespec *timeout);
 int be_undo_to_plain(const struct store *store, int handle);
 int be_set_owner(const struct store *store, int handle, uid_t uid, gid_t gid, mode_t mode);

@@ -403,6 +403,82 @@ int store_submit(struct store *store, struct semaphore *semaphore, struct waiter
 	return r;
 }
 
+size_t store_submit_run(struct store *store, struct semaphore *semaphore, const char *who,
+			const struct command *commands, size_t count, int results[],
+			uint64_t tokens[])
+{
+	signed char steps[STORE_RUN_MAX];
+	size_t planned = 0, moves = 0, locks = 0;
+
+	if (store->cluster)
+		return 0;
+	pthread_mutex_lock(&store->lock);
+	if (count > store->run_steps_max)
+		count = store->run_steps_max;
+	/* Only an empty queue may take directly (no barging), as in take(). */
+	int value = store->stopping || semaphore->removed || semaphore->head
+			? -EAGAIN
+			: limit_guard(store, semaphore);
+	for (int v = value; v >= 0 && planned < count; planned++) {
+		enum command_verb verb = commands[planned].verb;
+		results[planned] = 0;
+		if (verb == VERB_LOCK && v > 0) {
+			steps[moves++] = -1;
+			v--;
+			locks++;
+		} else if (verb == VERB_UNLOCK &&
+			   (unsigned)v + semaphore->acquired < semaphore->limit) {
+			steps[moves++] = 1;
+			v++;
+		} else if (verb == VERB_UNLOCK) {
+			results[planned] = -EOVERFLOW; /* as command_unlock says */
+		} else {
+			break; /* it would wait, or is not a lock/unlock */
+		}
+	}
+	struct holder *own = NULL;
+	int r = planned == 0 ? -EAGAIN : token_reserve(store, semaphore, locks);
+	if (r == 0)
+		r = (own = holder_get(semaphore, NULL, who)) ? 0 : -ENOMEM;
+	if (r == 0 && moves > 0)
+		r = be_adjust_steps(store, semaphore->semid, steps, moves);
+	if (r == -E2BIG && moves > 1)
+		store->run_steps_max = moves / 2; /* a lower SEMOPM: smaller runs from now on */
+	if (r < 0) {
+		/* Someone moved the value since the look: one at a time, then. */
+		if (own)
+			holder_put_back(own);
+		pthread_mutex_unlock(&store->lock);
+		return 0;
+	}
+	/* Done in the backend; now the books, in the requests' order. */
+	struct waiter granted = {.commands = commands};
+	snprintf(granted.who, sizeof(granted.who), "%s", who);
+	for (size_t i = 0; i < planned; i++) {
+		if (results[i] < 0)
+			continue;
+		semaphore->value_known = true;
+		if (commands[i].verb == VERB_LOCK) {
+			semaphore->known_value = --value;
+			grant(store, semaphore, &granted, VERB_LOCK, own);
+			tokens[i] = granted.token;
+			continue;
+		}
+		semaphore->known_value = ++value;
+		/* Units this client took in the run first, as holder_drop_plain
+		 * would (`own` may not go: a later lock of the run needs it). */
+		if (own->units > 0)
+			own->units--;
+		else
+			holder_drop_plain(semaphore, who);
+		journal_event(store, semaphore, "unlock", who, 0, NULL, CHANGE_UNANNOUNCED);
+	}
+	if (own->units == 0)
+		holder_unlink(own);
+	pthread_mutex_unlock(&store->lock);
+	return planned;
+}
+
 bool store_cancel(struct store *store, struct waiter *waiter)
 {
 	bool taken = false;

@@ -119,6 +119,17 @@ int sysv_adjust(int semid, int delta, bool with_undo)
 	return semop(semid, &op, 1) < 0 ? -errno : 0;
 }
 
+int sysv_adjust_steps(int semid, const signed char *steps, size_t count)
+{
+	struct sembuf ops[SYSV_STEPS_MAX];
+
+	if (count > SYSV_STEPS_MAX)
+		return -E2BIG;
+	for (size_t i = 0; i < count; i++)
+		ops[i] = (struct sembuf){.sem_num = 0, .sem_op = steps[i], .sem_flg = IPC_NOWAIT};
+	return semop(semid, ops, count) < 0 ? -errno : 0;
+}
+
 int sysv_take(int semid, const struct timespec *timeout)
 {
 	struct sembuf op = {.sem_num = 0, .sem_op = -1, .sem_flg = SEM_UNDO};
@@ -186,6 +197,11 @@ static int backend_adjust(void *self, int handle, int delta, bool with_undo)
 	return sysv_adjust(handle, delta, with_undo);
 }
 
+static int backend_adjust_steps(void *self, int handle, const signed char *steps, size_t count)
+{
+	return sysv_adjust_steps(handle, steps, count);
+}
+
 static int backend_take(void *self, int handle, const struct timespec *timeout)
 {
 	return sysv_take(handle, timeout);
@@ -213,6 +229,7 @@ static const struct backend_ops sysv_ops = {
     .value = backend_value,
     .last_pid = backend_last_pid,
     .adjust = backend_adjust,
+    .adjust_steps = backend_adjust_steps,
     .take = backend_take,
     .undo_to_plain = backend_undo_to_plain,
     .set_owner = backend_set_owner,

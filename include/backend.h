@@ -14,6 +14,7 @@
 #define SEMFS_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -30,6 +31,10 @@ struct backend_ops {
 	/* Move by `delta` without waiting (-EAGAIN if it would go below 0);
 	 * with_undo: the units belong to this process's life. */
 	int (*adjust)(void *self, int handle, int delta, bool with_undo);
+	/* Move by each of `steps` (each +1 or -1, plain units) in turn, all or
+	 * none, without waiting: -EAGAIN if a step would go below 0, -E2BIG if
+	 * the backend takes fewer at once. NULL: one adjust at a time only. */
+	int (*adjust_steps)(void *self, int handle, const signed char *steps, size_t count);
 	/* Take one unit (with undo), sleeping up to `timeout` (NULL: forever):
 	 * -EAGAIN on timeout, -EINTR when the sleeping thread is signalled. */
 	int (*take)(void *self, int handle, const struct timespec *timeout);

@@ -186,6 +186,19 @@ void store_close_semaphore(struct store *store, struct semaphore *semaphore);
  * complete() will be called exactly once, possibly before this returns. */
 int store_submit(struct store *store, struct semaphore *semaphore, struct waiter *waiter);
 
+/* A run of pipelined lock and unlock requests of one client (`who`) on one
+ * semaphore, each its own request: what each does is worked out from one
+ * look at the value and done in one move of the backend, all or none, then
+ * journalled in order. Fills results[i] (0 or -EOVERFLOW, as store_submit
+ * would) and, for a granted lock, tokens[i]. Returns how many leading
+ * requests were done (at most STORE_RUN_MAX); the rest go through
+ * store_submit one at a time: the first of them would wait, or the run could
+ * not be taken at once (someone else moved the value, cluster mode). */
+#define STORE_RUN_MAX 64
+size_t store_submit_run(struct store *store, struct semaphore *semaphore, const char *who,
+			const struct command *commands, size_t count, int results[],
+			uint64_t tokens[]);
+
 /* The caller gave up (a signal). true: the waiter was queued, is now removed,
  * took nothing, and is the caller's again (complete() will not be called).
  * false: it is running or done; the interrupt is remembered. */

@@ -6,6 +6,7 @@
 #define SEMFS_SYSV_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -26,6 +27,12 @@ int sysv_waiting(int semid); /* GETNCNT: processes blocked in the kernel */
 
 /* semop of `delta`, never waiting; with_undo for units owned by a session. */
 int sysv_adjust(int semid, int delta, bool with_undo);
+
+/* The deltas of `steps` (plain units) as one semop: applied in turn, all or
+ * none, IPC_NOWAIT. -EAGAIN, or -E2BIG past SYSV_STEPS_MAX or the kernel's
+ * SEMOPM (/proc/sys/kernel/sem, 500 by default). */
+#define SYSV_STEPS_MAX 64
+int sysv_adjust_steps(int semid, const signed char *steps, size_t count);
 
 /* Take one unit with SEM_UNDO, sleeping up to `timeout` (NULL: forever).
  * -EAGAIN on timeout, -EINTR on a signal, -EIDRM if the set went away. */

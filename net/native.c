@@ -136,14 +136,15 @@ int native_parse(const char *line, size_t length, struct native_request *request
 	case NATIVE_COMMAND: {
 		/* The command module parses "VERB ARGS", as written to a file. */
 		char command_line[COMMAND_LINE_MAX + 1];
-		int n = snprintf(command_line, sizeof(command_line), "%.*s%.*s", (int)verb_length,
-				 verb, (int)(end - arguments), arguments);
-		if (n < 0 || (size_t)n >= sizeof(command_line)) {
+		size_t n = verb_length + (size_t)(end - arguments);
+		if (n >= sizeof(command_line)) {
 			snprintf(error, error_size, "request too long");
 			return -EINVAL;
 		}
-		return command_parse(command_line, (size_t)n, &request->command, error,
-				     error_size) < 0
+		memcpy(command_line, verb, verb_length);
+		memcpy(command_line + verb_length, arguments, (size_t)(end - arguments));
+		command_line[n] = '\0';
+		return command_parse(command_line, n, &request->command, error, error_size) < 0
 			   ? -EINVAL
 			   : 1;
 	}

@@ -145,6 +145,38 @@ static int fake_adjust(void *self, int handle, int delta, bool with_undo)
 	return move(handle, delta, 1);
 }
 
+static int before_steps_handle = -1, before_steps_delta;
+
+void fake_outside_adjust_before_steps(int handle, int delta)
+{
+	pthread_mutex_lock(&lock);
+	before_steps_handle = handle;
+	before_steps_delta = delta;
+	pthread_mutex_unlock(&lock);
+}
+
+/* All or none, like one semop with several operations. */
+static int fake_adjust_steps(void *self, int handle, const signed char *steps, size_t count)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	if (c && handle == before_steps_handle) {
+		c->value += before_steps_delta;
+		c->last_pid = 4242;
+		before_steps_handle = -1;
+	}
+	int r = c ? 0 : -EIDRM, value = c ? c->value : 0;
+	for (size_t i = 0; r == 0 && i < count; i++)
+		if ((value += steps[i]) < 0)
+			r = -EAGAIN;
+	if (r == 0) {
+		c->value = value;
+		c->last_pid = 1;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 void fake_outside_adjust(int handle, int delta)
 {
 	(void)move(handle, delta, 4242);
@@ -204,6 +236,7 @@ static const struct backend_ops fake_ops = {
     .value = fake_value_of,
     .last_pid = fake_last_pid,
     .adjust = fake_adjust,
+    .adjust_steps = fake_adjust_steps,
     .take = fake_take,
     .undo_to_plain = fake_undo_to_plain,
     .set_owner = fake_set_owner,

@@ -17,5 +17,8 @@ int fake_value(int handle);			 /* -EIDRM once removed */
 int fake_live(void);				 /* counters not removed */
 void fake_outside_adjust(int handle, int delta); /* another "process" moves it */
 void fake_remove(int handle);			 /* an outside "ipcrm" */
+/* Another "process" moves it by `delta` just before the next adjust_steps:
+ * between the store's look at the value and its move. */
+void fake_outside_adjust_before_steps(int handle, int delta);
 
 #endif

@@ -645,6 +645,46 @@ static int semid_of(const char *name)
 	return (int)semid;
 }
 
+/* Pipelined lock/unlock lines on one name are taken as a run (one semop):
+ * each still gets the reply it would get alone, the kernel's counter ends
+ * where one-by-one would leave it, the journal shows every request, and a
+ * waiter queued from the mount is not passed. */
+Test(native, a_pipelined_run_answers_each_request_as_alone)
+{
+	int fd = net_connect();
+	ask(fd, "create q 2", "ok limit=2");
+	net_send(fd, "unlock q\nlock q\nlock q\nunlock q\nlock q\nlock q 0\nunlock q\n");
+	const char *replies[] = {"err EOVERFLOW", "ok token=",	"ok token=", "ok",
+				 "ok token=",	  "err EAGAIN", "ok"};
+	for (int i = 0; i < 7; i++)
+		expect_line(fd, replies[i]);
+	cr_assert_eq(semctl(semid_of("q"), 0, GETVAL), 1, "the kernel's value");
+	char *journal = e2e_read("q");
+	const char *values[] = {"lock by=tcp:",	  "value=1", "lock by=tcp:", "value=0",
+				"unlock by=tcp:", "value=1", "lock by=tcp:", "value=0",
+				"unlock by=tcp:", "value=1"};
+	const char *at = strstr(journal, "create by=");
+	cr_assert_not_null(at, "%s", journal);
+	for (int i = 0; i < 10; i++) {
+		at = strstr(at, values[i]);
+		cr_assert_not_null(at, "no '%s' in order in:\n%s", values[i], journal);
+	}
+	free(journal);
+
+	/* Both units out, a writer waits in the mount: an unlock+lock run hands
+	 * the unit to it and then waits its own turn. */
+	ask(fd, "lock q", "ok token=");
+	pid_t writer = e2e_spawn_write("q", "lock\n");
+	cr_assert(e2e_wait_xattr("q", "waiting", 1, 3000));
+	net_send(fd, "unlock q\nlock q\n");
+	expect_line(fd, "ok");
+	cr_assert_eq(e2e_wait_exit(writer, 3000), 0, "the mount's waiter was passed");
+	cr_assert_null(net_line(fd, 300), "the lock passed a waiter");
+	cr_assert_eq(e2e_write("q", "unlock\n"), 0);
+	expect_line(fd, "ok token=");
+	close(fd);
+}
+
 /* An acquire holder's unit cannot be unlocked from the mount, the native
  * dialect or set away; after kill -9 the kernel gives it back once. */
 Test(native, an_acquired_unit_is_nobody_elses_to_unlock)

@@ -297,3 +297,111 @@ Test(rules, a_counter_removed_from_outside_ends_the_semaphore)
 	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), -EIDRM);
 	store_close_semaphore(store, s);
 }
+
+/* The journal's lines from `first_seq` on, as one string. */
+static char *journal_from(struct semaphore *s, const char *first_seq)
+{
+	static char buffer[16384];
+	uint64_t at = 0;
+	size_t n = store_read_journal(store, s, &at, buffer, sizeof(buffer) - 1);
+	buffer[n] = '\0';
+	char *from = strstr(buffer, first_seq);
+	cr_assert_not_null(from, "%s", buffer);
+	while (from > buffer && from[-1] != '\n')
+		from--;
+	return from;
+}
+
+static int holders_of(struct semaphore *s, const char *who)
+{
+	char *text;
+	int count = 0;
+	cr_assert_geq(report_attribute(store, s, "holders", &text), 0);
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+		count += strcmp(line, who) == 0;
+	free(text);
+	return count;
+}
+
+/* Pipelined lock/unlock requests as one run: each gets the result it would
+ * get alone, the run ends before the first that would wait, and the journal
+ * reads as if they had come one by one. */
+Test(rules, a_run_of_requests_gives_each_its_own_result)
+{
+	struct semaphore *s = make(FREE, "run"); /* limit 2, both units home */
+	int handle = attribute(s, "semid");
+	struct request other;
+	cr_assert_eq(run(s, &other, VERB_LOCK, 0, 0, NULL), 0); /* "test" holds one */
+	const enum command_verb verbs[] = {VERB_UNLOCK, VERB_UNLOCK, VERB_LOCK, VERB_LOCK,
+					   VERB_UNLOCK, VERB_LOCK,   VERB_LOCK};
+	struct command commands[7];
+	int results[7];
+	uint64_t tokens[7] = {0};
+	for (int i = 0; i < 7; i++)
+		commands[i] = (struct command){.verb = verbs[i], .timeout = COMMAND_NO_TIMEOUT};
+
+	/* value 1: unlock -> 2; unlock: all home (EOVERFLOW); lock -> 1; lock
+	 * -> 0; unlock -> 1; lock -> 0; the last lock would wait. */
+	cr_assert_eq(store_submit_run(store, s, "run", commands, 7, results, tokens), 6);
+	const int expected[] = {0, -EOVERFLOW, 0, 0, 0, 0};
+	for (int i = 0; i < 6; i++)
+		cr_assert_eq(results[i], expected[i], "request %d: %d", i, results[i]);
+	cr_assert(tokens[2] > 0 && tokens[3] == tokens[2] + 1 && tokens[5] == tokens[3] + 1);
+	cr_assert_eq(fake_value(handle), 0);
+	/* The first unlock gave back "test"'s unit (the run held none yet);
+	 * "run" holds the two it locked last. */
+	cr_assert_eq(holders_of(s, "test"), 0);
+	cr_assert_eq(holders_of(s, "run"), 2);
+	char *lines = journal_from(s, "unlock by=run");
+	const char *events[] = {"unlock by=run value=2", "lock by=run value=1",
+				"lock by=run value=0", "unlock by=run value=1",
+				"lock by=run value=0"};
+	for (int i = 0; i < 5; i++) {
+		char *end = strchr(lines, '\n');
+		cr_assert_not_null(end);
+		*end = '\0';
+		cr_assert(strstr(lines, events[i]), "line %d: %s", i, lines);
+		lines = end + 1;
+	}
+	cr_assert_eq(*lines, '\0', "more lines than requests: %s", lines);
+	/* The one that would wait, alone, waits. */
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), -EAGAIN);
+	store_close_semaphore(store, s);
+}
+
+/* Another process moves the value between the run's look and its move: the
+ * move fails whole, nothing is booked, and the requests go one at a time. */
+Test(rules, a_run_overtaken_from_outside_takes_nothing)
+{
+	struct semaphore *s = make(FREE, "race");
+	int handle = attribute(s, "semid");
+	char *before = strdup(journal_from(s, "seq="));
+	struct command commands[2] = {{.verb = VERB_LOCK}, {.verb = VERB_LOCK}};
+	int results[2];
+	uint64_t tokens[2];
+
+	fake_outside_adjust_before_steps(handle, -2); /* both units, taken outside */
+	cr_assert_eq(store_submit_run(store, s, "run", commands, 2, results, tokens), 0);
+	cr_assert_eq(fake_value(handle), 0);
+	cr_assert_eq(holders_of(s, "run"), 0);
+	cr_assert_str_eq(journal_from(s, "seq="), before);
+	cr_assert_eq(now(s, VERB_LOCK, 0, NULL), -EAGAIN);
+	free(before);
+	store_close_semaphore(store, s);
+}
+
+/* A queue decides who is next: a run may not pass a waiter. */
+Test(rules, a_run_does_not_pass_a_waiter)
+{
+	struct semaphore *s = make(BUSY_WITH_WAITER, "queue");
+	struct command commands[2] = {{.verb = VERB_UNLOCK}, {.verb = VERB_LOCK}};
+	int results[2];
+	uint64_t tokens[2];
+
+	cr_assert_eq(store_submit_run(store, s, "run", commands, 2, results, tokens), 0);
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), 0); /* to the waiter */
+	cr_assert(wait_completions(1));
+	cr_assert_eq(last_error, 0);
+	cr_assert_eq(holders_of(s, "run"), 0);
+	store_close_semaphore(store, s);
+}
