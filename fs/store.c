@@ -12,9 +12,11 @@
  * in the kernel's own queue next to any outside SysV user; when it wins a unit
  * it hands it to whoever heads the queue at that moment, or gives it back if
  * the queue emptied meanwhile. So a waiter that is cancelled never strands a
- * unit, and a thousand waiters cost one thread. The unit is taken with
- * SEM_UNDO so that a daemon crash returns it; a `lock` waiter gets it turned
- * into a plain unit atomically (sysv_undo_to_plain).
+ * unit, and a thousand waiters cost one thread. A helper whose queue emptied
+ * stays parked (out of semtimedop) for HELPER_LINGER, so the next waiter of a
+ * busy semaphore starts no thread; its exit was on the hand-off's path. The
+ * unit is taken with SEM_UNDO so that a daemon crash returns it; a `lock`
+ * waiter gets it turned into a plain unit atomically (sysv_undo_to_plain).
  *
  * Completions: everything that finishes a queued waiter (grant, timeout,
  * relax, delete, shutdown) only moves it onto a local done list under the
@@ -116,6 +118,7 @@ struct semaphore *semaphore_new(struct store *store, key_t key, int semid, unsig
 	semaphore->semid = semid;
 	semaphore->limit = limit;
 	semaphore->references = 1; /* the node's */
+	clock_condition_init(&semaphore->helper_wake);
 	journal_init(&semaphore->journal, store->options.journal_max);
 	semaphore->live_next = store->live;
 	if (store->live)

@@ -9,6 +9,7 @@ static void expire_waiters(struct store *store, struct semaphore *semaphore,
 			   struct done_list *done);
 static void hand_unit(struct store *store, struct semaphore *semaphore, struct done_list *done);
 static struct timespec helper_timeout(struct store *store, struct semaphore *semaphore);
+static bool helper_linger(struct store *store, struct semaphore *semaphore);
 static void monitor_check(struct store *store, struct done_list *done);
 
 /* ---- the helper: one per contended semaphore ---------------------------- */
@@ -84,6 +85,21 @@ static struct timespec helper_timeout(struct store *store, struct semaphore *sem
 	return clock_difference(&until, &now);
 }
 
+/* The queue is empty: wait up to HELPER_LINGER for the next waiter (true: one
+ * came). Not for an undefined semaphore, which goes as soon as it is idle. */
+static bool helper_linger(struct store *store, struct semaphore *semaphore)
+{
+	if (semaphore->undefined || semaphore->removed || store->stopping)
+		return false;
+	struct timespec until = clock_after(CLOCK_MONOTONIC, HELPER_LINGER);
+	int r = 0;
+	semaphore->helper_idle = true;
+	while (!semaphore->head && !semaphore->removed && !store->stopping && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&semaphore->helper_wake, &store->lock, &until);
+	semaphore->helper_idle = false;
+	return semaphore->head != NULL;
+}
+
 void *helper_main(void *argument)
 {
 	struct semaphore *semaphore = argument;
@@ -97,7 +113,7 @@ void *helper_main(void *argument)
 		if (!semaphore->head || semaphore->removed || store->stopping) {
 			/* Finish the completions, then look again: a waiter queued
 			 * meanwhile saw helper_running and relies on us. */
-			if (!done.first)
+			if (!done.first && !helper_linger(store, semaphore))
 				break;
 			pthread_mutex_unlock(&store->lock);
 			run_done(&done);

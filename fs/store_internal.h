@@ -29,6 +29,9 @@
  * wake-up re-queues the helper at the tail of the kernel's queue, behind any
  * outside SysV waiter, so it must be rare. */
 #define HELPER_NAP 5.0
+/* Seconds a helper whose queue emptied stays (parked, not in semtimedop) for
+ * the next waiter: a thread's exit and start cost more than a hand-off. */
+#define HELPER_LINGER 2.0
 /* The monitor asks the kernel for each set's value in a sweep, in shares
  * of at most MONITOR_SHARE sets (the store lock is never held for a whole
  * sweep of thousands): a sweep takes 0.25 s while that is at most
@@ -100,6 +103,8 @@ struct semaphore {
 	size_t waiting;
 	struct holder *holders;
 	bool helper_running;
+	bool helper_idle;	    /* parked in helper_wake, queue empty */
+	pthread_cond_t helper_wake; /* a waiter for the idle helper, or its end */
 	pthread_t helper;
 	struct timespec helper_until;		 /* when the helper wakes by itself */
 	unsigned references;			 /* node + open files + helper */

@@ -118,9 +118,13 @@ int limit_guard(struct store *store, struct semaphore *semaphore)
 	}
 }
 
+/* Out of semtimedop, or out of its idle wait: called with the store lock. */
 void helper_kick(struct semaphore *semaphore)
 {
-	pthread_kill(semaphore->helper, HELPER_KICK_SIGNAL);
+	if (semaphore->helper_idle)
+		pthread_cond_signal(&semaphore->helper_wake);
+	else
+		pthread_kill(semaphore->helper, HELPER_KICK_SIGNAL);
 }
 
 /* An idle helper would catch the next unit in semtimedop and hand it back a
@@ -206,8 +210,9 @@ int take(struct store *store, struct semaphore *semaphore, struct waiter *waiter
 		int r = helper_start(store, semaphore);
 		if (r < 0)
 			return r;
-	} else if (waiter->has_deadline &&
-		   clock_compare(&waiter->deadline, &semaphore->helper_until) < 0) {
+	} else if (semaphore->helper_idle ||
+		   (waiter->has_deadline &&
+		    clock_compare(&waiter->deadline, &semaphore->helper_until) < 0)) {
 		helper_kick(semaphore);
 	}
 	queue_append(semaphore, waiter);

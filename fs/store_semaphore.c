@@ -186,6 +186,7 @@ void semaphore_unreference(struct store *store, struct semaphore *semaphore)
 		holder_unlink(semaphore->holders);
 	journal_free(&semaphore->journal);
 	free(semaphore->cluster_holders);
+	pthread_cond_destroy(&semaphore->helper_wake);
 	free(semaphore);
 }
 
@@ -266,6 +267,8 @@ static void semaphore_mark_removed(struct store *store, struct semaphore *semaph
 	if (semaphore->removed)
 		return;
 	semaphore->removed = true;
+	if (semaphore->helper_idle)
+		helper_kick(semaphore); /* a parked helper goes now */
 	live_remove(store, semaphore);
 	while (semaphore->head) {
 		struct waiter *waiter = semaphore->head;

@@ -757,6 +757,10 @@ int server_start(struct server *server)
 
 void server_changed(struct server *server)
 {
+	/* A watch starting now counts itself before it reads its journal's
+	 * end (under the store lock): any line past that end sees it here. */
+	if (atomic_load(&server->watchers) == 0)
+		return;
 	if (in_server_thread)
 		atomic_store(&server->changes, true);
 	else if (!atomic_exchange(&server->changes, true))

@@ -114,7 +114,9 @@ struct server {
 	bool running;
 	atomic_bool stopping;
 	atomic_bool changes; /* a journal grew: pump the watchers */
-	size_t watchers;     /* connections in `watch` */
+	/* Connections in `watch`: changed by the loop, read by every store
+	 * thread (without one, a change need not wake the loop). */
+	atomic_size_t watchers;
 
 	pthread_mutex_t completed_lock;
 	struct connection *completed; /* finished requests, newest first */

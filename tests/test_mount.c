@@ -901,3 +901,52 @@ Test(mount_configured, several_config_files_are_read_in_order)
 	snprintf(command, sizeof(command), "fusermount3 -u %s", mnt);
 	cr_assert_eq(system(command), 0);
 }
+
+/* The thread id of the daemon's helper thread (0: none). */
+static pid_t helper_tid(void)
+{
+	char path[300], comm[32];
+	pid_t found = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", e2e.daemon);
+	DIR *tasks = opendir(path);
+	cr_assert_not_null(tasks);
+	for (struct dirent *task; (task = readdir(tasks)) && !found;) {
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", e2e.daemon, task->d_name);
+		FILE *file = fopen(path, "re");
+		if (file && fgets(comm, sizeof(comm), file) &&
+		    strncmp(comm, "semfs-helper", 12) == 0)
+			found = atoi(task->d_name);
+		if (file)
+			fclose(file);
+	}
+	closedir(tasks);
+	return found;
+}
+
+/* A helper whose queue emptied stays a moment, parked, for the next waiter
+ * (a thread's start and exit cost more than a hand-off), takes no unit
+ * meanwhile, and then goes. */
+Test(mount, a_helper_stays_for_the_next_waiter_then_goes)
+{
+	create("linger");
+	cr_assert_eq(e2e_write("linger", "lock\n"), 0);
+	pid_t waiter = e2e_spawn_write("linger", "lock\n");
+	cr_assert(e2e_wait_xattr("linger", "waiting", 1, 5000));
+	pid_t helper = helper_tid();
+	cr_assert_gt(helper, 0);
+	cr_assert_eq(e2e_write("linger", "unlock\n"), 0);
+	cr_assert_eq(e2e_wait_exit(waiter, 5000), 0);
+	/* Parked, not in semtimedop: the unit given back stays home. */
+	cr_assert_eq(e2e_write("linger", "unlock\n"), 0);
+	cr_assert_eq(e2e_xattr("linger", "value"), 1);
+	cr_assert_eq(e2e_write("linger", "lock\n"), 0);
+	waiter = e2e_spawn_write("linger", "lock\n");
+	cr_assert(e2e_wait_xattr("linger", "waiting", 1, 5000));
+	cr_assert_eq(helper_tid(), helper, "a new helper thread for the second waiter");
+	cr_assert_eq(e2e_write("linger", "unlock\n"), 0);
+	cr_assert_eq(e2e_wait_exit(waiter, 5000), 0);
+	double until = e2e_now() + 10;
+	while (helper_tid() != 0 && e2e_now() < until)
+		usleep(50000);
+	cr_assert_eq(helper_tid(), 0, "the idle helper stayed");
+}
