@@ -135,6 +135,7 @@ static int kv_event(struct json_object *kv, bool deleted, const struct cluster *
 	    .value = value_text,
 	    .value_length = (size_t)value_length,
 	    .revision = etcd_int64_get(kv, "mod_revision", 0),
+	    .mod_revision = etcd_int64_get(kv, "mod_revision", 0),
 	    .create_revision = etcd_int64_get(kv, "create_revision", 0),
 	    .lease = etcd_int64_get(kv, "lease", 0),
 	};
@@ -387,6 +388,8 @@ static int reload(struct cluster *c, char *error, size_t error_size)
 			log_warnx("cluster: a key outside %s or too long ignored", c->prefix);
 			continue;
 		}
+		/* In order for the replica; mod_revision stays the key's own
+		 * (meta compare-and-swaps name it). */
 		events[used].revision = revision;
 		used++;
 	}

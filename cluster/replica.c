@@ -506,7 +506,7 @@ static int apply_meta(struct replica *replica, const struct replica_event *event
 	} else {
 		s->meta = meta;
 		s->has_meta = true;
-		s->meta_revision = event->revision;
+		s->meta_revision = event->mod_revision ? event->mod_revision : event->revision;
 	}
 	s->last_revision = event->revision;
 	int holders = settle(s);

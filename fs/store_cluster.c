@@ -174,7 +174,10 @@ static void hook_load_begin(void *context)
 }
 
 /* What the cluster does not have is not here either: left from a run
- * before (restored from state_dir), or removed while this host was away. */
+ * before (restored from state_dir), or removed while this host was away.
+ * An undefined name idle in the cluster is reaped from here: the host whose
+ * client let go of it last may have died before it could (or all hosts
+ * restarted), and no other host would ever look again. */
 static void hook_load_end(void *context)
 {
 	struct store *store = context;
@@ -189,6 +192,9 @@ static void hook_load_end(void *context)
 				break;
 			}
 	}
+	for (struct semaphore *s = store->live; s; s = s->live_next)
+		if (s->undefined && !s->idle_pending)
+			reap_if_idle(store, s, &done); /* guarded in etcd: see cluster_reap */
 	pthread_mutex_unlock(&store->lock);
 	run_done(&done);
 }

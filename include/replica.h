@@ -64,7 +64,10 @@ struct replica_event {
 	size_t key_length;
 	const char *value; /* puts only */
 	size_t value_length;
-	int64_t revision;	 /* the event's (mod) revision */
+	int64_t revision; /* the event's (mod) revision */
+	/* A load's events all carry the load's revision; this is the key's own
+	 * mod revision (what a compare-and-swap names). 0: `revision`. */
+	int64_t mod_revision;
 	int64_t create_revision; /* puts only */
 	int64_t lease;		 /* puts only; 0: none */
 };

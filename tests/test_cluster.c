@@ -1155,3 +1155,69 @@ Test(cluster, an_ace_waiter_outlives_the_removal_of_its_undefined_name)
 	close(admin);
 	stop_all();
 }
+
+/* An undefined name whose last user's host died stays idle in the cluster:
+ * the host that let go of it last cannot reap it, and it never comes back.
+ * Any host that loads the cluster (here hostb, restarted) reaps it. */
+Test(cluster, an_idle_undefined_name_left_by_a_dead_host_goes_when_a_host_loads)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	int on_a = dial(0);
+	cr_assert_eq(write(on_a, "acquire:left|", 13), 13);
+	cr_assert_str_eq(ace_reply(on_a, 5000), "locked|");
+	cr_assert(wait_value(1, "left", 0, 3000), "hostb: %ld", xattr(1, "left", "value"));
+	host_stop(0, SIGKILL);
+	close(on_a);
+	/* The unit comes home with hosta's lease (lease_ttl 3 s). */
+	cr_assert(wait_value(1, "left", 1, 8000), "hostb: %ld", xattr(1, "left", "value"));
+	int status;
+	host_stop(1, SIGTERM);
+	cr_assert(host_launch(1, &status));
+	cr_assert(wait_exists(1, "left", false, 5000), "hostb: the idle undefined name stays: %s",
+		  slurp(hosts[1].log));
+	cr_assert(host_launch(0, &status));
+	cr_assert(wait_exists(0, "left", false, 3000), "hosta: it came back");
+	/* Not a name in use: one held on hostb is kept by hosta's load. */
+	int on_b = dial(1);
+	cr_assert_eq(write(on_b, "acquire:kept|", 13), 13);
+	cr_assert_str_eq(ace_reply(on_b, 5000), "locked|");
+	cr_assert(wait_value(0, "kept", 0, 3000));
+	host_stop(0, SIGTERM);
+	cr_assert(host_launch(0, &status));
+	cr_assert(wait_value(0, "kept", 0, 3000));
+	usleep(1500000); /* three grace periods */
+	cr_assert(wait_exists(1, "kept", true, 0), "a held undefined name was reaped");
+	cr_assert_eq(xattr(1, "kept", "value"), 0);
+	close(on_b);
+	stop_all();
+}
+
+/* A host's load reads every meta record at once: a later compare-and-swap
+ * on one (unlock, limit: anything that rewrites it) must name the record's
+ * own revision, not the load's, or it fails on every try (EBUSY). */
+Test(cluster, a_restarted_host_changes_the_semaphores_it_loaded)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	int fd = dial(0);
+	char reply[256];
+	ask(fd, "create m 2", reply, sizeof(reply));
+	cr_assert_str_eq(reply, "ok limit=2");
+	close(fd);
+	cr_assert_eq(write_text(0, "m", "lock\n"), 0);
+	cr_assert(wait_value(1, "m", 1, 3000));
+	int status;
+	host_stop(0, SIGTERM);
+	cr_assert(host_launch(0, &status));
+	cr_assert(wait_value(0, "m", 1, 3000));
+	cr_assert_eq(write_text(0, "m", "unlock\n"), 0, "unlock after the restart: %s",
+		     strerror(errno));
+	cr_assert(wait_value(1, "m", 2, 3000), "hostb: %ld", xattr(1, "m", "value"));
+	fd = dial(0);
+	ask(fd, "limit m 3", reply, sizeof(reply));
+	cr_assert_str_eq(reply, "ok");
+	cr_assert(wait_value(1, "m", 3, 3000), "hostb: %ld", xattr(1, "m", "value"));
+	close(fd);
+	stop_all();
+}

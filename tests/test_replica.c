@@ -153,6 +153,28 @@ Test(replica, a_range_read_in_key_order_grants_by_create_revision)
 	cr_assert_eq(replica_revision(replica), 40);
 }
 
+/* A load carries the read's revision on every event, but a compare-and-swap
+ * on the meta record must name the record's own mod revision. */
+Test(replica, a_loaded_meta_record_keeps_its_own_revision)
+{
+	struct replica_event events[] = {
+	    {.key = "sem/x/meta", .value = "limit=2", .create_revision = 10, .mod_revision = 12},
+	    {.key = "sem/y/meta", .value = "limit=1", .create_revision = 11},
+	};
+	for (size_t i = 0; i < 2; i++) {
+		events[i].key_length = strlen(events[i].key);
+		events[i].value_length = strlen(events[i].value);
+		events[i].revision = 40;
+	}
+	char error[128];
+	cr_assert_eq(replica_load(replica, events, 2, record, NULL, NULL, error, sizeof(error)), 0);
+	struct replica_state state;
+	cr_assert_eq(replica_state(replica, "x", &state), 0);
+	cr_assert_eq(state.meta_revision, 12);
+	cr_assert_eq(replica_state(replica, "y", &state), 0);
+	cr_assert_eq(state.meta_revision, 40, "no mod revision given: the event's");
+}
+
 Test(replica, limit_raised_grants_waiters_and_lowered_below_use_is_busy)
 {
 	meta("db", "limit=1");
