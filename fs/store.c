@@ -14,7 +14,10 @@
  * the queue emptied meanwhile. So a waiter that is cancelled never strands a
  * unit, and a thousand waiters cost one thread. A helper whose queue emptied
  * stays parked (out of semtimedop) for HELPER_LINGER, so the next waiter of a
- * busy semaphore starts no thread; its exit was on the hand-off's path. The
+ * busy semaphore starts no thread; its exit was on the hand-off's path. An
+ * unlock with a lock queued and nobody but the helper asleep on the set
+ * hands its unit straight to the head (command_unlock): the kernel would
+ * give it to the helper for the same waiter, two thread wake-ups later. The
  * unit is taken with SEM_UNDO so that a daemon crash returns it; a `lock`
  * waiter gets it turned into a plain unit atomically (sysv_undo_to_plain).
  *
@@ -55,6 +58,13 @@ int be_value(const struct store *store, int handle)
 int be_last_pid(const struct store *store, int handle)
 {
 	return BACKEND_CALL(store, last_pid, handle);
+}
+
+int be_waiting(const struct store *store, int handle)
+{
+	if (!BACKEND(store)->ops->waiting)
+		return -ENOSYS;
+	return BACKEND_CALL(store, waiting, handle);
 }
 
 int be_adjust(const struct store *store, int handle, int delta, bool with_undo)

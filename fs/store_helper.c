@@ -123,10 +123,12 @@ void *helper_main(void *argument)
 		helper_kicked = 0;
 		struct timespec timeout = helper_timeout(store, semaphore);
 		int semid = semaphore->semid;
+		semaphore->helper_taking = true;
 		pthread_mutex_unlock(&store->lock);
 		run_done(&done);
 		int r = helper_kicked ? -EINTR : be_take(store, semid, &timeout);
 		pthread_mutex_lock(&store->lock);
+		semaphore->helper_taking = false;
 		if (r == 0)
 			hand_unit(store, semaphore, &done);
 		else if (handle_gone(r))

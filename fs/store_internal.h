@@ -72,6 +72,7 @@ struct holder {
 	struct semaphore *semaphore;
 	struct owner *owner; /* NULL: plain `lock` units */
 	unsigned units;
+	bool pinned; /* a grant to it is under way: stays at 0 units */
 	struct holder *next_in_semaphore, *next_in_owner;
 	char who[STORE_WHO_MAX];
 };
@@ -104,6 +105,7 @@ struct semaphore {
 	struct holder *holders;
 	bool helper_running;
 	bool helper_idle;	    /* parked in helper_wake, queue empty */
+	bool helper_taking;	    /* between dropping the lock for be_take and back */
 	pthread_cond_t helper_wake; /* a waiter for the idle helper, or its end */
 	pthread_t helper;
 	struct timespec helper_until;		 /* when the helper wakes by itself */
@@ -185,6 +187,7 @@ int be_create_at(const struct store *store, key_t key, int permissions, int *han
 int be_attach(const struct store *store, key_t key, uid_t creator, int *handle);
 int be_value(const struct store *store, int handle);
 int be_last_pid(const struct store *store, int handle);
+int be_waiting(const struct store *store, int handle); /* -ENOSYS: unknown */
 int be_adjust(const struct store *store, int handle, int delta, bool with_undo);
 /* -ENOSYS when the backend moves one delta at a time only. */
 int be_adjust_steps(const struct store *store, int handle, const signed char *steps, size_t count);

@@ -172,7 +172,7 @@ void holder_drop_plain(struct semaphore *semaphore, const char *who)
 			match = h;
 	}
 	struct holder *holder = match ? match : oldest;
-	if (holder && --holder->units == 0)
+	if (holder && --holder->units == 0 && !holder->pinned)
 		holder_unlink(holder);
 }
 

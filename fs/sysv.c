@@ -192,6 +192,11 @@ static int backend_last_pid(void *self, int handle)
 	return sysv_last_pid(handle);
 }
 
+static int backend_waiting(void *self, int handle)
+{
+	return sysv_waiting(handle);
+}
+
 static int backend_adjust(void *self, int handle, int delta, bool with_undo)
 {
 	return sysv_adjust(handle, delta, with_undo);
@@ -228,6 +233,7 @@ static const struct backend_ops sysv_ops = {
     .attach = backend_attach,
     .value = backend_value,
     .last_pid = backend_last_pid,
+    .waiting = backend_waiting,
     .adjust = backend_adjust,
     .adjust_steps = backend_adjust_steps,
     .take = backend_take,

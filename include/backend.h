@@ -28,6 +28,9 @@ struct backend_ops {
 	int (*attach)(void *self, key_t key, uid_t creator, int *handle);
 	int (*value)(void *self, int handle);
 	int (*last_pid)(void *self, int handle); /* who moved it last, 0 if unknown */
+	/* How many sleep in a take on it now, in any process (GETNCNT). NULL:
+	 * unknown (units then always go home through the backend). */
+	int (*waiting)(void *self, int handle);
 	/* Move by `delta` without waiting (-EAGAIN if it would go below 0);
 	 * with_undo: the units belong to this process's life. */
 	int (*adjust)(void *self, int handle, int delta, bool with_undo);

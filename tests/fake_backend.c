@@ -14,6 +14,9 @@ static struct counter {
 	int value;
 	int last_pid;
 	int generation;
+	int sleepers;	      /* in fake_take now */
+	int outside_sleepers; /* another "process" waiting */
+	int moves;	      /* successful moves, any kind */
 } counters[FAKE_COUNTERS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -135,6 +138,7 @@ static int move(int handle, int delta, int pid)
 	if (r == 0) {
 		c->value += delta;
 		c->last_pid = pid;
+		c->moves++;
 	}
 	pthread_mutex_unlock(&lock);
 	return r;
@@ -172,6 +176,7 @@ static int fake_adjust_steps(void *self, int handle, const signed char *steps, s
 	if (r == 0) {
 		c->value = value;
 		c->last_pid = 1;
+		c->moves++;
 	}
 	pthread_mutex_unlock(&lock);
 	return r;
@@ -184,7 +189,53 @@ void fake_outside_adjust(int handle, int delta)
 
 /* Sleeps in short slices: nanosleep ends early on the store's kick signal,
  * as semtimedop does, so the helper's wake-up works unchanged. */
+static void count_sleeper(int handle, int delta)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	if (c)
+		c->sleepers += delta;
+	pthread_mutex_unlock(&lock);
+}
+
+static int take_sleeping(int handle, const struct timespec *timeout);
+
 static int fake_take(void *self, int handle, const struct timespec *timeout)
+{
+	count_sleeper(handle, 1);
+	int r = take_sleeping(handle, timeout);
+	count_sleeper(handle, -1);
+	return r;
+}
+
+static int fake_waiting(void *self, int handle)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = c ? c->sleepers + c->outside_sleepers : -EIDRM;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+void fake_outside_sleepers(int handle, int count)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	if (c)
+		c->outside_sleepers = count;
+	pthread_mutex_unlock(&lock);
+}
+
+int fake_moves(int handle)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = c ? c->moves : -EIDRM;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int take_sleeping(int handle, const struct timespec *timeout)
 {
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
@@ -235,6 +286,7 @@ static const struct backend_ops fake_ops = {
     .attach = fake_attach,
     .value = fake_value_of,
     .last_pid = fake_last_pid,
+    .waiting = fake_waiting,
     .adjust = fake_adjust,
     .adjust_steps = fake_adjust_steps,
     .take = fake_take,

@@ -20,5 +20,9 @@ void fake_remove(int handle);			 /* an outside "ipcrm" */
 /* Another "process" moves it by `delta` just before the next adjust_steps:
  * between the store's look at the value and its move. */
 void fake_outside_adjust_before_steps(int handle, int delta);
+/* `count` other "processes" sleep on it (what `waiting` adds to the store's
+ * own sleepers). */
+void fake_outside_sleepers(int handle, int count);
+int fake_moves(int handle); /* moves so far, by anyone */
 
 #endif

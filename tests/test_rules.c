@@ -405,3 +405,43 @@ Test(rules, a_run_does_not_pass_a_waiter)
 	cr_assert_eq(holders_of(s, "run"), 0);
 	store_close_semaphore(store, s);
 }
+
+/* An unlock with a lock waiting and nobody else asleep on the counter: the
+ * unit goes straight to the waiter, never home (no move of the counter);
+ * here the unlocker and the waiter are one holder ("test"), whose record
+ * the unlock counts down to 0 and the grant up again. */
+Test(rules, an_unlock_hands_its_unit_straight_to_the_waiter)
+{
+	struct semaphore *s = make(BUSY_WITH_WAITER, "direct");
+	int handle = attribute(s, "semid");
+	int moves = fake_moves(handle);
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), 0);
+	cr_assert(wait_completions(1));
+	cr_assert_eq(last_error, 0);
+	cr_assert_gt(queued.waiter.token, 0);
+	cr_assert_eq(fake_moves(handle), moves, "the unit went through the counter");
+	cr_assert_eq(fake_value(handle), 0);
+	cr_assert_eq(holders_of(s, "test"), 1);
+	cr_assert_eq(attribute(s, "waiting"), 0);
+	char *lines = journal_from(s, "unlock by=test");
+	cr_assert(strstr(lines, "unlock by=test value=1") &&
+		      strstr(strstr(lines, "unlock by=test"), "lock by=test value=0"),
+		  "%s", lines);
+	store_close_semaphore(store, s);
+}
+
+/* Another process asleep on the counter was there first: the unit goes home
+ * through the counter, where the kernel's queue decides. */
+Test(rules, an_unlock_with_an_outside_sleeper_goes_through_the_counter)
+{
+	struct semaphore *s = make(BUSY_WITH_WAITER, "fair");
+	int handle = attribute(s, "semid");
+	fake_outside_sleepers(handle, 1);
+	int moves = fake_moves(handle);
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), 0);
+	cr_assert(wait_completions(1)); /* this fake "process" never takes it */
+	cr_assert_eq(last_error, 0);
+	cr_assert_gt(fake_moves(handle), moves, "the unit did not go home");
+	cr_assert_eq(fake_value(handle), 0);
+	store_close_semaphore(store, s);
+}

@@ -427,6 +427,53 @@ Test(store, outside_users_cannot_starve_our_waiters)
 	store_close_semaphore(store, s);
 }
 
+/* Waits until `count` processes sleep on the set (GETNCNT). */
+static bool sleepers(int semid, int count)
+{
+	for (int t = 0; t < 300; t++) {
+		if (semctl(semid, 0, GETNCNT) == count)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* An unlock hands its unit straight to our queue's head only when nobody else
+ * sleeps on the set: an outside program that waited in the kernel first
+ * gets it from the kernel, and our waiter the one after. */
+Test(store, an_unlock_passes_no_outside_sleeper)
+{
+	struct semaphore *s = make("order");
+	struct test_waiter ours;
+	int semid = semid_of(s);
+	cr_assert_eq(run_one(s, VERB_LOCK, 0, NULL), 0);
+	pid_t outside = fork();
+	cr_assert_geq(outside, 0);
+	if (outside == 0) {
+		struct sembuf down = {.sem_num = 0, .sem_op = -1};
+		_exit(semop(semid, &down, 1) == 0 ? 0 : 1); /* keeps the unit */
+	}
+	cr_assert(sleepers(semid, 1), "the outside program never slept");
+	cr_assert_eq(submit(s, &ours, 1, VERB_LOCK, 10.0, NULL), STORE_QUEUED);
+	cr_assert(sleepers(semid, 2), "our helper never slept");
+	cr_assert_eq(run_one(s, VERB_UNLOCK, 0, NULL), 0);
+	int status = -1;
+	for (int t = 0; t < 300 && waitpid(outside, &status, WNOHANG) == 0; t++)
+		usleep(10000);
+	if (status == -1) {
+		kill(outside, SIGKILL);
+		waitpid(outside, NULL, 0);
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the outside program that waited first did not get the unit");
+	cr_assert_eq(completed_count, 0, "our waiter passed it");
+	struct sembuf up = {.sem_num = 0, .sem_op = 1};
+	cr_assert_eq(semop(semid, &up, 1), 0); /* the outside program's unit back */
+	cr_assert(wait_completed(1, 3000));
+	cr_assert_eq(errors[0], 0);
+	store_close_semaphore(store, s);
+}
+
 Test(store, tokens_never_repeat_for_a_name)
 {
 	struct semaphore *s = make("token");
