@@ -83,6 +83,11 @@ struct connection {
 	struct connection *heartbeat_prev, *heartbeat_next; /* while ACE_WAITING */
 	bool heartbeat_queued;
 
+	/* Native lines that go one at a time without trying a run first: the
+	 * rest of a run the store just declined (each is parsed once more at
+	 * most, not once per line before it). */
+	unsigned singles;
+
 	/* `watch`. */
 	struct semaphore *watching;
 	uint64_t watch_offset; /* in the journal file */

@@ -217,6 +217,10 @@ static size_t native_run(struct connection *c, const char *data, size_t length)
 	size_t ends[STORE_RUN_MAX], count = 0, used = 0, line;
 	char error[256], path[PATH_MAX];
 
+	if (c->singles > 0) {
+		c->singles--;
+		return 0;
+	}
 	/* A lone request (the common case) costs one memchr more, no parse. */
 	const char *newline = memchr(data, '\n', length);
 	if (!newline || !memchr(newline + 1, '\n', length - (size_t)(newline + 1 - data)))
@@ -233,16 +237,22 @@ static size_t native_run(struct connection *c, const char *data, size_t length)
 		ends[count++] = used;
 	}
 	struct semaphore *semaphore;
-	if (count < 2 || store_name_path(store, first.name, path, sizeof(path)) < 0 ||
-	    store_access_path(store, path, c->caller, STORE_WRITE) < 0 ||
-	    store_open_path(store, path, false, &semaphore) < 0)
+	if (count < 2)
 		return 0;
+	if (store_name_path(store, first.name, path, sizeof(path)) < 0 ||
+	    store_access_path(store, path, c->caller, STORE_WRITE) < 0 ||
+	    store_open_path(store, path, false, &semaphore) < 0) {
+		c->singles = (unsigned)count - 1; /* each gets its error alone */
+		return 0;
+	}
 	int results[STORE_RUN_MAX];
 	uint64_t tokens[STORE_RUN_MAX];
 	size_t done = store_submit_run(store, semaphore, c->who, commands, count, results, tokens);
 	store_close_semaphore(store, semaphore);
-	if (done == 0)
+	if (done == 0) {
+		c->singles = (unsigned)count - 1; /* the first goes alone right now */
 		return 0;
+	}
 	c->last_activity = now_monotonic();
 	for (size_t i = 0; i < done; i++) {
 		if (results[i] < 0)

@@ -671,6 +671,16 @@ Test(native, a_pipelined_run_answers_each_request_as_alone)
 	}
 	free(journal);
 
+	/* A run the store declines (its first would wait) goes one at a time,
+	 * and runs start again after it. Value 1 here. */
+	net_send(fd, "lock q\nlock q 0\nlock q 0\nunlock q\nlock q\nunlock q\nunlock q\n");
+	const char *declined[] = {"ok token=", "err EAGAIN", "err EAGAIN", "ok",
+				  "ok token=", "ok",	     "ok"};
+	for (int i = 0; i < 7; i++)
+		expect_line(fd, declined[i]);
+	cr_assert_eq(semctl(semid_of("q"), 0, GETVAL), 2);
+	ask(fd, "lock q", "ok token=");
+
 	/* Both units out, a writer waits in the mount: an unlock+lock run hands
 	 * the unit to it and then waits its own turn. */
 	ask(fd, "lock q", "ok token=");
