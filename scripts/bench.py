@@ -243,6 +243,14 @@ class Bench:
         f["sysv"] = self.figure("floor: SysV ping-pong, one-way pass", "us",
                                 self.measure(lambda: run(self.tool(
                                     "bench-sysv-pingpong", 2000 if self.quick else 20000))[0]))
+        # The hand-off's own shape on bare SysV: both sides idle 1 ms between
+        # turns, so its tail shows what waking idle CPUs costs here.
+        turns = [run(self.tool("bench-handoff", "sysv", 400 if self.quick else 2000))
+                 for _ in range(REPS)]
+        self.figure("floor: SysV hand-off after 1 ms idle, p50", "us",
+                    self.spread([t[0] for t in turns]))
+        self.figure("floor: SysV hand-off after 1 ms idle, p99", "us",
+                    self.spread([t[1] for t in turns]))
         null_mount = os.path.join(work, "null")
         os.mkdir(null_mount)
         null = Daemon(self.tool("bench-null-fuse", null_mount), null_mount)
