@@ -495,8 +495,12 @@ size_t store_submit_run(struct store *store, struct semaphore *semaphore, const 
 		r = (own = holder_get(semaphore, NULL, who)) ? 0 : -ENOMEM;
 	if (r == 0 && moves > 0)
 		r = be_adjust_steps(store, semaphore->semid, steps, moves);
-	if (r == -E2BIG && moves > 1)
+	if (r == -E2BIG && moves > 1) {
 		store->run_steps_max = moves / 2; /* a lower SEMOPM: smaller runs from now on */
+		log_info("the kernel takes fewer than %zu operations in one semop (SEMOPM, "
+			 "/proc/sys/kernel/sem): pipelined requests go in runs of %zu",
+			 moves, store->run_steps_max);
+	}
 	if (r < 0) {
 		/* Someone moved the value since the look: one at a time, then. */
 		if (own)

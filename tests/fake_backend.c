@@ -19,9 +19,11 @@ static struct counter {
 	int moves;	      /* successful moves, any kind */
 } counters[FAKE_COUNTERS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t steps_max = 1000; /* adjust_steps: more is E2BIG */
 
 void fake_reset(void)
 {
+	steps_max = 1000;
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < FAKE_COUNTERS; i++)
 		counters[i].used = false; /* generations go on */
@@ -159,9 +161,16 @@ void fake_outside_adjust_before_steps(int handle, int delta)
 	pthread_mutex_unlock(&lock);
 }
 
+void fake_steps_max(size_t max)
+{
+	steps_max = max;
+}
+
 /* All or none, like one semop with several operations. */
 static int fake_adjust_steps(void *self, int handle, const signed char *steps, size_t count)
 {
+	if (count > steps_max)
+		return -E2BIG; /* as semop past SEMOPM */
 	pthread_mutex_lock(&lock);
 	struct counter *c = counter_of(handle);
 	if (c && handle == before_steps_handle) {

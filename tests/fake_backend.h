@@ -7,6 +7,7 @@
 #include "backend.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define FAKE_COUNTERS 64
 
@@ -23,6 +24,7 @@ void fake_outside_adjust_before_steps(int handle, int delta);
 /* `count` other "processes" sleep on it (what `waiting` adds to the store's
  * own sleepers). */
 void fake_outside_sleepers(int handle, int count);
-int fake_moves(int handle); /* moves so far, by anyone */
+int fake_moves(int handle);	 /* moves so far, by anyone */
+void fake_steps_max(size_t max); /* adjust_steps refuses more (E2BIG), as SEMOPM */
 
 #endif

@@ -445,3 +445,27 @@ Test(rules, an_unlock_with_an_outside_sleeper_goes_through_the_counter)
 	cr_assert_eq(fake_value(handle), 0);
 	store_close_semaphore(store, s);
 }
+
+/* A kernel that takes fewer operations in one semop (a lower SEMOPM): the
+ * run that was refused goes one at a time, later runs are smaller. */
+Test(rules, runs_shrink_to_what_the_backend_takes)
+{
+	struct semaphore *s = make(FREE, "small"); /* limit 2 */
+	struct command commands[10];
+	int results[10];
+	uint64_t tokens[10];
+	for (int i = 0; i < 10; i++)
+		commands[i] = (struct command){.verb = i % 2 ? VERB_UNLOCK : VERB_LOCK};
+	fake_steps_max(4);
+	size_t done = 0;
+	int tries = 0;
+	while (done == 0 && tries++ < 5)
+		done = store_submit_run(store, s, "run", commands, 10, results, tokens);
+	cr_assert_gt(done, 0, "no run after %d tries", tries);
+	cr_assert_leq(done, 4);
+	cr_assert_gt(tries, 1, "the first run was not refused");
+	for (size_t i = 0; i < done; i++)
+		cr_assert_eq(results[i], 0);
+	cr_assert_eq(fake_value(attribute(s, "semid")), 2);
+	store_close_semaphore(store, s);
+}
