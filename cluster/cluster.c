@@ -572,10 +572,10 @@ static void start_request(struct cluster *c, struct job *r)
 		return;
 	case JOB_REMOVE:
 		job_remove(r);
-		break;
+		return;
 	case JOB_REAP:
 		job_reap(r);
-		break;
+		return;
 	case JOB_CHOWN:
 		job_chown(r);
 		return;

@@ -794,8 +794,6 @@ void job_reap(struct job *r)
 	txn_send(r, compares, ops, false, on_reaped);
 }
 
-/* Only the fields asked (r->number: CHOWN_MODE, _UID, _GID) change, on the
- * record as it is now: a chown on another host meanwhile is kept. */
 /* A dir/ record's text: written by mkdir, compared and replaced by chown. */
 static void directory_record(char *out, size_t size, mode_t mode, uid_t uid, gid_t gid)
 {
@@ -831,6 +829,8 @@ static void chown_directory(struct job *r)
 	txn_send(r, compares, ops, false, on_sync_written);
 }
 
+/* Only the fields asked (r->number: CHOWN_MODE, _UID, _GID) change, on the
+ * record as it is now: a chown on another host meanwhile is kept. */
 void job_chown(struct job *r)
 {
 	struct cluster *c = r->cluster;

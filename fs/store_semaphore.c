@@ -429,12 +429,14 @@ void reap_idle_now(struct store *store, struct semaphore *semaphore, struct done
 		 * host uses it again first; the watch takes it away here. Asked
 		 * by the monitor, outside the store lock (cluster_store_reap). */
 		struct reap_request *request = malloc(sizeof(*request) + strlen(path) + 1);
-		if (request) {
-			strcpy(request->path, path);
-			request->next = store->reaps;
-			store->reaps = request;
-			log_undefined(store, path, "idle: removing it on every host");
+		if (!request) {
+			log_warnx("out of memory: idle undefined semaphore %s stays", path);
+			return;
 		}
+		strcpy(request->path, path);
+		request->next = store->reaps;
+		store->reaps = request;
+		log_undefined(store, path, "idle: removing it on every host");
 		return;
 	}
 	log_undefined(store, path, "removed: idle");

@@ -132,6 +132,19 @@ Test(replica, holders_are_the_oldest_entries_up_to_the_limit)
 	cr_assert(strncmp(log_text, "cancelled db h1.7.2", 19) == 0, "%s", log_text);
 }
 
+/* A range read at `read_at`: every event carries it, as reload() does. */
+static void load(struct replica_event *events, size_t count, int64_t read_at)
+{
+	for (size_t i = 0; i < count; i++) {
+		events[i].key_length = strlen(events[i].key);
+		events[i].value_length = strlen(events[i].value);
+		events[i].revision = read_at;
+	}
+	char error[128];
+	cr_assert_eq(replica_load(replica, events, count, record, NULL, NULL, error, sizeof(error)),
+		     0, "%s", error);
+}
+
 Test(replica, a_range_read_in_key_order_grants_by_create_revision)
 {
 	/* Key order puts h9 before ... but h2's entry is older. */
@@ -140,13 +153,7 @@ Test(replica, a_range_read_in_key_order_grants_by_create_revision)
 	    {.key = "sem/x/q/b.1.1", .value = "kind=lock who=early", .create_revision = 20},
 	    {.key = "sem/x/meta", .value = "limit=1", .create_revision = 10},
 	};
-	for (size_t i = 0; i < 3; i++) {
-		events[i].key_length = strlen(events[i].key);
-		events[i].value_length = strlen(events[i].value);
-		events[i].revision = 40;
-	}
-	char error[128];
-	cr_assert_eq(replica_load(replica, events, 3, record, NULL, NULL, error, sizeof(error)), 0);
+	load(events, 3, 40);
 	cr_assert_eq(replica_entry(replica, "x", "b.1.1", NULL), 1, "the older entry holds");
 	cr_assert_eq(replica_entry(replica, "x", "a.1.1", NULL), 0, "the newer one waits");
 	cr_assert_null(strstr(log_text, "demoted"), "%s", log_text);
@@ -161,13 +168,7 @@ Test(replica, a_loaded_meta_record_keeps_its_own_revision)
 	    {.key = "sem/x/meta", .value = "limit=2", .create_revision = 10, .mod_revision = 12},
 	    {.key = "sem/y/meta", .value = "limit=1", .create_revision = 11},
 	};
-	for (size_t i = 0; i < 2; i++) {
-		events[i].key_length = strlen(events[i].key);
-		events[i].value_length = strlen(events[i].value);
-		events[i].revision = 40;
-	}
-	char error[128];
-	cr_assert_eq(replica_load(replica, events, 2, record, NULL, NULL, error, sizeof(error)), 0);
+	load(events, 2, 40);
 	struct replica_state state;
 	cr_assert_eq(replica_state(replica, "x", &state), 0);
 	cr_assert_eq(state.meta_revision, 12);
