@@ -308,6 +308,7 @@ void store_close(struct store *store)
 	}
 	free(store->by_ino.buckets);
 	free(store->by_name.buckets);
+	free(store->stamps.slots);
 	pthread_cond_destroy(&store->monitor_wake);
 	pthread_cond_destroy(&store->helpers_gone);
 	pthread_mutex_destroy(&store->lock);

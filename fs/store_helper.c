@@ -1,5 +1,5 @@
 /* store_helper.c: waiting for units the backend does not have yet: the helper
- * thread of a contended semaphore, and the monitor of outside changes. */
+ * thread of a contended semaphore. */
 #include "store_internal.h"
 
 /* Set by the kick signal in a helper thread: see helper_main. */
@@ -10,7 +10,6 @@ static void expire_waiters(struct store *store, struct semaphore *semaphore,
 static void hand_unit(struct store *store, struct semaphore *semaphore, struct done_list *done);
 static struct timespec helper_timeout(struct store *store, struct semaphore *semaphore);
 static bool helper_linger(struct store *store, struct semaphore *semaphore);
-static void monitor_check(struct store *store, struct done_list *done);
 
 /* ---- the helper: one per contended semaphore ---------------------------- */
 
@@ -147,108 +146,4 @@ void kick_handler(int signal_number)
 {
 	(void)signal_number; /* interrupts semtimedop, or is seen before it */
 	helper_kicked = 1;
-}
-
-/* ---- outside changes ------------------------------------------------------ */
-
-/* Cluster mode: the set only mirrors the cluster's value; an outside
- * semop cannot wait in the cluster's queue, so its change is undone. */
-static void cluster_revert(struct store *store, struct semaphore *s, struct done_list *done)
-{
-	int value = be_value(store, s->semid);
-	if (handle_gone(value)) {
-		(void)set_gone_from_outside(store, s, done);
-		return;
-	}
-	if (value < 0 || value == s->cluster_value)
-		return;
-	int pid = be_last_pid(store, s->semid);
-	char who[32], extra[48];
-	snprintf(who, sizeof(who), "sysv:%d", pid);
-	snprintf(extra, sizeof(extra), "was=%d reverted", value);
-	(void)be_adjust(store, s->semid, s->cluster_value - value, false);
-	journal_event(store, s, "outside-change", who, 0, extra, CHANGE_UNANNOUNCED);
-}
-
-static void monitor_check_one(struct store *store, struct semaphore *s, struct done_list *done)
-{
-	if (store->cluster) {
-		cluster_revert(store, s, done);
-		return;
-	}
-	int value = limit_guard(store, s);
-	if (handle_gone(value)) {
-		(void)set_gone_from_outside(store, s, done);
-		return;
-	}
-	if (value < 0 || value == s->last_value)
-		return;
-	int pid = be_last_pid(store, s->semid);
-	if (pid == store->pid)
-		return; /* ours, in flight: its own journal line follows */
-	char who[32];
-	snprintf(who, sizeof(who), "sysv:%d", pid);
-	journal_event(store, s, "outside-change", who, 0, NULL, CHANGE_UNANNOUNCED);
-}
-
-/* The seconds a sweep over every set takes, and the shares it comes in. */
-static double monitor_sweep(const struct store *store, size_t *shares)
-{
-	double sweep = (double)store->live_count / MONITOR_CHECKS_PER_SECOND;
-	if (sweep < MONITOR_SWEEP_MIN)
-		sweep = MONITOR_SWEEP_MIN;
-	if (sweep > MONITOR_SWEEP_MAX)
-		sweep = MONITOR_SWEEP_MAX;
-	*shares = (store->live_count + MONITOR_SHARE - 1) / MONITOR_SHARE;
-	if (*shares == 0)
-		*shares = 1;
-	return sweep;
-}
-
-/* One tick: the next share of the sweep, from where the last one stopped. */
-static void monitor_check(struct store *store, struct done_list *done)
-{
-	reap_idle_due(store, done, false);
-	size_t shares;
-	(void)monitor_sweep(store, &shares);
-	size_t share = (store->live_count + shares - 1) / shares;
-	for (size_t i = 0; i < share && store->live; i++) {
-		struct semaphore *s = store->monitor_hand ? store->monitor_hand : store->live;
-		/* Moved on first: live_remove moves it again if this check
-		 * removes the next one. */
-		store->monitor_hand = s->live_next;
-		monitor_check_one(store, s, done);
-	}
-}
-
-void *monitor_main(void *argument)
-{
-	struct store *store = argument;
-	struct done_list done = {0};
-
-	pthread_setname_np(pthread_self(), "semfs-monitor");
-	pthread_mutex_lock(&store->lock);
-	while (!store->stopping) {
-		size_t shares;
-		double sweep = monitor_sweep(store, &shares);
-		/* Undefined semaphores in their grace are looked at at least
-		 * this often too. */
-		double tick = sweep / (double)shares;
-		if (store->idle_pending && tick > UNDEFINED_GRACE / 2)
-			tick = UNDEFINED_GRACE / 2;
-		struct timespec wake = clock_after(CLOCK_MONOTONIC, tick);
-		pthread_cond_timedwait(&store->monitor_wake, &store->lock, &wake);
-		if (store->stopping)
-			break;
-		monitor_check(store, &done);
-		if (done.first) {
-			pthread_mutex_unlock(&store->lock);
-			run_done(&done);
-			pthread_mutex_lock(&store->lock);
-		}
-		if (store->reaps) /* the cluster's loop takes the store lock too */
-			cluster_store_reap(store);
-	}
-	pthread_mutex_unlock(&store->lock);
-	return NULL;
 }

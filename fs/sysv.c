@@ -4,9 +4,14 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/ipc.h>
 #include <sys/random.h>
 #include <sys/sem.h>
+#include <unistd.h>
 
 union semun {
 	int val;
@@ -165,6 +170,124 @@ int sysv_remove(int semid)
 	return semctl(semid, 0, IPC_RMID) < 0 ? -errno : 0;
 }
 
+/* ---- every set's stamps at once ---------------------------------------------- */
+
+#define PROC_SEM	 "/proc/sysvipc/sem"
+#define PROC_SEM_COLUMNS 10 /* key semid perms nsems uid gid cuid cgid otime ctime */
+
+/* The header the kernel writes (ipc/sem.c), column by column. */
+static bool stamps_header_known(const char *line, const char *end)
+{
+	static const char *const columns[PROC_SEM_COLUMNS] = {
+	    "key", "semid", "perms", "nsems", "uid", "gid", "cuid", "cgid", "otime", "ctime"};
+	const char *p = line;
+	for (int i = 0; i < PROC_SEM_COLUMNS; i++) {
+		while (p < end && *p == ' ')
+			p++;
+		size_t length = strlen(columns[i]);
+		if ((size_t)(end - p) < length || memcmp(p, columns[i], length) != 0)
+			return false;
+		p += length;
+		if (p < end && *p != ' ')
+			return false;
+	}
+	while (p < end && *p == ' ')
+		p++;
+	return p == end;
+}
+
+/* One line of ten integers (the key may be negative). */
+static bool stamps_line(const char *p, const char *end, long long fields[PROC_SEM_COLUMNS])
+{
+	for (int i = 0; i < PROC_SEM_COLUMNS; i++) {
+		while (p < end && *p == ' ')
+			p++;
+		bool negative = p < end && *p == '-';
+		if (negative)
+			p++;
+		if (p == end || *p < '0' || *p > '9')
+			return false;
+		long long value = 0;
+		for (; p < end && *p >= '0' && *p <= '9'; p++) {
+			if (value > (LLONG_MAX - 9) / 10)
+				return false;
+			value = value * 10 + (*p - '0');
+		}
+		fields[i] = negative ? -value : value;
+	}
+	while (p < end && *p == ' ')
+		p++;
+	return p == end;
+}
+
+int sysv_stamps(void (*each)(void *arg, int semid, long long stamp), void *arg, long long *settled)
+{
+	enum { CHUNK = 64 * 1024 };
+	struct timespec now;
+
+	/* Before the read: a change after it has at least this second. The
+	 * kernel stamps with its coarse clock, which may still be one second
+	 * behind ours. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	*settled = (long long)now.tv_sec - 1;
+	char *buffer = malloc(CHUNK);
+	if (!buffer)
+		return -ENOMEM;
+	int fd = open(PROC_SEM, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		free(buffer);
+		return -errno;
+	}
+	size_t kept = 0; /* a line cut by the last read, at the buffer's start */
+	bool header = true;
+	int r = 0;
+	for (;;) {
+		ssize_t n = read(fd, buffer + kept, CHUNK - kept);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0) {
+			if (kept > 0 || header)
+				r = -EPROTO; /* the file ends without a newline */
+			break;
+		}
+		size_t filled = kept + (size_t)n;
+		char *line = buffer, *end = buffer + filled, *newline;
+		while ((newline = memchr(line, '\n', (size_t)(end - line)))) {
+			long long fields[PROC_SEM_COLUMNS];
+			if (header) {
+				if (!stamps_header_known(line, newline)) {
+					r = -ENOTSUP;
+					break;
+				}
+				header = false;
+			} else if (!stamps_line(line, newline, fields) || fields[1] < 0 ||
+				   fields[1] > INT_MAX) {
+				r = -EPROTO;
+				break;
+			} else {
+				each(arg, (int)fields[1],
+				     fields[8] > fields[9] ? fields[8] : fields[9]);
+			}
+			line = newline + 1;
+		}
+		if (r < 0)
+			break;
+		kept = (size_t)(end - line);
+		if (kept == CHUNK) {
+			r = -EPROTO; /* a line longer than a chunk */
+			break;
+		}
+		memmove(buffer, line, kept);
+	}
+	close(fd);
+	free(buffer);
+	return r;
+}
+
 /* ---- as a backend ------------------------------------------------------------ */
 
 static int backend_create(void *self, const char *path, int permissions, key_t *key, int *handle)
@@ -195,6 +318,12 @@ static int backend_last_pid(void *self, int handle)
 static int backend_waiting(void *self, int handle)
 {
 	return sysv_waiting(handle);
+}
+
+static int backend_stamps(void *self, void (*each)(void *arg, int handle, long long stamp),
+			  void *arg, long long *settled)
+{
+	return sysv_stamps(each, arg, settled);
 }
 
 static int backend_adjust(void *self, int handle, int delta, bool with_undo)
@@ -234,6 +363,7 @@ static const struct backend_ops sysv_ops = {
     .value = backend_value,
     .last_pid = backend_last_pid,
     .waiting = backend_waiting,
+    .stamps = backend_stamps,
     .adjust = backend_adjust,
     .adjust_steps = backend_adjust_steps,
     .take = backend_take,

@@ -31,6 +31,13 @@ struct backend_ops {
 	/* How many sleep in a take on it now, in any process (GETNCNT). NULL:
 	 * unknown (units then always go home through the backend). */
 	int (*waiting)(void *self, int handle);
+	/* When every counter last changed, in one look, so that a monitor of
+	 * outside changes asks only those that did: `each` per counter with
+	 * its stamp; a change after the look began gets a stamp >= *settled
+	 * (stamps may have other counters than the store's). NULL: unknown (the
+	 * monitor then asks every counter each time). */
+	int (*stamps)(void *self, void (*each)(void *arg, int handle, long long stamp), void *arg,
+		      long long *settled);
 	/* Move by `delta` without waiting (-EAGAIN if it would go below 0);
 	 * with_undo: the units belong to this process's life. */
 	int (*adjust)(void *self, int handle, int delta, bool with_undo);

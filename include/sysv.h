@@ -47,4 +47,13 @@ int sysv_undo_to_plain(int semid);
 int sysv_set_owner(int semid, uid_t uid, gid_t gid, mode_t mode);
 int sysv_remove(int semid);
 
+/* Every set of the IPC namespace in one read of /proc/sysvipc/sem (~0.5 us a
+ * set, against ~1.5 us for a GETVAL of each): `each` gets its semid and the
+ * later of its otime and ctime, in seconds. Every change of a value stamps
+ * its set (semop and the undo at a process's exit: otime; SETVAL, SETALL,
+ * IPC_SET: ctime), with the second it happened in; a change after this call
+ * began has a stamp >= *settled. -ENOTSUP: the file is not in the format
+ * known here; -EPROTO: a line is not. */
+int sysv_stamps(void (*each)(void *arg, int semid, long long stamp), void *arg, long long *settled);
+
 #endif

@@ -17,13 +17,18 @@ static struct counter {
 	int sleepers;	      /* in fake_take now */
 	int outside_sleepers; /* another "process" waiting */
 	int moves;	      /* successful moves, any kind */
+	int asks;	      /* values asked through the backend */
+	long long stamp;      /* the stamp clock at its last change */
 } counters[FAKE_COUNTERS];
+static long long stamp_clock; /* one tick a change: a "second" per change */
+static bool stamps_off;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t steps_max = 1000; /* adjust_steps: more is E2BIG */
 
 void fake_reset(void)
 {
 	steps_max = 1000;
+	stamps_off = false;
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < FAKE_COUNTERS; i++)
 		counters[i].used = false; /* generations go on */
@@ -48,7 +53,8 @@ static int allocate(key_t key, int *handle)
 	for (int i = 0; i < FAKE_COUNTERS; i++) {
 		if (!counters[i].used) {
 			int generation = counters[i].generation + 1;
-			counters[i] = (struct counter){.used = true, .key = key};
+			counters[i] =
+			    (struct counter){.used = true, .key = key, .stamp = ++stamp_clock};
 			counters[i].generation = generation;
 			*handle = handle_of(i);
 			return 0;
@@ -99,18 +105,53 @@ static int fake_attach(void *self, key_t key, uid_t creator, int *handle)
 	return r;
 }
 
-static int fake_value_of(void *self, int handle)
+static int value_of(int handle, bool asked)
 {
 	pthread_mutex_lock(&lock);
 	struct counter *c = counter_of(handle);
 	int r = c ? c->value : -EIDRM;
+	if (c && asked)
+		c->asks++;
 	pthread_mutex_unlock(&lock);
 	return r;
 }
 
+static int fake_value_of(void *self, int handle)
+{
+	return value_of(handle, true);
+}
+
 int fake_value(int handle)
 {
-	return fake_value_of(NULL, handle);
+	return value_of(handle, false);
+}
+
+int fake_asks(int handle)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = c ? c->asks : -EIDRM;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+void fake_stamps_off(bool off)
+{
+	stamps_off = off;
+}
+
+static int fake_stamps(void *self, void (*each)(void *arg, int handle, long long stamp), void *arg,
+		       long long *settled)
+{
+	if (stamps_off)
+		return -ENOTSUP;
+	pthread_mutex_lock(&lock);
+	*settled = stamp_clock + 1;
+	for (int i = 0; i < FAKE_COUNTERS; i++)
+		if (counters[i].used)
+			each(arg, handle_of(i), counters[i].stamp);
+	pthread_mutex_unlock(&lock);
+	return 0;
 }
 
 int fake_live(void)
@@ -141,6 +182,7 @@ static int move(int handle, int delta, int pid)
 		c->value += delta;
 		c->last_pid = pid;
 		c->moves++;
+		c->stamp = ++stamp_clock;
 	}
 	pthread_mutex_unlock(&lock);
 	return r;
@@ -176,6 +218,7 @@ static int fake_adjust_steps(void *self, int handle, const signed char *steps, s
 	if (c && handle == before_steps_handle) {
 		c->value += before_steps_delta;
 		c->last_pid = 4242;
+		c->stamp = ++stamp_clock;
 		before_steps_handle = -1;
 	}
 	int r = c ? 0 : -EIDRM, value = c ? c->value : 0;
@@ -186,6 +229,7 @@ static int fake_adjust_steps(void *self, int handle, const signed char *steps, s
 		c->value = value;
 		c->last_pid = 1;
 		c->moves++;
+		c->stamp = ++stamp_clock;
 	}
 	pthread_mutex_unlock(&lock);
 	return r;
@@ -296,6 +340,7 @@ static const struct backend_ops fake_ops = {
     .value = fake_value_of,
     .last_pid = fake_last_pid,
     .waiting = fake_waiting,
+    .stamps = fake_stamps,
     .adjust = fake_adjust,
     .adjust_steps = fake_adjust_steps,
     .take = fake_take,

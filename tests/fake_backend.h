@@ -24,7 +24,11 @@ void fake_outside_adjust_before_steps(int handle, int delta);
 /* `count` other "processes" sleep on it (what `waiting` adds to the store's
  * own sleepers). */
 void fake_outside_sleepers(int handle, int count);
-int fake_moves(int handle);	 /* moves so far, by anyone */
+int fake_moves(int handle); /* moves so far, by anyone */
+int fake_asks(int handle);  /* values the store asked (the backend's `value`) */
+/* Stamps: each change ticks a clock (a "second" per change); off: the
+ * backend cannot give them (ENOTSUP), as without /proc/sysvipc. */
+void fake_stamps_off(bool off);
 void fake_steps_max(size_t max); /* adjust_steps refuses more (E2BIG), as SEMOPM */
 
 #endif

@@ -288,6 +288,47 @@ Test(rules, an_outside_excess_is_taken_back)
 	store_close_semaphore(store, s);
 }
 
+/* Waits up to 2 s (two sweeps of the monitor and more) for the value. */
+static bool value_becomes(int handle, int value)
+{
+	for (int i = 0; i < 200 && fake_value(handle) != value; i++)
+		usleep(10000);
+	return fake_value(handle) == value;
+}
+
+/* The monitor asks the value only of counters whose stamp moved: a quiet
+ * semaphore costs nothing a sweep, and an outside change is still seen. */
+Test(rules, the_monitor_asks_only_counters_that_changed)
+{
+	struct semaphore *s = make(FREE, "quiet");
+	int handle = attribute(s, "semid");
+	usleep(700000); /* asked once after its last change, then settled */
+	int asks = fake_asks(handle);
+	usleep(800000); /* three sweeps or more */
+	cr_assert_eq(fake_asks(handle), asks, "a counter that did not change was asked again");
+	fake_outside_adjust(handle, 3); /* 5 at home on limit 2 */
+	cr_assert(value_becomes(handle, 2), "the outside change was not seen: value %d",
+		  fake_value(handle));
+	cr_assert_gt(fake_asks(handle), asks);
+	store_close_semaphore(store, s);
+}
+
+/* A backend without stamps: every counter is asked every sweep. */
+Test(rules, without_stamps_the_monitor_asks_every_counter)
+{
+	fake_stamps_off(true);
+	struct semaphore *s = make(FREE, "unstamped");
+	int handle = attribute(s, "semid");
+	usleep(700000);
+	int asks = fake_asks(handle);
+	usleep(800000);
+	cr_assert_geq(fake_asks(handle), asks + 2, "asked %d times in three sweeps",
+		      fake_asks(handle) - asks);
+	fake_outside_adjust(handle, 3);
+	cr_assert(value_becomes(handle, 2), "value %d", fake_value(handle));
+	store_close_semaphore(store, s);
+}
+
 /* The counter removed from outside: the semaphore is gone (EIDRM). */
 Test(rules, a_counter_removed_from_outside_ends_the_semaphore)
 {

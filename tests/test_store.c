@@ -86,9 +86,14 @@ static void teardown_store(void)
 	store = NULL;
 }
 
+static int stamped_semid = -1; /* a test's own set, removed even if it fails */
+
 static void teardown(void)
 {
 	char command[160];
+	if (stamped_semid >= 0)
+		(void)semctl(stamped_semid, 0, IPC_RMID);
+	stamped_semid = -1;
 	if (store)
 		teardown_store();
 	snprintf(command, sizeof(command), "umount %s 2>/dev/null; rm -rf %s", state_dir,
@@ -385,6 +390,68 @@ Test(store, an_outside_change_past_the_limit_is_reverted)
 	usleep(600000); /* the monitor reverts it by itself */
 	cr_assert_eq(kernel_value(s), 1);
 	store_close_semaphore(store, s);
+}
+
+/* The monitor leaves a quiet set alone (its stamp did not move) but still
+ * sees an outside change to it, through the kernel's own stamps. */
+Test(store, an_outside_change_to_a_quiet_set_is_reverted)
+{
+	struct semaphore *s = make("quiet");
+	store_start(store);
+	sleep(3); /* its stamp settles: the monitor stops asking its value */
+	struct sembuf up = {.sem_num = 0, .sem_op = 3, .sem_flg = IPC_NOWAIT};
+	cr_assert_eq(semop(semid_of(s), &up, 1), 0); /* value 4 on limit 1 */
+	int value = -1;
+	for (int i = 0; i < 150 && (value = kernel_value(s)) != 1; i++)
+		usleep(10000);
+	cr_assert_eq(value, 1, "an outside change to a quiet set was not seen in 1.5 s");
+	store_close_semaphore(store, s);
+}
+
+struct stamp_look {
+	int semid;
+	long long stamp;
+	int seen;
+};
+
+static void note_stamp(void *arg, int semid, long long stamp)
+{
+	struct stamp_look *look = arg;
+	if (semid == look->semid) {
+		look->stamp = stamp;
+		look->seen++;
+	}
+}
+
+/* /proc/sysvipc/sem as the kernel writes it: the set is there once, and a
+ * semop (otime) and a SETVAL (ctime) each stamp it >= the look's settled. */
+Test(store, the_kernel_stamps_every_change_of_a_set)
+{
+	int semid = stamped_semid = semget(IPC_PRIVATE, 1, 0600);
+	cr_assert_geq(semid, 0);
+	struct stamp_look look = {.semid = semid};
+	long long settled;
+	cr_assert_eq(sysv_stamps(note_stamp, &look, &settled), 0);
+	cr_assert_eq(look.seen, 1);
+	struct sembuf up = {.sem_num = 0, .sem_op = 1};
+	cr_assert_eq(semop(semid, &up, 1), 0);
+	look.seen = 0;
+	long long later;
+	cr_assert_eq(sysv_stamps(note_stamp, &look, &later), 0);
+	cr_assert_eq(look.seen, 1);
+	cr_assert_geq(look.stamp, settled, "a semop left stamp %lld under %lld", look.stamp,
+		      settled);
+	cr_assert_geq(later, settled);
+	sleep(2);
+	cr_assert_eq(sysv_stamps(note_stamp, &look, &settled), 0);
+	cr_assert_lt(look.stamp, settled, "an old stamp %lld is not settled (%lld)", look.stamp,
+		     settled);
+	cr_assert_eq(semctl(semid, 0, SETVAL, 5), 0);
+	cr_assert_eq(sysv_stamps(note_stamp, &look, &later), 0);
+	cr_assert_geq(look.stamp, settled, "a SETVAL left stamp %lld under %lld", look.stamp,
+		      settled);
+	cr_assert_eq(semctl(semid, 0, IPC_RMID), 0);
+	stamped_semid = -1;
 }
 
 /* Two outside programs pass the unit back and forth; a waiter of ours still
