@@ -221,9 +221,9 @@ void *monitor_main(void *argument)
 		struct timespec wake = next_sweep;
 		if (store->monitor_hand) {
 			wake = clock_after(CLOCK_MONOTONIC, MONITOR_PAUSE); /* the sweep goes on */
-		} else if (store->idle_pending) {
+		} else {
 			/* Undefined semaphores in their grace are looked at at
-			 * least this often too. */
+			 * least this often too (one may become idle meanwhile). */
 			struct timespec grace = clock_after(CLOCK_MONOTONIC, UNDEFINED_GRACE / 2);
 			if (clock_compare(&grace, &wake) < 0)
 				wake = grace;
