@@ -647,7 +647,9 @@ class Bench:
                         list_floor, "<=2")
             self.figure(title + ", daemon RSS after", "MiB", self.spread(rss))
             # The last directory stays: the idle daemon still watches every set.
-            time.sleep(1)
+            # Idle means idle: a set changed in the last two seconds has a stamp
+            # that has not settled, and the monitor asks its value each sweep.
+            time.sleep(3)
             cpu = []
             for _ in range(REPS):
                 before, start = cpu_seconds(semfs.pid), time.perf_counter()
