@@ -2,8 +2,16 @@
  * thread of a contended semaphore. */
 #include "store_internal.h"
 
+#include <stdatomic.h>
+
 /* Set by the kick signal in a helper thread: see helper_main. */
 static __thread volatile sig_atomic_t helper_kicked;
+/* The timeout the helper's semtimedop reads. A kick that lands after the
+ * look at helper_kicked but before the kernel copied this (a signal is
+ * handled only in user space) makes it zero: semtimedop then returns at
+ * once instead of sleeping through the kick. Once in the kernel, the
+ * pending signal ends the sleep. So no kick is lost. */
+static __thread struct timespec helper_nap;
 
 static void expire_waiters(struct store *store, struct semaphore *semaphore,
 			   struct done_list *done);
@@ -125,7 +133,9 @@ void *helper_main(void *argument)
 		semaphore->helper_taking = true;
 		pthread_mutex_unlock(&store->lock);
 		run_done(&done);
-		int r = helper_kicked ? -EINTR : be_take(store, semid, &timeout);
+		helper_nap = timeout;
+		atomic_signal_fence(memory_order_seq_cst); /* stored before the look */
+		int r = helper_kicked ? -EINTR : be_take(store, semid, &helper_nap);
 		pthread_mutex_lock(&store->lock);
 		semaphore->helper_taking = false;
 		if (r == 0)
@@ -146,4 +156,5 @@ void kick_handler(int signal_number)
 {
 	(void)signal_number; /* interrupts semtimedop, or is seen before it */
 	helper_kicked = 1;
+	helper_nap = (struct timespec){0, 0};
 }

@@ -25,9 +25,9 @@
 #include <unistd.h>
 
 /* Seconds: a helper re-checks its queue at least this often. Kicks wake it
- * sooner; this only bounds a kick lost in the instant before semtimedop. Every
- * wake-up re-queues the helper at the tail of the kernel's queue, behind any
- * outside SysV waiter, so it must be rare. */
+ * sooner (none is lost: see helper_nap in store_helper.c); this is a safety
+ * net. Every wake-up re-queues the helper at the tail of the kernel's queue,
+ * behind any outside SysV waiter, so it must be rare. */
 #define HELPER_NAP 5.0
 /* Seconds a helper whose queue emptied stays (parked, not in semtimedop) for
  * the next waiter: a thread's exit and start cost more than a hand-off. */
