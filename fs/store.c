@@ -15,11 +15,13 @@
  * unit, and a thousand waiters cost one thread. A helper whose queue emptied
  * stays parked (out of semtimedop) for HELPER_LINGER, so the next waiter of a
  * busy semaphore starts no thread; its exit was on the hand-off's path. An
- * unlock with a lock queued and nobody but the helper asleep on the set
- * hands its unit straight to the head (command_unlock): the kernel would
- * give it to the helper for the same waiter, two thread wake-ups later. The
- * unit is taken with SEM_UNDO so that a daemon crash returns it; a `lock`
- * waiter gets it turned into a plain unit atomically (sysv_undo_to_plain).
+ * unlock or release with a lock or acquire queued and nobody but the helper
+ * asleep on the set hands its unit straight to the head
+ * (hand_directly_prepare): the kernel would give it to the helper for the
+ * same waiter, two thread wake-ups later. The helper takes with SEM_UNDO so
+ * that a daemon crash returns the unit; a `lock` waiter gets it turned into
+ * a plain unit atomically (sysv_undo_to_plain), and a plain unit handed to
+ * an `acquire` the other way (sysv_plain_to_undo).
  *
  * Completions: everything that finishes a queued waiter (grant, timeout,
  * relax, delete, shutdown) only moves it onto a local done list under the
@@ -87,6 +89,11 @@ int be_take(const struct store *store, int handle, const struct timespec *timeou
 int be_undo_to_plain(const struct store *store, int handle)
 {
 	return BACKEND_CALL(store, undo_to_plain, handle);
+}
+
+int be_plain_to_undo(const struct store *store, int handle)
+{
+	return BACKEND_CALL(store, plain_to_undo, handle);
 }
 
 /* A cluster's mirror is read-only to other users, whatever the file's mode

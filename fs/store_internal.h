@@ -215,6 +215,7 @@ int be_adjust(const struct store *store, int handle, int delta, bool with_undo);
 int be_adjust_steps(const struct store *store, int handle, const signed char *steps, size_t count);
 int be_take(const struct store *store, int handle, const struct timespec *timeout);
 int be_undo_to_plain(const struct store *store, int handle);
+int be_plain_to_undo(const struct store *store, int handle);
 int be_set_owner(const struct store *store, int handle, uid_t uid, gid_t gid, mode_t mode);
 /* be_create with `mode` (as be_set_owner makes it), owned by uid:gid. On an
  * error after the set was made, *handle is it (for the caller to remove). */

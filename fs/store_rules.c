@@ -6,7 +6,8 @@
 #include "cluster.h"
 
 static void helper_release_if_idle(struct semaphore *semaphore);
-static bool hand_directly_possible(struct store *store, struct semaphore *semaphore);
+static bool hand_directly_prepare(struct store *store, struct semaphore *semaphore,
+				  bool given_with_undo, struct holder **holder);
 static void hand_directly(struct store *store, struct semaphore *semaphore, int value,
 			  struct holder *holder, struct done_list *done);
 
@@ -240,16 +241,12 @@ static int command_unlock(struct store *store, struct semaphore *semaphore, stru
 	 * held by an acquire owner) it would be a double unlock. */
 	if ((unsigned)value + semaphore->acquired >= semaphore->limit)
 		return -EOVERFLOW;
-	bool direct = hand_directly_possible(store, semaphore);
 	struct holder *holder = NULL;
-	if (direct && grant_prepare(store, semaphore, semaphore->head, VERB_LOCK, &holder) < 0)
-		direct = false;
+	bool direct = hand_directly_prepare(store, semaphore, false, &holder);
 	if (!direct) {
 		int r = be_adjust(store, semaphore->semid, 1, false);
 		if (r < 0)
 			return r;
-	} else {
-		holder->pinned = true; /* it may be the one this unlock counts down */
 	}
 	holder_drop_plain(semaphore, waiter->who);
 	waiter->changed_something = true;
@@ -261,24 +258,47 @@ static int command_unlock(struct store *store, struct semaphore *semaphore, stru
 	return 0;
 }
 
-/* An unlock with lock requests queued: the kernel would wake our helper with
- * the unit, and the helper hand it to the head — two thread wake-ups, half
- * of a hand-off's time here. When nobody else sleeps on the set (GETNCNT: at
- * most our helper, when it may be in the kernel), the unit goes to the head
- * at once and stays out of the kernel: the same result, as no outside waiter
- * is passed. (In the instant the helper is between the lock and the kernel,
- * one counted sleeper may be an outside waiter instead; it then gets the
- * next unit.) */
-static bool hand_directly_possible(struct store *store, struct semaphore *semaphore)
+/* An unlock or release with requests queued: the kernel would wake our
+ * helper with the unit, and the helper hand it to the head — two thread
+ * wake-ups, half of a hand-off's time here. When nobody else sleeps on the
+ * set (GETNCNT: at most our helper, when it may be in the kernel), the unit
+ * goes to the head at once and stays out of the kernel: the same result, as
+ * no outside waiter is passed. (In the instant the helper is between the
+ * lock and the kernel, one counted sleeper may be an outside waiter
+ * instead; it then gets the next unit.) A unit of the kind the head waits
+ * for (plain for lock, held with undo for acquire) needs nothing in the
+ * kernel; the other kind changes with one semop, the value unmoved. True:
+ * the head's grant is prepared in *holder (pinned: the unit given back may
+ * be counted down from that very holder) and the kind is right. */
+static bool hand_directly_prepare(struct store *store, struct semaphore *semaphore,
+				  bool given_with_undo, struct holder **holder)
 {
-	const struct waiter *head = semaphore->head;
-	if (!head || head->commands[head->next].verb != VERB_LOCK)
-		return false; /* an acquire's unit must come with SEM_UNDO */
+	struct waiter *head = semaphore->head;
+	if (!head)
+		return false;
+	enum command_verb verb = head->commands[head->next].verb;
+	if (verb != VERB_LOCK && verb != VERB_ACQUIRE)
+		return false;
 	int sleeping = be_waiting(store, semaphore->semid);
-	return sleeping >= 0 && sleeping <= (semaphore->helper_taking ? 1 : 0);
+	if (sleeping < 0 || sleeping > (semaphore->helper_taking ? 1 : 0))
+		return false;
+	if (grant_prepare(store, semaphore, head, verb, holder) < 0)
+		return false;
+	bool wanted_with_undo = verb == VERB_ACQUIRE;
+	int r = 0;
+	if (given_with_undo && !wanted_with_undo)
+		r = be_undo_to_plain(store, semaphore->semid);
+	else if (!given_with_undo && wanted_with_undo)
+		r = be_plain_to_undo(store, semaphore->semid);
+	if (r < 0) {
+		holder_put_back(*holder); /* the unit goes home the usual way */
+		return false;
+	}
+	(*holder)->pinned = true;
+	return true;
 }
 
-/* The unlocked unit, still out of the kernel, to the head (as hand_unit). */
+/* The unit given back, still out of the kernel, to the head (as hand_unit). */
 static void hand_directly(struct store *store, struct semaphore *semaphore, int value,
 			  struct holder *holder, struct done_list *done)
 {
@@ -286,9 +306,9 @@ static void hand_directly(struct store *store, struct semaphore *semaphore, int 
 	holder->pinned = false;
 	queue_remove(semaphore, head);
 	head->state = WAITER_RUNNING;
-	semaphore->value_known = true;
+	semaphore->value_known = value >= 0;
 	semaphore->known_value = value;
-	grant(store, semaphore, head, VERB_LOCK, holder);
+	grant(store, semaphore, head, head->commands[head->next].verb, holder);
 	head->next++;
 	int r = execute(store, semaphore, head, done);
 	if (r != STORE_QUEUED)
@@ -344,14 +364,27 @@ static int command_release(struct store *store, struct semaphore *semaphore, str
 
 	if (!holder)
 		return -ENOLCK;
-	int r = be_adjust(store, semaphore->semid, 1, true);
-	if (r < 0)
-		return r;
+	struct holder *grantee = NULL;
+	bool direct = hand_directly_prepare(store, semaphore, true, &grantee);
+	/* Given straight to a queued request: the journal's two lines need the
+	 * value, which does not move. */
+	int value = direct ? be_value(store, semaphore->semid) : 0;
+	if (!direct) {
+		int r = be_adjust(store, semaphore->semid, 1, true);
+		if (r < 0)
+			return r;
+	}
 	semaphore->acquired--;
-	if (--holder->units == 0)
+	if (--holder->units == 0 && !holder->pinned)
 		holder_unlink(holder);
 	waiter->changed_something = true;
+	if (direct && value >= 0) {
+		semaphore->value_known = true;
+		semaphore->known_value = value + 1;
+	}
 	journal_event(store, semaphore, "release", waiter->who, 0, NULL, announced(waiter));
+	if (direct)
+		hand_directly(store, semaphore, value, grantee, done);
 	return 0;
 }
 

@@ -152,6 +152,16 @@ int sysv_undo_to_plain(int semid)
 	return semop(semid, ops, 2) < 0 ? -errno : 0;
 }
 
+int sysv_plain_to_undo(int semid)
+{
+	/* A plain unit comes home and is taken again with undo, in one semop. */
+	struct sembuf ops[2] = {
+	    {.sem_num = 0, .sem_op = 1, .sem_flg = IPC_NOWAIT},
+	    {.sem_num = 0, .sem_op = -1, .sem_flg = SEM_UNDO | IPC_NOWAIT},
+	};
+	return semop(semid, ops, 2) < 0 ? -errno : 0;
+}
+
 int sysv_set_owner(int semid, uid_t uid, gid_t gid, mode_t mode)
 {
 	struct semid_ds info;
@@ -346,6 +356,11 @@ static int backend_undo_to_plain(void *self, int handle)
 	return sysv_undo_to_plain(handle);
 }
 
+static int backend_plain_to_undo(void *self, int handle)
+{
+	return sysv_plain_to_undo(handle);
+}
+
 static int backend_set_owner(void *self, int handle, uid_t uid, gid_t gid, mode_t mode)
 {
 	return sysv_set_owner(handle, uid, gid, mode);
@@ -368,6 +383,7 @@ static const struct backend_ops sysv_ops = {
     .adjust_steps = backend_adjust_steps,
     .take = backend_take,
     .undo_to_plain = backend_undo_to_plain,
+    .plain_to_undo = backend_plain_to_undo,
     .set_owner = backend_set_owner,
     .remove = backend_remove,
 };

@@ -48,8 +48,10 @@ struct backend_ops {
 	/* Take one unit (with undo), sleeping up to `timeout` (NULL: forever):
 	 * -EAGAIN on timeout, -EINTR when the sleeping thread is signalled. */
 	int (*take)(void *self, int handle, const struct timespec *timeout);
-	/* One held unit from "undo" to "plain" (outlives the process). */
+	/* One held unit from "undo" to "plain" (outlives the process), and
+	 * back: the value does not move. */
 	int (*undo_to_plain)(void *self, int handle);
+	int (*plain_to_undo)(void *self, int handle);
 	/* Who may touch it from outside: the file's owner, group and mode. */
 	int (*set_owner)(void *self, int handle, uid_t uid, gid_t gid, mode_t mode);
 	int (*remove)(void *self, int handle);

@@ -41,6 +41,7 @@ int sysv_take(int semid, const struct timespec *timeout);
 /* Move one held unit between "undo" (returned if the daemon dies) and "plain"
  * (outlives everything), atomically: the value never changes. */
 int sysv_undo_to_plain(int semid);
+int sysv_plain_to_undo(int semid); /* the reverse, as atomically */
 
 /* The set admits whom the file admits: owner, group and the file's
  * read/write bits as SysV read/alter. */

@@ -18,6 +18,7 @@ static struct counter {
 	int outside_sleepers; /* another "process" waiting */
 	int moves;	      /* successful moves, any kind */
 	int asks;	      /* values asked through the backend */
+	int undo;	      /* units "this process" holds with undo (semadj) */
 	long long stamp;      /* the stamp clock at its last change */
 } counters[FAKE_COUNTERS];
 static long long stamp_clock; /* one tick a change: a "second" per change */
@@ -188,9 +189,30 @@ static int move(int handle, int delta, int pid)
 	return r;
 }
 
+static void count_undo(int handle, int units)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	if (c)
+		c->undo += units;
+	pthread_mutex_unlock(&lock);
+}
+
 static int fake_adjust(void *self, int handle, int delta, bool with_undo)
 {
-	return move(handle, delta, 1);
+	int r = move(handle, delta, 1);
+	if (r == 0 && with_undo)
+		count_undo(handle, -delta); /* taking with undo: one more held */
+	return r;
+}
+
+int fake_undo_units(int handle)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = c ? c->undo : -EIDRM;
+	pthread_mutex_unlock(&lock);
+	return r;
 }
 
 static int before_steps_handle = -1, before_steps_delta;
@@ -258,6 +280,8 @@ static int fake_take(void *self, int handle, const struct timespec *timeout)
 	count_sleeper(handle, 1);
 	int r = take_sleeping(handle, timeout);
 	count_sleeper(handle, -1);
+	if (r == 0)
+		count_undo(handle, 1);
 	return r;
 }
 
@@ -308,9 +332,28 @@ static int take_sleeping(int handle, const struct timespec *timeout)
 	}
 }
 
+/* Like the kernel's: the value does not move, the undo record does. */
+static int change_kind(int handle, int undo)
+{
+	pthread_mutex_lock(&lock);
+	struct counter *c = counter_of(handle);
+	int r = !c ? -EIDRM : c->undo + undo < 0 ? -EINVAL : 0;
+	if (r == 0) {
+		c->undo += undo;
+		c->stamp = ++stamp_clock;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 static int fake_undo_to_plain(void *self, int handle)
 {
-	return fake_value_of(self, handle) < 0 ? -EIDRM : 0;
+	return change_kind(handle, -1);
+}
+
+static int fake_plain_to_undo(void *self, int handle)
+{
+	return change_kind(handle, 1);
 }
 
 static int fake_set_owner(void *self, int handle, uid_t uid, gid_t gid, mode_t mode)
@@ -345,6 +388,7 @@ static const struct backend_ops fake_ops = {
     .adjust_steps = fake_adjust_steps,
     .take = fake_take,
     .undo_to_plain = fake_undo_to_plain,
+    .plain_to_undo = fake_plain_to_undo,
     .set_owner = fake_set_owner,
     .remove = fake_remove_of,
 };

@@ -24,8 +24,9 @@ void fake_outside_adjust_before_steps(int handle, int delta);
 /* `count` other "processes" sleep on it (what `waiting` adds to the store's
  * own sleepers). */
 void fake_outside_sleepers(int handle, int count);
-int fake_moves(int handle); /* moves so far, by anyone */
-int fake_asks(int handle);  /* values the store asked (the backend's `value`) */
+int fake_moves(int handle);	 /* moves so far, by anyone */
+int fake_asks(int handle);	 /* values the store asked (the backend's `value`) */
+int fake_undo_units(int handle); /* units held with undo: what a crash would return */
 /* Stamps: each change ticks a clock (a "second" per change); off: the
  * backend cannot give them (ENOTSUP), as without /proc/sysvipc. */
 void fake_stamps_off(bool off);

@@ -487,6 +487,106 @@ Test(rules, an_unlock_with_an_outside_sleeper_goes_through_the_counter)
 	store_close_semaphore(store, s);
 }
 
+/* A semaphore of limit 1 whose unit `owner` holds (acquire, with undo) or a
+ * plain lock holds (owner NULL), and `queued` waiting with `verb`. */
+static struct semaphore *held_with_one_waiting(const char *name, struct owner *owner,
+					       enum command_verb verb, struct owner *waiting_owner)
+{
+	struct semaphore *s = make(FREE, name);
+	cr_assert_eq(now(s, VERB_LIMIT, 1, NULL), 0);
+	cr_assert_eq(now(s, owner ? VERB_ACQUIRE : VERB_LOCK, 0, owner), 0);
+	cr_assert_eq(run(s, &queued, verb, COMMAND_NO_TIMEOUT, 0, waiting_owner), STORE_QUEUED);
+	return s;
+}
+
+static struct owner giver, taker;
+
+/* Every kind of hand-off goes straight to the head when nobody else sleeps
+ * on the counter: the value never moves, and the units held with undo (what
+ * the kernel gives back if the daemon dies) are exactly the acquired ones. */
+Test(rules, a_release_hands_its_unit_straight_to_a_queued_acquire)
+{
+	memset(&giver, 0, sizeof(giver));
+	memset(&taker, 0, sizeof(taker));
+	struct semaphore *s = held_with_one_waiting("pass", &giver, VERB_ACQUIRE, &taker);
+	int handle = attribute(s, "semid");
+	int moves = fake_moves(handle);
+	cr_assert_eq(fake_undo_units(handle), 1);
+	cr_assert_eq(now(s, VERB_RELEASE, 0, &giver), 0);
+	cr_assert(wait_completions(1));
+	cr_assert_eq(last_error, 0);
+	cr_assert_gt(queued.waiter.token, 0);
+	cr_assert_eq(fake_moves(handle), moves, "the unit went through the counter");
+	cr_assert_eq(fake_value(handle), 0);
+	cr_assert_eq(fake_undo_units(handle), 1, "the taker's unit is not held with undo");
+	char *lines = journal_from(s, "release by=test");
+	cr_assert(strstr(lines, "release by=test value=1") &&
+		      strstr(strstr(lines, "release by=test"), "acquire by=test value=0"),
+		  "%s", lines);
+	cr_assert_eq(now(s, VERB_RELEASE, 0, &taker), 0);
+	cr_assert_eq(fake_value(handle), 1);
+	cr_assert_eq(fake_undo_units(handle), 0);
+	cr_assert_eq(now(s, VERB_RELEASE, 0, &giver), -ENOLCK, "the giver still holds a unit");
+	store_close_semaphore(store, s);
+}
+
+Test(rules, an_unlock_hands_a_plain_unit_to_a_queued_acquire_as_one_with_undo)
+{
+	memset(&taker, 0, sizeof(taker));
+	struct semaphore *s = held_with_one_waiting("plain-to-undo", NULL, VERB_ACQUIRE, &taker);
+	int handle = attribute(s, "semid");
+	int moves = fake_moves(handle);
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), 0);
+	cr_assert(wait_completions(1));
+	cr_assert_eq(last_error, 0);
+	cr_assert_eq(fake_moves(handle), moves, "the unit went through the counter");
+	cr_assert_eq(fake_value(handle), 0);
+	cr_assert_eq(fake_undo_units(handle), 1);
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), -EOVERFLOW, "the acquired unit was unlocked");
+	cr_assert_eq(now(s, VERB_RELEASE, 0, &taker), 0);
+	cr_assert_eq(fake_value(handle), 1);
+	cr_assert_eq(fake_undo_units(handle), 0);
+	store_close_semaphore(store, s);
+}
+
+Test(rules, a_release_hands_its_unit_to_a_queued_lock_as_a_plain_one)
+{
+	memset(&giver, 0, sizeof(giver));
+	struct semaphore *s = held_with_one_waiting("undo-to-plain", &giver, VERB_LOCK, NULL);
+	int handle = attribute(s, "semid");
+	int moves = fake_moves(handle);
+	cr_assert_eq(now(s, VERB_RELEASE, 0, &giver), 0);
+	cr_assert(wait_completions(1));
+	cr_assert_eq(last_error, 0);
+	cr_assert_eq(fake_moves(handle), moves, "the unit went through the counter");
+	cr_assert_eq(fake_value(handle), 0);
+	cr_assert_eq(fake_undo_units(handle), 0, "a plain unit is still held with undo");
+	cr_assert_eq(holders_of(s, "test"), 1);
+	cr_assert_eq(now(s, VERB_UNLOCK, 0, NULL), 0);
+	cr_assert_eq(fake_value(handle), 1);
+	store_close_semaphore(store, s);
+}
+
+/* With another process asleep on the counter, a release goes home through
+ * it too; our helper then takes it for the queued acquire, with undo. */
+Test(rules, a_release_with_an_outside_sleeper_goes_through_the_counter)
+{
+	memset(&giver, 0, sizeof(giver));
+	memset(&taker, 0, sizeof(taker));
+	struct semaphore *s = held_with_one_waiting("fair-release", &giver, VERB_ACQUIRE, &taker);
+	int handle = attribute(s, "semid");
+	fake_outside_sleepers(handle, 1);
+	int moves = fake_moves(handle);
+	cr_assert_eq(now(s, VERB_RELEASE, 0, &giver), 0);
+	cr_assert(wait_completions(1)); /* this fake "process" never takes it */
+	cr_assert_eq(last_error, 0);
+	cr_assert_gt(fake_moves(handle), moves, "the unit did not go home");
+	cr_assert_eq(fake_value(handle), 0);
+	cr_assert_eq(fake_undo_units(handle), 1);
+	cr_assert_eq(now(s, VERB_RELEASE, 0, &taker), 0);
+	store_close_semaphore(store, s);
+}
+
 /* A kernel that takes fewer operations in one semop (a lower SEMOPM): the
  * run that was refused goes one at a time, later runs are smaller. */
 Test(rules, runs_shrink_to_what_the_backend_takes)

@@ -392,6 +392,59 @@ Test(store, an_outside_change_past_the_limit_is_reverted)
 	store_close_semaphore(store, s);
 }
 
+/* A hand-off straight to the queue's head changes the kind of the unit in
+ * the kernel where it must: a daemon that dies right after gives back what
+ * its acquire owners held, and only that. A child plays the daemon: the
+ * giver holds the unit (`give_with_undo`: acquire, else lock), the taker
+ * queues (`take_with_undo`: acquire, else lock), the giver lets go, the
+ * child exits holding the taker's unit. Returns the value after its exit:
+ * the limit (1) if the taker's unit was held with undo, 0 if plain. */
+static int value_after_a_handoff_and_a_crash(const char *name, bool give_with_undo,
+					     bool take_with_undo)
+{
+	struct semaphore *s = make(name); /* limit 1 */
+	int semid = semid_of(s);
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		static struct owner giver, taker;
+		struct test_waiter held, waiting;
+		int r = submit(s, &held, 1, give_with_undo ? VERB_ACQUIRE : VERB_LOCK, 0,
+			       give_with_undo ? &giver : NULL);
+		if (r != 0)
+			_exit(10);
+		r = submit(s, &waiting, 2, take_with_undo ? VERB_ACQUIRE : VERB_LOCK, -1,
+			   take_with_undo ? &taker : NULL);
+		if (r != STORE_QUEUED)
+			_exit(11);
+		if (run_one(s, give_with_undo ? VERB_RELEASE : VERB_UNLOCK, 0,
+			    give_with_undo ? &giver : NULL) != 0)
+			_exit(12);
+		if (!wait_completed(1, 2000) || errors[0] != 0)
+			_exit(13);
+		_exit(semctl(semid, 0, GETVAL) == 0 ? 0 : 14); /* the unit is out */
+	}
+	int status;
+	cr_assert_eq(waitpid(child, &status, 0), child);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: %d",
+		  WEXITSTATUS(status));
+	int value = semctl(semid, 0, GETVAL);
+	store_close_semaphore(store, s);
+	return value;
+}
+
+Test(store, a_handed_off_acquire_unit_comes_back_when_the_daemon_dies)
+{
+	cr_assert_eq(value_after_a_handoff_and_a_crash("acquire-to-acquire", true, true), 1);
+	cr_assert_eq(value_after_a_handoff_and_a_crash("lock-to-acquire", false, true), 1);
+}
+
+Test(store, a_handed_off_lock_unit_outlives_the_daemon)
+{
+	cr_assert_eq(value_after_a_handoff_and_a_crash("acquire-to-lock", true, false), 0);
+	cr_assert_eq(value_after_a_handoff_and_a_crash("lock-to-lock", false, false), 0);
+}
+
 /* The monitor leaves a quiet set alone (its stamp did not move) but still
  * sees an outside change to it, through the kernel's own stamps. */
 Test(store, an_outside_change_to_a_quiet_set_is_reverted)
