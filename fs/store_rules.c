@@ -28,7 +28,8 @@ static int command_release(struct store *store, struct semaphore *semaphore, str
 			   const struct command *command, struct done_list *done);
 static int command_set(struct store *store, struct semaphore *semaphore, struct waiter *waiter,
 		       const struct command *command, struct done_list *done);
-static void release_holder(struct store *store, struct holder *holder, const char *who);
+static void release_holder(struct store *store, struct holder *holder, const char *who,
+			   struct done_list *done);
 
 /* ---- running commands --------------------------------------------------- */
 
@@ -611,10 +612,27 @@ void store_return_units(struct store *store, struct waiter *waiter)
 	pthread_mutex_unlock(&store->lock);
 }
 
-static void release_holder(struct store *store, struct holder *holder, const char *who)
+static void release_holder(struct store *store, struct holder *holder, const char *who,
+			   struct done_list *done)
 {
 	struct semaphore *semaphore = holder->semaphore;
+	const struct waiter *head = semaphore->head;
+	struct holder *grantee = NULL;
 
+	/* One unit, and the head is not this very owner (whose holder goes
+	 * now): straight to the head, as command_release does. */
+	if (!semaphore->removed && holder->units == 1 && head && head->owner != holder->owner &&
+	    hand_directly_prepare(store, semaphore, true, &grantee)) {
+		int value = be_value(store, semaphore->semid);
+		semaphore->acquired--;
+		holder_unlink(holder);
+		semaphore->value_known = value >= 0;
+		semaphore->known_value = value + 1;
+		journal_event(store, semaphore, "release", who, 0, "reason=close",
+			      CHANGE_UNANNOUNCED);
+		hand_directly(store, semaphore, value, grantee, done);
+		return;
+	}
 	if (!semaphore->removed)
 		(void)be_adjust(store, semaphore->semid, (int)holder->units, true);
 	semaphore->acquired -= holder->units;
@@ -633,7 +651,7 @@ void store_release_owner(struct store *store, struct owner *owner, const char *w
 	pthread_mutex_lock(&store->lock);
 	while (owner->holders) {
 		struct semaphore *semaphore = owner->holders->semaphore;
-		release_holder(store, owner->holders, who);
+		release_holder(store, owner->holders, who, &done);
 		reap_if_idle(store, semaphore, &done);
 	}
 	pthread_mutex_unlock(&store->lock);

@@ -567,6 +567,31 @@ Test(rules, a_release_hands_its_unit_to_a_queued_lock_as_a_plain_one)
 	store_close_semaphore(store, s);
 }
 
+/* An owner that goes (its file closed, its connection gone) gives its unit
+ * straight to the head as well. */
+Test(rules, a_closing_owner_hands_its_unit_straight_to_a_queued_acquire)
+{
+	memset(&giver, 0, sizeof(giver));
+	memset(&taker, 0, sizeof(taker));
+	struct semaphore *s = held_with_one_waiting("close-pass", &giver, VERB_ACQUIRE, &taker);
+	int handle = attribute(s, "semid");
+	int moves = fake_moves(handle);
+	store_release_owner(store, &giver, "test");
+	cr_assert(wait_completions(1));
+	cr_assert_eq(last_error, 0);
+	cr_assert_eq(fake_moves(handle), moves, "the unit went through the counter");
+	cr_assert_eq(fake_value(handle), 0);
+	cr_assert_eq(fake_undo_units(handle), 1);
+	char *lines = journal_from(s, "reason=close");
+	cr_assert(strstr(lines, "release by=test value=1") && strstr(lines, "reason=close") &&
+		      strstr(strstr(lines, "reason=close"), "acquire by=test value=0"),
+		  "%s", lines);
+	store_release_owner(store, &taker, "test");
+	cr_assert_eq(fake_value(handle), 1);
+	cr_assert_eq(fake_undo_units(handle), 0);
+	store_close_semaphore(store, s);
+}
+
 /* With another process asleep on the counter, a release goes home through
  * it too; our helper then takes it for the queued acquire, with undo. */
 Test(rules, a_release_with_an_outside_sleeper_goes_through_the_counter)
