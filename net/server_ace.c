@@ -203,6 +203,9 @@ void ace_request_done(struct connection *c)
 		 * in the instant this client came for it. It is made again and
 		 * the client queued (once: a second removal is a real one). */
 		c->ace_retried = true;
+		log_info("%s: undefined semaphore %s was removed on another host as this "
+			 "client came for it: made again, the client queued",
+			 c->who, c->ace->name);
 		heartbeat_unqueue(c);
 		request_finish(c);
 		c->ace_state = ACE_IDLE;

@@ -1156,6 +1156,60 @@ Test(cluster, an_ace_waiter_outlives_the_removal_of_its_undefined_name)
 	stop_all();
 }
 
+static int count_in_log(int i, const char *text)
+{
+	char *log = slurp(hosts[i].log);
+	int count = 0;
+	for (char *p = log; (p = strstr(p, text)); p++)
+		count++;
+	free(log);
+	return count;
+}
+
+/* The real race behind that: hostb's client comes for an undefined name in
+ * the instant hosta reaps it — its request is sent as soon as hosta logs
+ * that it asks etcd to remove the name. Whichever wins in etcd, hostb's
+ * client gets the unit: the reap fails on its entry, or its request fails
+ * with EIDRM and the name is made again. */
+Test(cluster, ace_clients_racing_the_reap_of_an_undefined_name_always_get_it)
+{
+	const char *reaping = "undefined semaphore race idle: removing it on every host";
+	host_start(0, NULL);
+	host_start(1, NULL);
+	for (int round = 0; round < 8; round++) {
+		int on_a = dial(0);
+		cr_assert_eq(write(on_a, "acquire:race|", 13), 13);
+		cr_assert_str_eq(ace_reply(on_a, 5000), "locked|", "round %d, hosta", round);
+		cr_assert(wait_exists(1, "race", true, 3000), "round %d: not on hostb", round);
+		int on_b = dial(1), reaps = count_in_log(0, reaping);
+		cr_assert_eq(write(on_a, "release|", 8), 8);
+		cr_assert_str_eq(ace_reply(on_a, 5000), "ok|");
+		close(on_a);
+		for (int t = 0; t < 3000 && count_in_log(0, reaping) == reaps; t++)
+			usleep(1000);
+		cr_assert_gt(count_in_log(0, reaping), reaps, "round %d: hosta never reaped",
+			     round);
+		usleep((useconds_t)round * 500); /* 0 .. 3.5 ms into the reap */
+		cr_assert_eq(write(on_b, "acquire:race|", 13), 13);
+		const char *heard = "";
+		for (int beats = 0;
+		     beats < 10 && strcmp(heard = ace_reply(on_b, 5000), "wait|") == 0; beats++)
+			;
+		cr_assert_str_eq(heard, "locked|", "round %d: hostb's client after the reap",
+				 round);
+		cr_assert_eq(write(on_b, "release|", 8), 8);
+		cr_assert_str_eq(ace_reply(on_b, 5000), "ok|", "round %d: hostb's release", round);
+		close(on_b);
+		for (int i = 0; i < 2; i++)
+			cr_assert(wait_exists(i, "race", false, 5000),
+				  "round %d, %s: the idle name stays", round, hosts[i].name);
+	}
+	cr_log_info("of 8 rounds: %d reaps lost to the client's entry, %d clients made it again",
+		    count_in_log(0, "undefined semaphore race is in use again"),
+		    count_in_log(1, "was removed on another host as this client came"));
+	stop_all();
+}
+
 /* An undefined name whose last user's host died stays idle in the cluster:
  * the host that let go of it last cannot reap it, and it never comes back.
  * Any host that loads the cluster (here hostb, restarted) reaps it. */
