@@ -84,6 +84,17 @@ static int submit(struct semaphore *s, struct request *r, enum command_verb verb
 	return store_submit(store, s, &r->waiter);
 }
 
+/* The error of the `count`th completion, once it came. */
+static int wait_error(int count)
+{
+	pthread_mutex_lock(&lock);
+	while (completions < count)
+		pthread_cond_wait(&changed, &lock);
+	int error = last_error;
+	pthread_mutex_unlock(&lock);
+	return error;
+}
+
 static int value_of(struct semaphore *s)
 {
 	char *text;
@@ -116,17 +127,27 @@ Test(alloc, a_failed_holder_record_takes_no_unit)
 	cr_assert_neq(holder_size, 0, "no grant failed for want of memory");
 	cr_assert_eq(value_of(s), 1, "the uncontended grant kept the unit");
 
-	/* Contended: the helper wins the unit for a waiter whose holder
-	 * record cannot be made; the unit goes back, the waiter gets ENOMEM. */
+	/* Contended, one record short: the unlock cannot hand its unit straight
+	 * to the waiter (no record for it), so the unit goes home and the
+	 * helper, which can make one, hands it on. */
 	cr_assert_eq(submit(s, &holder, VERB_LOCK, 0, NULL), 0);
 	cr_assert_eq(submit(s, &waiter, VERB_ACQUIRE, COMMAND_NO_TIMEOUT, &owner), STORE_QUEUED);
 	atomic_store(&fail_callocs, 1);
 	cr_assert_eq(submit(s, &unlocker, VERB_UNLOCK, 0, NULL), 0);
-	pthread_mutex_lock(&lock);
-	while (completions == 0)
-		pthread_cond_wait(&changed, &lock);
-	int error = last_error;
-	pthread_mutex_unlock(&lock);
+	cr_assert_eq(wait_error(1), 0, "the waiter did not get the unit");
+	cr_assert_eq(atomic_load(&fail_callocs), 0, "the direct hand-off made no record");
+	cr_assert_eq(value_of(s), 0);
+	store_release_owner(store, &owner, "test");
+	cr_assert_eq(value_of(s), 1);
+
+	/* Two records short: the helper wins the unit for a waiter whose holder
+	 * record cannot be made either; the unit goes back, the waiter gets
+	 * ENOMEM. */
+	cr_assert_eq(submit(s, &holder, VERB_LOCK, 0, NULL), 0);
+	cr_assert_eq(submit(s, &waiter, VERB_ACQUIRE, COMMAND_NO_TIMEOUT, &owner), STORE_QUEUED);
+	atomic_store(&fail_callocs, 2);
+	cr_assert_eq(submit(s, &unlocker, VERB_UNLOCK, 0, NULL), 0);
+	int error = wait_error(2);
 	atomic_store(&fail_callocs, 0);
 	cr_assert_eq(error, ENOMEM);
 	usleep(100000);
