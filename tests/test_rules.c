@@ -488,10 +488,15 @@ Test(rules, an_unlock_with_an_outside_sleeper_goes_through_the_counter)
 }
 
 /* A semaphore of limit 1 whose unit `owner` holds (acquire, with undo) or a
- * plain lock holds (owner NULL), and `queued` waiting with `verb`. */
+ * plain lock holds (owner NULL), and `queued` waiting with `verb` (for
+ * `waiting_owner`, if any). Both owners start afresh. */
 static struct semaphore *held_with_one_waiting(const char *name, struct owner *owner,
 					       enum command_verb verb, struct owner *waiting_owner)
 {
+	if (owner)
+		memset(owner, 0, sizeof(*owner));
+	if (waiting_owner)
+		memset(waiting_owner, 0, sizeof(*waiting_owner));
 	struct semaphore *s = make(FREE, name);
 	cr_assert_eq(now(s, VERB_LIMIT, 1, NULL), 0);
 	cr_assert_eq(now(s, owner ? VERB_ACQUIRE : VERB_LOCK, 0, owner), 0);
@@ -506,8 +511,6 @@ static struct owner giver, taker;
  * the kernel gives back if the daemon dies) are exactly the acquired ones. */
 Test(rules, a_release_hands_its_unit_straight_to_a_queued_acquire)
 {
-	memset(&giver, 0, sizeof(giver));
-	memset(&taker, 0, sizeof(taker));
 	struct semaphore *s = held_with_one_waiting("pass", &giver, VERB_ACQUIRE, &taker);
 	int handle = attribute(s, "semid");
 	int moves = fake_moves(handle);
@@ -532,7 +535,6 @@ Test(rules, a_release_hands_its_unit_straight_to_a_queued_acquire)
 
 Test(rules, an_unlock_hands_a_plain_unit_to_a_queued_acquire_as_one_with_undo)
 {
-	memset(&taker, 0, sizeof(taker));
 	struct semaphore *s = held_with_one_waiting("plain-to-undo", NULL, VERB_ACQUIRE, &taker);
 	int handle = attribute(s, "semid");
 	int moves = fake_moves(handle);
@@ -551,7 +553,6 @@ Test(rules, an_unlock_hands_a_plain_unit_to_a_queued_acquire_as_one_with_undo)
 
 Test(rules, a_release_hands_its_unit_to_a_queued_lock_as_a_plain_one)
 {
-	memset(&giver, 0, sizeof(giver));
 	struct semaphore *s = held_with_one_waiting("undo-to-plain", &giver, VERB_LOCK, NULL);
 	int handle = attribute(s, "semid");
 	int moves = fake_moves(handle);
@@ -571,8 +572,6 @@ Test(rules, a_release_hands_its_unit_to_a_queued_lock_as_a_plain_one)
  * straight to the head as well. */
 Test(rules, a_closing_owner_hands_its_unit_straight_to_a_queued_acquire)
 {
-	memset(&giver, 0, sizeof(giver));
-	memset(&taker, 0, sizeof(taker));
 	struct semaphore *s = held_with_one_waiting("close-pass", &giver, VERB_ACQUIRE, &taker);
 	int handle = attribute(s, "semid");
 	int moves = fake_moves(handle);
@@ -596,8 +595,6 @@ Test(rules, a_closing_owner_hands_its_unit_straight_to_a_queued_acquire)
  * it too; our helper then takes it for the queued acquire, with undo. */
 Test(rules, a_release_with_an_outside_sleeper_goes_through_the_counter)
 {
-	memset(&giver, 0, sizeof(giver));
-	memset(&taker, 0, sizeof(taker));
 	struct semaphore *s = held_with_one_waiting("fair-release", &giver, VERB_ACQUIRE, &taker);
 	int handle = attribute(s, "semid");
 	fake_outside_sleepers(handle, 1);
