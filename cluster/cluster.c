@@ -56,6 +56,10 @@ static void on_report(void *context, const struct replica_report *report)
 		c->hooks.directory_gone(c->hooks.context, path);
 		return;
 	}
+	if (report->change == REPLICA_CLOSED) {
+		c->hooks.closed(c->hooks.context, path);
+		return;
+	}
 	struct replica_state state;
 	bool exists = replica_state(c->replica, report->name, &state) == 0;
 	if (report->change == REPLICA_REMOVED) { /* its last journal line says so */
@@ -103,6 +107,7 @@ static void on_report(void *context, const struct replica_report *report)
 	case REPLICA_REMOVED:
 	case REPLICA_DIRECTORY:
 	case REPLICA_DIRECTORY_REMOVED:
+	case REPLICA_CLOSED:
 		break;
 	}
 	if (!event)
@@ -328,6 +333,8 @@ static void on_lease_granted(void *context, int error, const char *message,
 	}
 	lease_adopt(c, lease);
 	log_info("cluster: host %s has a new lease %" PRIx64, c->host, lease);
+	if (c->hooks.lease)
+		c->hooks.lease(c->hooks.context);
 }
 
 static void lease_request(struct cluster *c)
@@ -578,6 +585,12 @@ static void start_request(struct cluster *c, struct job *r)
 		return;
 	case JOB_CHOWN:
 		job_chown(r);
+		return;
+	case JOB_OPEN_MARK:
+		job_open_mark(r);
+		return;
+	case JOB_OPEN_UNMARK:
+		job_open_unmark(r);
 		return;
 	case JOB_DEFINE:
 		job_define(r);
@@ -996,6 +1009,28 @@ void cluster_reap(struct cluster *c, const char *path)
 		log_warnx("cluster: out of memory: idle undefined semaphore %s stays", path);
 		return;
 	}
+	job_enqueue(c, r);
+}
+
+int cluster_open_mark(struct cluster *c, const char *path, int64_t *revision)
+{
+	struct job *r = job_new(c, JOB_OPEN_MARK, path);
+	if (!r)
+		return -ENOMEM;
+	r->answer = revision;
+	return call_and_wait(c, r);
+}
+
+void cluster_open_unmark(struct cluster *c, const char *path, int64_t revision)
+{
+	struct job *r = job_new(c, JOB_OPEN_UNMARK, path);
+	if (!r) {
+		log_warnx("cluster: out of memory: the open mark of %s stays until this host's "
+			  "lease goes",
+			  path);
+		return;
+	}
+	r->token = revision;
 	job_enqueue(c, r);
 }
 

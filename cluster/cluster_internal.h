@@ -30,9 +30,11 @@ enum job_type {
 	JOB_MKDIR,
 	JOB_BARRIER,
 	JOB_RMDIR,
-	JOB_DELETE, /* an entry that must go: retried until it has */
-	JOB_REAP,   /* an idle undefined semaphore goes, unless used again */
-	JOB_CHOWN,  /* chmod/chown of a semaphore: its meta record */
+	JOB_DELETE,	 /* an entry that must go: retried until it has */
+	JOB_REAP,	 /* an idle undefined semaphore goes, unless used again */
+	JOB_CHOWN,	 /* chmod/chown of a semaphore: its meta record */
+	JOB_OPEN_MARK,	 /* a file open here: sem/NAME/open/HOST */
+	JOB_OPEN_UNMARK, /* ... the last one closed */
 };
 
 /* job_chown's r->number: the fields to change. */
@@ -82,6 +84,7 @@ struct job {
 	unsigned number;
 	bool even_defined;
 	int result;
+	int64_t *answer; /* the caller's: r->token when it finished */
 	bool finished, abandoned;
 	char text[]; /* path, then name */
 };
@@ -190,6 +193,8 @@ void job_create(struct job *r);
 void job_remove(struct job *r);
 void job_reap(struct job *r);
 void job_chown(struct job *r);
+void job_open_mark(struct job *r);
+void job_open_unmark(struct job *r);
 void job_define(struct job *r);
 void job_mkdir(struct job *r);
 void job_barrier(struct job *r);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- requests ------------------------------------------------------------------ */
 
@@ -89,9 +90,12 @@ void job_finish(struct job *r, int error)
 	case JOB_MKDIR:
 	case JOB_RMDIR:
 	case JOB_BARRIER:
+	case JOB_OPEN_MARK:
 		pthread_mutex_lock(&c->lock);
 		r->result = error;
 		r->finished = true;
+		if (r->answer && !r->abandoned)
+			*r->answer = r->token;
 		bool abandoned = r->abandoned;
 		pthread_cond_broadcast(&c->done);
 		pthread_mutex_unlock(&c->lock);
@@ -754,6 +758,17 @@ void job_remove(struct job *r)
 	txn_send(r, compares, ops, false, on_sync_written);
 }
 
+/* A reap that failed: removed by another host's reap meanwhile (every host
+ * whose copy went idle may ask), or in use again. Told apart once the
+ * replica has the failed transaction's revision. */
+static void reap_lost(struct job *r)
+{
+	struct replica_state state;
+	if (replica_state(r->cluster->replica, r->name, &state) == 0)
+		log_info("undefined semaphore %s is in use again on some host: kept", r->path);
+	job_finish(r, 0);
+}
+
 static void on_reaped(void *context, int error, const char *message, struct json_object *response)
 {
 	struct job *r = context;
@@ -762,11 +777,12 @@ static void on_reaped(void *context, int error, const char *message, struct json
 			  message);
 	} else if (error == 0) {
 		cluster_seen(r->cluster, response);
-		/* Not removed: in use again on some host; whoever lets go last
-		 * asks again. Removed: every host's watch takes it away. */
-		if (!txn_succeeded(response))
-			log_info("undefined semaphore %s is in use again on some host: kept",
-				 r->path);
+		/* Removed: every host's watch takes it away. Not removed: whoever
+		 * lets go of it last asks again. */
+		if (!txn_succeeded(response)) {
+			job_await(r, txn_revision(response), reap_lost);
+			return;
+		}
 	}
 	job_finish(r, 0);
 }
@@ -780,18 +796,93 @@ void job_reap(struct job *r)
 		job_finish(r, 0); /* gone already, or in use again */
 		return;
 	}
+	/* A file open on another host keeps it: that host asks when it closes
+	 * (or every host, when its lease takes the mark away). This host's own
+	 * mark is stale (the store asks only with no file open here): it goes
+	 * with the rest. */
+	if (state.opened - replica_open_on(c->replica, r->name, c->host) > 0) {
+		log_info("undefined semaphore %s is open on another host: kept", r->path);
+		job_finish(r, 0);
+		return;
+	}
 	/* Only the record we looked at, and only with no entry at all: an
 	 * acquire that joined meanwhile (on any host) keeps it. An empty range
-	 * compares as one key created at revision 0. */
-	struct json_object *compares[] = {txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL,
-						      "MOD", "EQUAL", state.meta_revision),
-					  txn_compare(txn_key(c, "sem/%s/q/", r->name),
-						      txn_range_end(c, "sem/%s/q/", r->name),
-						      "CREATE", "LESS", 1),
-					  NULL};
+	 * compares as one key created at revision 0. No open mark newer than
+	 * the replica: a host that opened it meanwhile keeps it too. */
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "MOD", "EQUAL",
+			state.meta_revision),
+	    txn_compare(txn_key(c, "sem/%s/q/", r->name), txn_range_end(c, "sem/%s/q/", r->name),
+			"CREATE", "LESS", 1),
+	    txn_compare(txn_key(c, "sem/%s/open/", r->name),
+			txn_range_end(c, "sem/%s/open/", r->name), "MOD", "LESS",
+			replica_revision(c->replica) + 1),
+	    NULL};
 	struct json_object *ops[] = {
 	    txn_delete(txn_key(c, "sem/%s/", r->name), txn_range_end(c, "sem/%s/", r->name)), NULL};
 	txn_send(r, compares, ops, false, on_reaped);
+}
+
+static void on_open_marked(void *context, int error, const char *message,
+			   struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0) {
+		if (error != -ECANCELED)
+			log_warnx("cluster: %s: marking it open here: %s", r->path, message);
+		job_finish(r, error == -ECANCELED ? -ECANCELED : -EIO);
+		return;
+	}
+	cluster_seen(r->cluster, response);
+	r->result = txn_succeeded(response) ? 0 : -ENOENT; /* reaped as it was opened */
+	r->token = txn_revision(response);
+	/* Returned once the replica has it: this host's reap sees its own mark. */
+	job_await(r, r->token, finish_with_result);
+}
+
+/* A file open here on a semaphore: its mark, under this host's lease, keeps
+ * every host from reaping the name (job_reap). Only while it exists. */
+void job_open_mark(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	if (!c->lease) { /* lease-lost: a new one is on its way */
+		job_finish(r, -EIO);
+		return;
+	}
+	char value[64];
+	snprintf(value, sizeof(value), "pid=%d", (int)getpid());
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "sem/%s/meta", r->name), NULL, "CREATE", "GREATER", 0), NULL};
+	struct json_object *ops[] = {
+	    txn_put(txn_key(c, "sem/%s/open/%s", r->name, c->host), value, c->lease), NULL};
+	txn_send(r, compares, ops, true, on_open_marked);
+}
+
+static void on_open_unmarked(void *context, int error, const char *message,
+			     struct json_object *response)
+{
+	struct job *r = context;
+	if (error < 0 && error != -ECANCELED) /* shutting down: the lease revocation takes it */
+		log_warnx("cluster: %s: removing its open mark: %s (it stays until this host's "
+			  "lease goes)",
+			  r->path, message);
+	else if (error == 0)
+		cluster_seen(r->cluster, response);
+	job_finish(r, 0);
+}
+
+/* The last file open here closed: the mark goes, unless a later open here
+ * wrote it again (r->token: the revision of the mark this close ends). */
+void job_open_unmark(struct job *r)
+{
+	struct cluster *c = r->cluster;
+	struct json_object *compares[] = {
+	    txn_compare(txn_key(c, "sem/%s/open/%s", r->name, c->host), NULL, "MOD", "EQUAL",
+			r->token),
+	    NULL};
+	struct json_object *ops[] = {
+	    txn_delete(txn_key(c, "sem/%s/open/%s", r->name, c->host), NULL), NULL};
+	txn_send(r, compares, ops, true, on_open_unmarked);
 }
 
 /* A dir/ record's text: written by mkdir, compared and replaced by chown. */

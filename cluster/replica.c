@@ -28,6 +28,8 @@ struct semaphore {
 	struct replica_meta meta;
 	struct entry *entries; /* by create revision */
 	size_t count, allocated;
+	char **openers; /* hosts with a file open on it (sem/NAME/open/HOST) */
+	size_t opener_count;
 	int holders; /* as of the last settle */
 	int64_t last_revision, meta_revision;
 };
@@ -88,6 +90,9 @@ struct replica *replica_new(void)
 
 static void semaphore_free(struct semaphore *semaphore)
 {
+	for (size_t i = 0; i < semaphore->opener_count; i++)
+		free(semaphore->openers[i]);
+	free(semaphore->openers);
 	free(semaphore->entries);
 	free(semaphore->name);
 	free(semaphore);
@@ -161,7 +166,7 @@ static struct semaphore *find_or_add(struct replica *replica, const char *name, 
 
 static void drop_if_empty(struct replica *replica, struct semaphore *semaphore)
 {
-	if (semaphore->has_meta || semaphore->count)
+	if (semaphore->has_meta || semaphore->count || semaphore->opener_count)
 		return;
 	struct semaphore **at = slot(replica, semaphore->name, strlen(semaphore->name));
 	*at = semaphore->chain;
@@ -670,6 +675,49 @@ int replica_directory(const struct replica *replica, const char *name, mode_t *m
 	return -ENOENT;
 }
 
+/* sem/NAME/open/HOST: HOST has a file open on the semaphore (under its
+ * lease). Not part of the rule: it keeps an idle undefined name from being
+ * reaped; its delete (a close, or the host's lease gone) is reported. */
+static int apply_open(struct replica *replica, const struct replica_event *event, const char *name,
+		      size_t name_length, const char *host, size_t host_length,
+		      replica_report_fn *report, void *context, char *error, size_t error_size)
+{
+	if (host_length == 0 || host_length >= REPLICA_ENTRY_MAX || memchr(host, '/', host_length))
+		return fail(error, error_size, -EINVAL, "open: host empty, too long or with '/'");
+	struct semaphore *s = event->deleted ? *slot(replica, name, name_length)
+					     : find_or_add(replica, name, name_length);
+	if (!s)
+		return event->deleted ? 0 : -ENOMEM;
+	size_t at = 0;
+	while (at < s->opener_count && (strlen(s->openers[at]) != host_length ||
+					memcmp(s->openers[at], host, host_length) != 0))
+		at++;
+	if (event->deleted) {
+		if (at == s->opener_count)
+			return 0;
+		free(s->openers[at]);
+		s->openers[at] = s->openers[--s->opener_count];
+		s->last_revision = event->revision;
+		say(report, context, REPLICA_CLOSED, s, NULL, event->revision,
+		    value_of(s, s->holders));
+		drop_if_empty(replica, s);
+		return 0;
+	}
+	if (at < s->opener_count)
+		return 0; /* opened again on that host: still open */
+	char **grown = realloc(s->openers, (s->opener_count + 1) * sizeof(*grown));
+	char *copy = grown ? strndup(host, host_length) : NULL;
+	if (grown)
+		s->openers = grown;
+	if (!copy) {
+		drop_if_empty(replica, s);
+		return -ENOMEM;
+	}
+	s->openers[s->opener_count++] = copy;
+	s->last_revision = event->revision;
+	return 0;
+}
+
 int replica_apply(struct replica *replica, const struct replica_event *event,
 		  replica_report_fn *report, void *context, char *error, size_t error_size)
 {
@@ -703,9 +751,13 @@ int replica_apply(struct replica *replica, const struct replica_event *event,
 		else if (rest_length > 2 && memcmp(rest, "q/", 2) == 0)
 			r = apply_entry(replica, event, name, name_length, rest + 2,
 					rest_length - 2, report, context, error, error_size);
+		else if (rest_length > 5 && memcmp(rest, "open/", 5) == 0)
+			r = apply_open(replica, event, name, name_length, rest + 5, rest_length - 5,
+				       report, context, error, error_size);
 		else
 			return fail(error, error_size, -EINVAL,
-				    "key '%.*s': neither meta nor q/ENTRY", (int)length, key);
+				    "key '%.*s': neither meta, q/ENTRY nor open/HOST", (int)length,
+				    key);
 	} else
 		return fail(error, error_size, -EINVAL,
 			    "key '%.*s': not sem/, dir/, hosts/ or sync/",
@@ -764,6 +816,7 @@ static void state_of(const struct semaphore *s, struct replica_state *state)
 	state->value = value_of(s, state->holders);
 	state->last_revision = s->last_revision;
 	state->meta_revision = s->meta_revision;
+	state->opened = (int)s->opener_count;
 }
 
 int replica_state(const struct replica *replica, const char *name, struct replica_state *state)
@@ -773,6 +826,15 @@ int replica_state(const struct replica *replica, const char *name, struct replic
 		return -ENOENT;
 	state_of(s, state);
 	return 0;
+}
+
+bool replica_open_on(const struct replica *replica, const char *name, const char *host)
+{
+	const struct semaphore *s = find(replica, name);
+	for (size_t i = 0; s && i < s->opener_count; i++)
+		if (strcmp(s->openers[i], host) == 0)
+			return true;
+	return false;
 }
 
 int replica_entry(const struct replica *replica, const char *name, const char *entry,

@@ -238,6 +238,28 @@ static void hook_complete(void *context, struct waiter *waiter, int error, int64
 	waiter->complete(waiter, -error);
 }
 
+/* Another host's file closed (or its lease took the mark): an undefined
+ * name that is idle here may go now; each such host asks (job_reap). */
+static void hook_closed(void *context, const char *path)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	struct node *node = node_at(store, path);
+	if (node && node->kind == NODE_SEMAPHORE && node->semaphore && node->semaphore->undefined &&
+	    !node->semaphore->idle_pending)
+		reap_if_idle(store, node->semaphore, NULL);
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void hook_lease(void *context)
+{
+	struct store *store = context;
+	pthread_mutex_lock(&store->lock);
+	store->remark_opens = true;
+	pthread_cond_signal(&store->monitor_wake);
+	pthread_mutex_unlock(&store->lock);
+}
+
 static bool hook_alive(void *context)
 {
 	struct store *store = context;
@@ -263,6 +285,8 @@ int store_attach_cluster(struct store *store, const struct cluster_options *opti
 	    .journal = hook_journal,
 	    .complete = hook_complete,
 	    .alive = hook_alive,
+	    .closed = hook_closed,
+	    .lease = hook_lease,
 	};
 	struct cluster_hooks mine = hooks;
 	mine.context = store;
@@ -356,6 +380,76 @@ void cluster_store_reap(struct store *store)
 		cluster_reap(store->cluster, reaps->path);
 		free(reaps);
 		reaps = next;
+	}
+	pthread_mutex_lock(&store->lock);
+}
+
+int cluster_store_mark_open(struct store *store, struct semaphore *semaphore, const char *path)
+{
+	int64_t revision = 0;
+	int r = cluster_open_mark(store->cluster, path, &revision);
+	if (r == -ENOENT)
+		return r;
+	if (r < 0) { /* the open goes on: a read shows what this host knows */
+		log_warnx("cluster: %s is open here without its open mark (%s): another host may "
+			  "remove it once idle",
+			  path, strerror(-r));
+		return 0;
+	}
+	pthread_mutex_lock(&store->lock);
+	if (revision > semaphore->open_mark)
+		semaphore->open_mark = revision;
+	pthread_mutex_unlock(&store->lock);
+	return 0;
+}
+
+void cluster_store_unmark_open(struct store *store, const char *path, int64_t revision)
+{
+	cluster_open_unmark(store->cluster, path, revision);
+}
+
+void cluster_store_remark(struct store *store)
+{
+	store->remark_opens = false;
+	struct reap_request *open = NULL; /* the paths, as for reaps */
+	for (struct semaphore *s = store->live; s; s = s->live_next) {
+		char path[PATH_MAX];
+		if (!s->mount_opens || !s->undefined || !s->node ||
+		    node_path(s->node, path, sizeof(path)) < 0)
+			continue;
+		struct reap_request *request = malloc(sizeof(*request) + strlen(path) + 1);
+		if (!request) {
+			log_warnx("cluster: out of memory: %s is open here without its open mark",
+				  path);
+			continue;
+		}
+		strcpy(request->path, path);
+		request->next = open;
+		open = request;
+	}
+	pthread_mutex_unlock(&store->lock);
+	while (open) {
+		struct reap_request *next = open->next;
+		int64_t revision = 0;
+		int r = cluster_open_mark(store->cluster, open->path, &revision);
+		bool stale = false;
+		pthread_mutex_lock(&store->lock);
+		struct node *node = r == 0 ? node_at(store, open->path) : NULL;
+		if (node && node->kind == NODE_SEMAPHORE && node->semaphore &&
+		    node->semaphore->mount_opens > 0) {
+			if (revision > node->semaphore->open_mark)
+				node->semaphore->open_mark = revision;
+		} else
+			stale = r == 0; /* closed meanwhile: its close had no mark to remove */
+		pthread_mutex_unlock(&store->lock);
+		if (stale)
+			cluster_open_unmark(store->cluster, open->path, revision);
+		else if (r < 0)
+			log_warnx("cluster: %s is open here without its open mark after lease-lost "
+				  "(%s)",
+				  open->path, r == -ENOENT ? "removed meanwhile" : strerror(-r));
+		free(open);
+		open = next;
 	}
 	pthread_mutex_lock(&store->lock);
 }

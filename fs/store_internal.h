@@ -94,10 +94,12 @@ struct semaphore {
 	 * (one GETVAL less per lock and unlock); used once. */
 	bool value_known;
 	int known_value;
-	bool removed;	     /* the SysV set is gone: everything fails with EIDRM */
-	bool undefined;	     /* made by an ACE acquire of an unknown name: goes when idle */
-	bool idle_pending;   /* undefined and idle since idle_since: goes after a grace */
-	bool reap_when_home; /* cluster: look again when the watch brings units home */
+	bool removed;	      /* the SysV set is gone: everything fails with EIDRM */
+	bool undefined;	      /* made by an ACE acquire of an unknown name: goes when idle */
+	bool idle_pending;    /* undefined and idle since idle_since: goes after a grace */
+	bool reap_when_home;  /* cluster: look again when the watch brings units home */
+	unsigned mount_opens; /* files open on it through the mount */
+	int64_t open_mark;    /* cluster: revision of this host's open mark; 0 none */
 	struct timespec idle_since;
 	bool defined;		  /* from the configuration: cannot be deleted */
 	bool defined_unconfirmed; /* restored as defined, not (yet) in this configuration */
@@ -172,6 +174,7 @@ struct store {
 	time_t undefined_second;
 	unsigned undefined_logged, undefined_suppressed;
 	struct reap_request *reaps; /* for the monitor to ask, outside the lock */
+	bool remark_opens;	    /* cluster: a new lease; files open here mark again */
 	uid_t euid;		    /* semfs's own: the owner of the sets it makes */
 	gid_t egid;
 	uint64_t token_floor; /* new semaphores start their tokens here */
@@ -317,6 +320,14 @@ int cluster_store_create(struct store *store, const char *path, mode_t mode, uid
 			 unsigned limit, bool undefined, const char *who);
 int cluster_store_remove(struct store *store, const char *path, const char *who);
 void cluster_store_reap(struct store *store);
+/* A file opened here on an undefined semaphore: marked open on every host
+ * (0, -ENOENT: the name went as it was opened). Without the store lock. */
+int cluster_store_mark_open(struct store *store, struct semaphore *semaphore, const char *path);
+/* ... the last one here closed: the mark of that revision goes. */
+void cluster_store_unmark_open(struct store *store, const char *path, int64_t revision);
+/* After lease-lost: every undefined name open here is marked again, by the
+ * monitor outside the store lock. Called with it held. */
+void cluster_store_remark(struct store *store);
 int cluster_store_chown(struct store *store, const char *path, const mode_t *mode, const uid_t *uid,
 			const gid_t *gid);
 int cluster_store_define(struct store *store, const char *path, unsigned limit, char *error,

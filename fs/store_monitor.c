@@ -247,6 +247,8 @@ void *monitor_main(void *argument)
 		}
 		if (store->reaps) /* the cluster's loop takes the store lock too */
 			cluster_store_reap(store);
+		if (store->remark_opens)
+			cluster_store_remark(store);
 	}
 	store->monitor_hand = NULL;
 	pthread_mutex_unlock(&store->lock);

@@ -499,6 +499,8 @@ int store_list(struct store *store, uint64_t ino, struct store_entry **out, size
 int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **out)
 {
 	int r = 0;
+	char path[PATH_MAX];
+	bool mark = false;
 
 	pthread_mutex_lock(&store->lock);
 	struct node *node = node_by_ino(store, ino);
@@ -509,21 +511,39 @@ int store_open_semaphore(struct store *store, uint64_t ino, struct semaphore **o
 	else if (node->kind != NODE_SEMAPHORE || !node->semaphore)
 		r = -EINVAL;
 	else {
-		node->semaphore->references++;
-		*out = node->semaphore;
+		struct semaphore *semaphore = node->semaphore;
+		semaphore->references++;
+		semaphore->mount_opens++;
+		/* Cluster mode: an idle undefined name stays while a file is
+		 * open on it on any host, as it does on one. */
+		mark = store->cluster && semaphore->undefined &&
+		       node_path(node, path, sizeof(path)) == 0;
+		*out = semaphore;
 	}
 	pthread_mutex_unlock(&store->lock);
+	if (mark && (r = cluster_store_mark_open(store, *out, path)) < 0)
+		store_close_semaphore(store, *out);
 	return r;
 }
 
 void store_close_semaphore(struct store *store, struct semaphore *semaphore)
 {
 	struct done_list done = {0};
+	char path[PATH_MAX];
+	int64_t unmark = 0;
 
 	pthread_mutex_lock(&store->lock);
+	if (semaphore->mount_opens > 0 && --semaphore->mount_opens == 0 &&
+	    semaphore->open_mark > 0) {
+		if (semaphore->node && node_path(semaphore->node, path, sizeof(path)) == 0)
+			unmark = semaphore->open_mark; /* else removed: the mark went with it */
+		semaphore->open_mark = 0;
+	}
 	semaphore_let_go(store, semaphore, &done);
 	pthread_mutex_unlock(&store->lock);
 	run_done(&done);
+	if (unmark)
+		cluster_store_unmark_open(store, path, unmark);
 }
 
 size_t store_read_journal(struct store *store, struct semaphore *semaphore, uint64_t *offset,

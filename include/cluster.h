@@ -55,6 +55,12 @@ struct cluster_hooks {
 	 * grant and the lock units it took. Called exactly once. */
 	void (*complete)(void *context, struct waiter *waiter, int error, int64_t token,
 			 unsigned lock_units);
+	/* A host's file open on `path` closed, or went with that host's lease:
+	 * an idle undefined name may go now. */
+	void (*closed)(void *context, const char *path);
+	/* A new lease after lease-lost: the open marks (cluster_open_mark)
+	 * went with the old one. */
+	void (*lease)(void *context);
 	/* Whether the store still answers (its lock can be taken): the lease
 	 * is renewed only then, so a wedged daemon loses its lease. */
 	bool (*alive)(void *context);
@@ -103,6 +109,13 @@ int cluster_chown(struct cluster *cluster, const char *path, const mode_t *mode,
  * unless some host uses it again before etcd sees the request. Returns at
  * once: nobody waits for it. */
 void cluster_reap(struct cluster *cluster, const char *path);
+/* A file is open here on `path`: its mark under this host's lease keeps
+ * every host from reaping the name while idle. 0 with the mark's revision
+ * in *revision, -ENOENT (the name went as it was opened), -EIO. */
+int cluster_open_mark(struct cluster *cluster, const char *path, int64_t *revision);
+/* The last file open here closed: the mark of that revision goes (a newer
+ * one, from an open since, stays). Returns at once. */
+void cluster_open_unmark(struct cluster *cluster, const char *path, int64_t revision);
 /* A configuration line: create it defined, or make it defined with this
  * limit (-EBUSY: more units in use; it is defined with its old limit). */
 int cluster_define(struct cluster *cluster, const char *path, unsigned limit);

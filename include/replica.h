@@ -22,6 +22,8 @@
  *                           relaxed=A-B,C-D by=WHO" (relaxed and by may be
  *                           empty; by= comes last and runs to the end)
  *   sem/NAME/q/ENTRY       "kind=lock|acquire who=WHO"; ENTRY is HOST.LEASE.N
+ *   sem/NAME/open/HOST     HOST has a file open on it, under HOST's lease (not
+ *                          part of the rule: it keeps an idle undefined name)
  *   dir/NAME               a directory made with mkdir: "mode=0755 uid=N gid=N"
  *   hosts/HOST             a daemon's incarnation (ignored by the rule)
  * NAME is replica_key_name()'s escaped form: no '/' in it. */
@@ -86,6 +88,7 @@ enum replica_change {
 			    */
 	REPLICA_DIRECTORY, /* a directory record appeared (name: its escaped path) */
 	REPLICA_DIRECTORY_REMOVED, /* ... went */
+	REPLICA_CLOSED,		   /* a host's open mark went (closed, or its lease) */
 };
 
 struct replica_report {
@@ -131,8 +134,12 @@ struct replica_state {
 	int value;	       /* limit - plain - holders */
 	int64_t last_revision; /* of its latest event */
 	int64_t meta_revision; /* its meta record's mod revision: compare-and-swap on it */
+	int opened;	       /* hosts with a file open on it (open/ marks) */
 };
 int replica_state(const struct replica *replica, const char *name, struct replica_state *state);
+
+/* Whether `host` has its open mark on `name`. */
+bool replica_open_on(const struct replica *replica, const char *name, const char *host);
 
 /* The state of one entry: -ENOENT, else 1 holding (token set), 0 waiting,
  * 2 relaxed. */

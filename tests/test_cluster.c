@@ -721,6 +721,22 @@ Test(cluster, a_killed_host_returns_its_acquire_units_and_keeps_its_locks)
 	stop_all();
 }
 
+/* Revoke host i's lease in etcd: what etcd 3.4 may do by itself after a
+ * leader change. */
+static void revoke_lease(int i)
+{
+	char path[300], body[128], command[512];
+	snprintf(path, sizeof(path), "%s/state/cluster.lease", hosts[i].dir);
+	char *id = slurp(path);
+	id[strcspn(id, "\n")] = '\0';
+	cr_assert(id[0], "no lease file");
+	snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", id);
+	free(id);
+	snprintf(command, sizeof(command), "curl -s -X POST %s/v3/lease/revoke -d '%s' >/dev/null",
+		 cluster.endpoints[0], body);
+	cr_assert_eq(system(command), 0);
+}
+
 Test(cluster, a_revoked_lease_is_lease_lost_and_the_host_carries_on)
 {
 	host_start(0, NULL);
@@ -735,19 +751,8 @@ Test(cluster, a_revoked_lease_is_lease_lost_and_the_host_carries_on)
 	cr_assert_geq(file, 0);
 	cr_assert_eq(write(file, "acquire\n", 8), 8);
 	cr_assert(wait_value(1, "pool", 1, 3000));
-	char path[300], body[128], answer[512];
-	snprintf(path, sizeof(path), "%s/state/cluster.lease", hosts[0].dir);
-	char *id = slurp(path);
-	id[strcspn(id, "\n")] = '\0';
-	cr_assert(id[0], "no lease file");
-	snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", id);
-	free(id);
-	/* The revocation etcd 3.4 may do by itself after a leader change. */
-	char command[512];
-	snprintf(command, sizeof(command), "curl -s -X POST %s/v3/lease/revoke -d '%s' >/dev/null",
-		 cluster.endpoints[0], body);
-	cr_assert_eq(system(command), 0);
-	(void)answer;
+	char answer[512];
+	revoke_lease(0);
 	cr_assert(wait_value(1, "pool", 3, 3000), "the lost lease's units did not come back");
 	/* hosta notices at its next renewal, says so, and takes a new lease. */
 	for (int t = 0; t < 300; t++) {
@@ -1207,6 +1212,107 @@ Test(cluster, ace_clients_racing_the_reap_of_an_undefined_name_always_get_it)
 	cr_log_info("of 8 rounds: %d reaps lost to the client's entry, %d clients made it again",
 		    count_in_log(0, "undefined semaphore race is in use again"),
 		    count_in_log(1, "was removed on another host as this client came"));
+	stop_all();
+}
+
+/* hosta's ACE client holds the undefined name `name` and hostb opens it:
+ * hostb's file, and the client's connection in *on_a. */
+static int held_on_a_open_on_b(const char *name, int *on_a)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	char request[64];
+	int length = snprintf(request, sizeof(request), "acquire:%s|", name);
+	*on_a = dial(0);
+	cr_assert_eq(write(*on_a, request, (size_t)length), length);
+	cr_assert_str_eq(ace_reply(*on_a, 5000), "locked|");
+	cr_assert(wait_exists(1, name, true, 3000), "%s: not on hostb", name);
+	int fd = open(at(1, name), O_RDONLY);
+	cr_assert_geq(fd, 0, "hostb: open %s: %s", name, strerror(errno));
+	return fd;
+}
+
+/* hosta's client lets go: idle on every host, but for hostb's file. */
+static void release_on_a(int on_a)
+{
+	cr_assert_eq(write(on_a, "release|", 8), 8);
+	cr_assert_str_eq(ace_reply(on_a, 5000), "ok|");
+	close(on_a);
+}
+
+/* A file open on another host keeps an idle undefined name, as a file open
+ * on one host does: hosta's ACE client lets go while hostb has the name
+ * open (a `tail -f`); it stays on both hosts past the grace period, and
+ * goes on both once hostb closes it. A file opened as the name went fails
+ * with ENOENT rather than keep a name no host has. */
+Test(cluster, a_file_open_on_another_host_keeps_an_idle_undefined_name)
+{
+	int on_a;
+	int fd = held_on_a_open_on_b("watched", &on_a);
+	release_on_a(on_a);
+	cr_assert(wait_value(0, "watched", 1, 3000), "hosta: %ld", xattr(0, "watched", "value"));
+	usleep(1500000); /* three grace periods */
+	for (int i = 0; i < 2; i++)
+		cr_assert(wait_exists(i, "watched", true, 0), "%s: reaped while open on hostb:\n%s",
+			  hosts[i].name, slurp(hosts[0].log));
+	cr_assert_gt(count_in_log(0, "undefined semaphore watched is open on another host: kept"),
+		     0, "hosta never tried: %s", slurp(hosts[0].log));
+	/* The open file still reads the journal (hosta's events included). */
+	char text[4096];
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	cr_assert_gt(n, 0, "hostb: read: %s", strerror(errno));
+	text[n] = '\0';
+	cr_assert(strstr(text, "@hosta"), "hostb's journal: %s", text);
+	close(fd);
+	for (int i = 0; i < 2; i++)
+		cr_assert(wait_exists(i, "watched", false, 5000),
+			  "%s: the idle name stays after hostb closed it", hosts[i].name);
+	cr_assert_eq(count_in_log(0, "in use again") + count_in_log(1, "in use again"), 0,
+		     "a reap lost to another host's was told as in use");
+	stop_all();
+}
+
+/* The mark lives under the host's lease: a host that dies with the name
+ * open keeps it only until its lease ends (lease_ttl 3 s), then a living
+ * host removes it. */
+Test(cluster, a_dead_hosts_open_file_keeps_an_undefined_name_only_for_its_lease)
+{
+	int on_a;
+	int fd = held_on_a_open_on_b("orphan", &on_a);
+	release_on_a(on_a);
+	usleep(1000000);
+	cr_assert(wait_exists(0, "orphan", true, 0), "hosta reaped it while open on hostb");
+	double killed = now();
+	host_stop(1, SIGKILL);
+	close(fd);
+	cr_assert(wait_exists(0, "orphan", false, 9000),
+		  "hosta: the name of a dead host's open file stays: %s", slurp(hosts[0].log));
+	cr_log_info("gone %.1f s after hostb was killed (lease_ttl 3 s)", now() - killed);
+	stop_all();
+}
+
+/* lease-lost takes a host's open marks with its lease: it marks every
+ * undefined name still open there again under the new one, so the name
+ * stays until the file is closed. */
+Test(cluster, open_marks_come_back_with_a_new_lease)
+{
+	int on_a;
+	int fd = held_on_a_open_on_b("again", &on_a);
+	int leases = count_in_log(1, "has a new lease");
+	revoke_lease(1);
+	for (int t = 0; t < 800 && count_in_log(1, "has a new lease") == leases; t++)
+		usleep(10000);
+	cr_assert_gt(count_in_log(1, "has a new lease"), leases, "hostb: no new lease: %s",
+		     slurp(hosts[1].log));
+	usleep(500000); /* the monitor marks again within a quarter second */
+	release_on_a(on_a);
+	usleep(1500000); /* three grace periods */
+	cr_assert(wait_exists(0, "again", true, 0), "hosta reaped it while open on hostb: %s",
+		  slurp(hosts[1].log));
+	close(fd);
+	for (int i = 0; i < 2; i++)
+		cr_assert(wait_exists(i, "again", false, 5000),
+			  "%s: the idle name stays after hostb closed it", hosts[i].name);
 	stop_all();
 }
 

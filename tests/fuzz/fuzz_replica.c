@@ -1,7 +1,8 @@
 /* fuzz_replica.c: the cluster replica's rule under any sequence of events.
  * Each input byte pair is one step: a meta put (limit, plain, relax), an
  * entry put or delete, a lease dropped, a semaphore removed, a planner's
- * write applied, or a raw key/value from the input. After every step, for
+ * write applied, a host's open mark put or deleted, or a raw key/value
+ * from the input. After every step, for
  * every semaphore: holders never pass limit - plain, the value is never
  * negative, holders are exactly the oldest non-relaxed entries, and a
  * second replica fed the same accepted events agrees. */
@@ -57,7 +58,8 @@ static void check(void *context, const char *name, const struct replica_state *s
 		abort();
 	struct replica_state twin;
 	if (replica_state(run->twin, name, &twin) != 0 || twin.holders != state->holders ||
-	    twin.value != state->value || twin.waiting != state->waiting)
+	    twin.value != state->value || twin.waiting != state->waiting ||
+	    twin.opened != state->opened || state->opened < 0 || state->opened > 3)
 		abort();
 }
 
@@ -67,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!run.replica || !run.twin)
 		abort();
 	for (size_t i = 0; i + 1 < size; i += 2) {
-		uint8_t op = data[i] % 9, arg = data[i + 1];
+		uint8_t op = data[i] % 10, arg = data[i + 1];
 		const char *name = names[arg % 3];
 		char key[2048], value[256], entry[REPLICA_ENTRY_MAX];
 		snprintf(entry, sizeof(entry), "h%u.%u.%u", arg % 3, 1 + arg / 3 % 2, arg / 6 % 5);
@@ -118,6 +120,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 7: /* rm */
 			snprintf(key, sizeof(key), "sem/%s/meta", name);
 			step(&run, true, key, NULL, 0, 0);
+			break;
+		case 9: /* a host's open mark comes or goes */
+			snprintf(key, sizeof(key), "sem/%s/open/h%u", name, arg / 3 % 3);
+			step(&run, arg / 9 % 2 == 1, key, "pid=1", 0, 1 + arg % 2);
 			break;
 		case 8: { /* raw bytes as a key and a value */
 			size_t length = arg % 32;
