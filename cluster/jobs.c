@@ -872,13 +872,15 @@ static void on_open_unmarked(void *context, int error, const char *message,
 }
 
 /* The last file open here closed: the mark goes, unless a later open here
- * wrote it again (r->token: the revision of the mark this close ends). */
+ * wrote it again (r->token: the revision of the mark this close ends; -1
+ * when an open could not learn it: removed whatever it is). */
 void job_open_unmark(struct job *r)
 {
 	struct cluster *c = r->cluster;
 	struct json_object *compares[] = {
-	    txn_compare(txn_key(c, "sem/%s/open/%s", r->name, c->host), NULL, "MOD", "EQUAL",
-			r->token),
+	    r->token > 0 ? txn_compare(txn_key(c, "sem/%s/open/%s", r->name, c->host), NULL, "MOD",
+				       "EQUAL", r->token)
+			 : NULL,
 	    NULL};
 	struct json_object *ops[] = {
 	    txn_delete(txn_key(c, "sem/%s/open/%s", r->name, c->host), NULL), NULL};

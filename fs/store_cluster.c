@@ -390,16 +390,16 @@ int cluster_store_mark_open(struct store *store, struct semaphore *semaphore, co
 	int r = cluster_open_mark(store->cluster, path, &revision);
 	if (r == -ENOENT)
 		return r;
-	if (r < 0) { /* the open goes on: a read shows what this host knows */
-		log_warnx("cluster: %s is open here without its open mark (%s): another host may "
-			  "remove it once idle",
-			  path, strerror(-r));
-		return 0;
-	}
 	pthread_mutex_lock(&store->lock);
-	if (revision > semaphore->open_mark)
+	if (r == 0 && revision > semaphore->open_mark)
 		semaphore->open_mark = revision;
+	else if (r < 0 && semaphore->open_mark == 0)
+		semaphore->open_mark = -1; /* written or not: the close removes it blindly */
 	pthread_mutex_unlock(&store->lock);
+	if (r < 0) /* the open goes on: a read shows what this host knows */
+		log_warnx("cluster: %s may be open here without its open mark (%s): another host "
+			  "may remove it once idle",
+			  path, strerror(-r));
 	return 0;
 }
 
@@ -432,21 +432,24 @@ void cluster_store_remark(struct store *store)
 		struct reap_request *next = open->next;
 		int64_t revision = 0;
 		int r = cluster_open_mark(store->cluster, open->path, &revision);
-		bool stale = false;
+		bool unknown = r < 0 && r != -ENOENT; /* written or not */
+		int64_t stale = 0;
 		pthread_mutex_lock(&store->lock);
-		struct node *node = r == 0 ? node_at(store, open->path) : NULL;
+		struct node *node = node_at(store, open->path);
 		if (node && node->kind == NODE_SEMAPHORE && node->semaphore &&
 		    node->semaphore->mount_opens > 0) {
-			if (revision > node->semaphore->open_mark)
+			if (r == 0 && revision > node->semaphore->open_mark)
 				node->semaphore->open_mark = revision;
-		} else
-			stale = r == 0; /* closed meanwhile: its close had no mark to remove */
+			else if (unknown)
+				node->semaphore->open_mark = -1;
+		} else if (r == 0 || unknown) /* closed meanwhile, with no mark to remove */
+			stale = r == 0 ? revision : -1;
 		pthread_mutex_unlock(&store->lock);
 		if (stale)
-			cluster_open_unmark(store->cluster, open->path, revision);
-		else if (r < 0)
-			log_warnx("cluster: %s is open here without its open mark after lease-lost "
-				  "(%s)",
+			cluster_open_unmark(store->cluster, open->path, stale);
+		if (r < 0)
+			log_warnx("cluster: %s may be open here without its open mark after "
+				  "lease-lost (%s)",
 				  open->path, r == -ENOENT ? "removed meanwhile" : strerror(-r));
 		free(open);
 		open = next;

@@ -99,7 +99,7 @@ struct semaphore {
 	bool idle_pending;    /* undefined and idle since idle_since: goes after a grace */
 	bool reap_when_home;  /* cluster: look again when the watch brings units home */
 	unsigned mount_opens; /* files open on it through the mount */
-	int64_t open_mark;    /* cluster: revision of this host's open mark; 0 none */
+	int64_t open_mark;    /* cluster: revision of this host's open mark; 0 none, -1 unknown */
 	struct timespec idle_since;
 	bool defined;		  /* from the configuration: cannot be deleted */
 	bool defined_unconfirmed; /* restored as defined, not (yet) in this configuration */

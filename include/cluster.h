@@ -114,7 +114,8 @@ void cluster_reap(struct cluster *cluster, const char *path);
  * in *revision, -ENOENT (the name went as it was opened), -EIO. */
 int cluster_open_mark(struct cluster *cluster, const char *path, int64_t *revision);
 /* The last file open here closed: the mark of that revision goes (a newer
- * one, from an open since, stays). Returns at once. */
+ * one, from an open since, stays; -1: whatever mark there is). Returns at
+ * once. */
 void cluster_open_unmark(struct cluster *cluster, const char *path, int64_t revision);
 /* A configuration line: create it defined, or make it defined with this
  * limit (-EBUSY: more units in use; it is defined with its old limit). */
