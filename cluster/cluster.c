@@ -302,7 +302,7 @@ static int lease_grant(struct cluster *c, char *error, size_t error_size)
 	struct json_object *grant = json_object_new_object();
 	json_object_object_add(grant, "TTL", etcd_int64(c->options.lease_ttl));
 	if (call_now(c, "/v3/lease/grant", grant, &s, false) < 0) {
-		snprintf(error, error_size, "lease grant: %.300s", s.message);
+		snprintf(error, error_size, "lease grant: %.900s", s.message);
 		return -EIO;
 	}
 	int64_t lease = etcd_int64_get(s.response, "ID", 0);
@@ -376,7 +376,7 @@ static int reload(struct cluster *c, char *error, size_t error_size)
 	json_object_object_add(range, "key", etcd_bytes(c->prefix, strlen(c->prefix)));
 	json_object_object_add(range, "range_end", etcd_prefix_end(c->prefix));
 	if (call_now(c, "/v3/kv/range", range, &s, true) < 0) {
-		snprintf(error, error_size, "reading %.100s: %.300s", c->prefix, s.message);
+		snprintf(error, error_size, "reading %.100s: %.800s", c->prefix, s.message);
 		return -EIO;
 	}
 	int64_t revision = txn_revision(s.response);
@@ -753,7 +753,7 @@ int cluster_open(struct cluster **out, const struct cluster_options *options,
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->done, NULL);
 	c->replica = replica_new();
-	char why[512];
+	char why[1024];
 	c->etcd = c->replica ? etcd_new(&options->etcd, why, sizeof(why)) : NULL;
 	if (!c->etcd) {
 		snprintf(error, error_size, "etcd: %s", c->replica ? why : "out of memory");

@@ -454,10 +454,50 @@ static void retry_or_end(struct etcd *etcd, struct etcd_stream *r, bool never_se
 		etcd->waiting = r;
 		return;
 	}
-	char message[CURL_ERROR_SIZE + 512];
+	char message[CURL_ERROR_SIZE + 1024];
 	snprintf(message, sizeof(message), "cluster unreachable: %s%s: %s",
 		 etcd->endpoints[r->endpoint], r->path, cause);
 	end(r, -EIO, message, NULL);
+}
+
+/* etcd's JSON gateway talks to its own gRPC server with the server's
+ * certificate as a client certificate: with --client-cert-auth, a server
+ * certificate without clientAuth makes every call a 503 with a transport
+ * error in gRPC's words, which vary ("connection closed", "failed to write
+ * client preface: ..."; etcd issue 9785). etcd's own errors (no leader, a
+ * timeout) say "etcdserver:". */
+#define GATEWAY_HINT                                                                               \
+	"etcd's JSON gateway could not reach its own gRPC server (if etcd runs with "              \
+	"--client-cert-auth, its server certificate must allow client authentication too: "        \
+	"extendedKeyUsage clientAuth, etcd issue 9785): "
+
+static bool gateway_refused_by_itself(const struct etcd *etcd, const struct etcd_stream *r,
+				      long code, struct json_object *text)
+{
+	const char *words = text ? json_object_get_string(text) : "";
+	return code == 503 && strncmp(etcd->endpoints[r->endpoint], "https://", 8) == 0 &&
+	       !strstr(words, "etcdserver") &&
+	       (strstr(words, "connection") || strstr(words, "preface") ||
+		strstr(words, "certificate") || strstr(words, "handshake"));
+}
+
+/* A member with --client-cert-auth asks for a certificate in the TLS 1.3
+ * handshake; a client with none sees the handshake end well, then the
+ * connection close as it sends: curl says only "getpeername() failed" or a
+ * send error. */
+#define CERTIFICATE_HINT                                                                           \
+	" (the member closed the connection after the TLS handshake: if etcd runs with "           \
+	"--client-cert-auth, give this host cert_file and key_file)"
+
+static bool certificate_wanted(const struct etcd *etcd, const struct etcd_stream *r,
+			       CURLcode result)
+{
+	curl_off_t handshake = 0;
+	curl_easy_getinfo(r->easy, CURLINFO_APPCONNECT_TIME_T, &handshake);
+	return !etcd->cert_file && handshake > 0 &&
+	       strncmp(etcd->endpoints[r->endpoint], "https://", 8) == 0 &&
+	       (result == CURLE_SEND_ERROR || result == CURLE_RECV_ERROR ||
+		result == CURLE_SSL_CONNECT_ERROR);
 }
 
 static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
@@ -473,10 +513,13 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 	long code = 0;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
 	if (result != CURLE_OK && code == 0) {
-		const char *cause = r->curl_error[0] ? r->curl_error : curl_easy_strerror(result);
+		char cause[CURL_ERROR_SIZE + 256];
+		snprintf(cause, sizeof(cause), "%s%s",
+			 r->curl_error[0] ? r->curl_error : curl_easy_strerror(result),
+			 certificate_wanted(etcd, r, result) ? CERTIFICATE_HINT : "");
 		if (r->stream) {
 			rotate(etcd, r->endpoint);
-			char message[CURL_ERROR_SIZE + 300];
+			char message[CURL_ERROR_SIZE + 600];
 			snprintf(message, sizeof(message), "stream %s%s ended: %s",
 				 etcd->endpoints[r->endpoint], r->path, cause);
 			end(r, -EIO, message, NULL);
@@ -507,8 +550,9 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 	int64_t grpc = etcd_int64_get(response, "code", 0);
 	struct json_object *text = NULL;
 	json_object_object_get_ex(response, "message", &text);
-	char cause[512];
-	snprintf(cause, sizeof(cause), "HTTP %ld%s%s", code, text ? ": " : "",
+	char cause[768];
+	snprintf(cause, sizeof(cause), "HTTP %ld%s%s%s", code, text ? ": " : "",
+		 gateway_refused_by_itself(etcd, r, code, text) ? GATEWAY_HINT : "",
 		 text ? json_object_get_string(text) : "");
 	if ((grpc == 14 || code == 503) && !r->stream) {
 		json_object_put(response);
@@ -517,7 +561,7 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 	}
 	if (r->stream)
 		rotate(etcd, r->endpoint);
-	char message[700];
+	char message[1024];
 	snprintf(message, sizeof(message), "%s%s: %s", etcd->endpoints[r->endpoint], r->path,
 		 cause);
 	end(r, r->stream ? -EIO : -EPROTO, message, NULL);

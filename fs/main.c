@@ -389,7 +389,7 @@ static int attach_cluster(struct store *store, const struct config *config)
 	};
 	for (int i = 0; i < config->cluster_endpoint_count; i++)
 		options.etcd.endpoints[i] = config->cluster_endpoints[i];
-	char lease_file[PATH_MAX + 16], error[1024];
+	char lease_file[PATH_MAX + 16], error[1200];
 	snprintf(lease_file, sizeof(lease_file), "%s/cluster.lease", config->state_dir);
 	options.lease_file = lease_file;
 	if (store_attach_cluster(store, &options, error, sizeof(error)) < 0) {

@@ -18,11 +18,27 @@ struct etcd_cluster {
 	int peer_ports[ETCD_CLUSTER_MAX];
 	char endpoints[ETCD_CLUSTER_MAX][64];	   /* http://127.0.0.1:PORT */
 	char endpoint_list[ETCD_CLUSTER_MAX * 64]; /* comma-separated */
+	/* TLS: clients on https:// with a certificate from tls_dir's CA;
+	 * /health on a plain metrics port. "" without. */
+	char tls_dir[128];
+	char tls_server[32]; /* its certificate: tls_dir/NAME.pem */
+	int metrics_ports[ETCD_CLUSTER_MAX];
 };
 
 /* Start `size` members and wait until each says it is healthy (20 s at
  * most): false with a message on stderr otherwise. */
 bool etcd_cluster_start(struct etcd_cluster *cluster, int size);
+/* The same with TLS on the client port: etcd presents tls_dir/SERVER.pem
+ * (key tls_dir/server-key.pem) and accepts only clients with a certificate
+ * from tls_dir/ca.pem (see etcd_tls_files). Peers talk plain HTTP. */
+bool etcd_cluster_start_tls(struct etcd_cluster *cluster, int size, const char *tls_dir,
+			    const char *server);
+/* Make, with openssl, in `dir`: ca.pem; server.pem + server-key.pem for
+ * 127.0.0.1, for server and client authentication (etcd's gateway presents
+ * it to its own gRPC server), and server-only.pem, the same without client
+ * authentication; client.pem + client-key.pem; other-ca.pem, a CA that
+ * signed none of them. false with openssl's words on stderr. */
+bool etcd_tls_files(const char *dir);
 /* SIGKILL one member (and reap it); etcd_cluster_restart brings it back
  * with its data. */
 void etcd_cluster_kill(struct etcd_cluster *cluster, int member);

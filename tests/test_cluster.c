@@ -40,6 +40,7 @@ struct host {
 };
 
 static struct etcd_cluster cluster;
+static struct etcd_cluster secure; /* a TLS one, for the test that needs it */
 static struct host hosts[HOSTS_MAX];
 static char base[64];
 static pid_t children[CHILDREN_MAX];
@@ -136,7 +137,9 @@ static void host_paths(int i)
 	mkdir(h->mnt, 0755);
 }
 
-static void host_start(int i, const char *endpoints)
+/* Host i's semfs.ini: its own state, port and name; `extra` ends the
+ * [cluster] section. */
+static void host_configure(int i, const char *endpoints, const char *extra)
 {
 	struct host *h = &hosts[i];
 	host_paths(i);
@@ -147,10 +150,16 @@ static void host_start(int i, const char *endpoints)
 		"[semfs]\nstate_dir = %s/state\n"
 		"[service_network_semaphore]\nbind_port = %u\nstats_dir = %s/stats\n"
 		"[cluster]\nendpoints = %s\nprefix = %s/\nhost = %s\nlease_ttl = 3\n"
-		"request_timeout = 1.5\n",
+		"request_timeout = 1.5\n%s",
 		h->dir, h->port, h->dir, endpoints ? endpoints : cluster.endpoint_list, base,
-		h->name);
+		h->name, extra ? extra : "");
 	fclose(config);
+}
+
+static void host_start(int i, const char *endpoints)
+{
+	struct host *h = &hosts[i];
+	host_configure(i, endpoints, NULL);
 	int status = 0;
 	bool up = host_launch(i, &status);
 	char *log = slurp(h->log);
@@ -214,6 +223,7 @@ static void setup(void)
 	snprintf(base, sizeof(base), "/tmp/semfs-cluster.XXXXXX");
 	cr_assert_not_null(mkdtemp(base));
 	memset(hosts, 0, sizeof(hosts));
+	memset(&secure, 0, sizeof(secure));
 	child_count = 0;
 	/* If this process dies before its teardown (a timeout, a crash). */
 	const char *const dirs[] = {base, cluster.dir};
@@ -230,6 +240,8 @@ static void teardown(void)
 	for (int i = 0; i < HOSTS_MAX; i++)
 		host_stop(i, SIGTERM);
 	etcd_cluster_stop(&cluster);
+	if (secure.size)
+		etcd_cluster_stop(&secure);
 	char command[128];
 	snprintf(command, sizeof(command), "rm -rf '%s'", base);
 	if (system(command) != 0)
@@ -881,6 +893,68 @@ Test(cluster, a_semfs_whose_cluster_does_not_answer_fails_with_the_reason)
 	char *log = slurp(h->log);
 	cr_assert(strstr(log, "cluster unreachable"), "%s", log);
 	free(log);
+	stop_all();
+}
+
+/* etcd over TLS with client certificates (--client-cert-auth), the way a
+ * production cluster runs: a host with ca_file, cert_file and key_file
+ * works; one without its client certificate, or trusting another CA, does
+ * not start, and says why in one line. So does a host whose etcd has a
+ * server certificate without clientAuth (etcd issue 9785: the trap of
+ * etcd's JSON gateway), with the fix in the sentence. */
+Test(cluster, a_host_reaches_etcd_over_tls_with_its_client_certificate)
+{
+	char tls[256], extra[1024];
+	snprintf(tls, sizeof(tls), "%s/tls", base);
+	cr_assert_eq(mkdir(tls, 0700), 0);
+	cr_assert(etcd_tls_files(tls), "openssl could not make the certificates");
+	snprintf(extra, sizeof(extra),
+		 "ca_file = %s/ca.pem\ncert_file = %s/client.pem\nkey_file = %s/client-key.pem\n",
+		 tls, tls, tls);
+	int status = 0;
+	cr_assert(etcd_cluster_start_tls(&secure, 1, tls, "server-only"),
+		  "etcd with TLS did not start");
+	host_configure(0, secure.endpoint_list, extra);
+	cr_assert_not(host_launch(0, &status), "hosta mounted through a gateway that cannot work");
+	char *log = slurp(hosts[0].log);
+	cr_assert(strstr(log, "cluster unreachable") && strstr(log, "extendedKeyUsage clientAuth"),
+		  "%s", log);
+	cr_log_info("server certificate without clientAuth: %s",
+		    strstr(log, "cluster unreachable"));
+	free(log);
+	unlink(hosts[0].log);
+	etcd_cluster_stop(&secure);
+	memset(&secure, 0, sizeof(secure));
+	cr_assert(etcd_cluster_start_tls(&secure, 1, tls, "server"), "etcd with TLS did not start");
+	host_configure(0, secure.endpoint_list, extra);
+	cr_assert(host_launch(0, &status), "hosta did not mount over TLS (status 0x%x):\n%s",
+		  status, slurp(hosts[0].log));
+	cr_assert_eq(write_text(0, "tls", "lock\n"), 0, "lock over TLS: %s", strerror(errno));
+	cr_assert_eq(xattr(0, "tls", "value"), 0);
+	cr_assert_eq(getval(0, "tls"), 0, "the mirror set");
+	cr_assert(host_stop(0, SIGTERM));
+	const char *const refused[] = {"no client certificate", "another CA"};
+	for (size_t k = 0; k < 2; k++) {
+		if (k == 0)
+			snprintf(extra, sizeof(extra), "ca_file = %s/ca.pem\n", tls);
+		else
+			snprintf(extra, sizeof(extra),
+				 "ca_file = %s/other-ca.pem\ncert_file = %s/client.pem\n"
+				 "key_file = %s/client-key.pem\n",
+				 tls, tls, tls);
+		host_configure(1, secure.endpoint_list, extra);
+		cr_assert_not(host_launch(1, &status), "%s: hostb mounted", refused[k]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "%s: status 0x%x",
+			  refused[k], status);
+		log = slurp(hosts[1].log);
+		cr_assert(strstr(log, "cluster unreachable") &&
+			      strstr(log, k == 0 ? "give this host cert_file and key_file"
+						 : "certificate"),
+			  "%s: %s", refused[k], log);
+		cr_log_info("%s: %s", refused[k], strstr(log, "cluster unreachable"));
+		free(log);
+		unlink(hosts[1].log);
+	}
 	stop_all();
 }
 
