@@ -9,7 +9,8 @@
  *       Request/reply rate: each connection (own thread) sends DEPTH
  *       requests at once and waits for DEPTH reply lines, until SECONDS pass.
  *       echo: 16-byte lines; native: `lock bench-N` / `unlock bench-N`.
- *       Prints: requests/s and microseconds per round trip.
+ *       Prints: requests/s and microseconds per round trip (the mean); with
+ *       one connection, also the median round trip (median_us=).
  *   bench-tcp cycles HOST PORT CLIENTS SECONDS
  *       Connect, send 16 bytes, read them back, close: the floor of ACE's
  *       connect-acquire-release-close cycle. Prints: cycles/s. */
@@ -37,6 +38,29 @@ static double deadline;
 static int depth;
 static bool native;
 static atomic_ulong done, failures;
+/* One connection: each round trip, for the median (etcd's floor is a
+ * median, and a mean carries its fsync tail). */
+static double *samples;
+static size_t sample_count, sample_room;
+
+static void sample(double seconds)
+{
+	if (sample_count == sample_room) {
+		size_t room = sample_room ? 2 * sample_room : 4096;
+		double *grown = realloc(samples, room * sizeof(*grown));
+		if (!grown)
+			return;
+		samples = grown;
+		sample_room = room;
+	}
+	samples[sample_count++] = seconds;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
 
 static double now(void)
 {
@@ -94,6 +118,8 @@ static bool await_lines(int fd, int lines)
 	return true;
 }
 
+static bool recording; /* one connection, depth 1 */
+
 static void *rr_client(void *argument)
 {
 	char batch[DEPTH_MAX * 48];
@@ -131,12 +157,15 @@ static void *rr_client(void *argument)
 								    : "lock bench-%s\n",
 							   (char *)argument);
 		}
+		double sent_at = now();
 		if (!send_all(fd, batch, length) || !await_lines(fd, depth)) {
 			fprintf(stderr, "connection %s: no reply to %.*s (%s)\n", (char *)argument,
 				(int)length, batch, strerror(errno));
 			goto failed;
 		}
 		atomic_fetch_add(&done, (unsigned long)depth);
+		if (recording)
+			sample(now() - sent_at);
 		if (native && now() >= deadline && sent % 2) { /* leave it unlocked */
 			length = (size_t)snprintf(batch, sizeof(batch), "unlock bench-%s\n",
 						  (char *)argument);
@@ -264,6 +293,7 @@ int main(int argc, char *argv[])
 		if (depth < 1 || depth > DEPTH_MAX)
 			return usage();
 	}
+	recording = rr && clients == 1 && depth == 1;
 	pthread_t *threads = calloc((size_t)clients, sizeof(*threads));
 	char(*names)[16] = calloc((size_t)clients, sizeof(*names));
 	double start = now();
@@ -278,8 +308,14 @@ int main(int argc, char *argv[])
 	double rate = (double)done / elapsed;
 	/* Per connection: the time one request takes (a round trip at depth 1). */
 	double round_trip_us = rr ? 1e6 * clients / rate : 0;
-	printf("%.1f per_second %.2f round_trip_us failures=%lu\n", rate, round_trip_us,
+	printf("%.1f per_second %.2f round_trip_us failures=%lu", rate, round_trip_us,
 	       (unsigned long)failures);
+	if (sample_count) {
+		qsort(samples, sample_count, sizeof(*samples), by_value);
+		printf(" median_us=%.2f", 1e6 * samples[sample_count / 2]);
+	}
+	printf("\n");
+	free(samples);
 	free(threads);
 	free(names);
 	return failures ? 1 : 0;
