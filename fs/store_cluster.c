@@ -384,6 +384,18 @@ void cluster_store_reap(struct store *store)
 	pthread_mutex_lock(&store->lock);
 }
 
+/* What the last close removes: this host's newest mark (its revision), or
+ * -1 once a write's answer was missing — it may have landed, even after a
+ * later one, so the close then removes whatever mark there is. Unknown
+ * stays unknown until that close. With the store lock. */
+static void open_mark_note(struct semaphore *semaphore, int r, int64_t revision)
+{
+	if (r == 0 && semaphore->open_mark >= 0 && revision > semaphore->open_mark)
+		semaphore->open_mark = revision;
+	else if (r < 0 && r != -ENOENT)
+		semaphore->open_mark = -1;
+}
+
 int cluster_store_mark_open(struct store *store, struct semaphore *semaphore, const char *path)
 {
 	int64_t revision = 0;
@@ -391,10 +403,7 @@ int cluster_store_mark_open(struct store *store, struct semaphore *semaphore, co
 	if (r == -ENOENT)
 		return r;
 	pthread_mutex_lock(&store->lock);
-	if (r == 0 && revision > semaphore->open_mark)
-		semaphore->open_mark = revision;
-	else if (r < 0 && semaphore->open_mark == 0)
-		semaphore->open_mark = -1; /* written or not: the close removes it blindly */
+	open_mark_note(semaphore, r, revision);
 	pthread_mutex_unlock(&store->lock);
 	if (r < 0) /* the open goes on: a read shows what this host knows */
 		log_warnx("cluster: %s may be open here without its open mark (%s): another host "
@@ -437,12 +446,9 @@ void cluster_store_remark(struct store *store)
 		pthread_mutex_lock(&store->lock);
 		struct node *node = node_at(store, open->path);
 		if (node && node->kind == NODE_SEMAPHORE && node->semaphore &&
-		    node->semaphore->mount_opens > 0) {
-			if (r == 0 && revision > node->semaphore->open_mark)
-				node->semaphore->open_mark = revision;
-			else if (unknown)
-				node->semaphore->open_mark = -1;
-		} else if (r == 0 || unknown) /* closed meanwhile, with no mark to remove */
+		    node->semaphore->mount_opens > 0)
+			open_mark_note(node->semaphore, r, revision);
+		else if (r == 0 || unknown) /* closed meanwhile, with no mark to remove */
 			stale = r == 0 ? revision : -1;
 		pthread_mutex_unlock(&store->lock);
 		if (stale)
