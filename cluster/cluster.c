@@ -715,6 +715,13 @@ static void loop_once(struct cluster *c, int timeout_ms)
 		}
 	}
 	watch_check(c, now);
+	if (c->watch && etcd_stream_elsewhere(c->etcd, c->watch)) {
+		/* Calls moved (to the leader, or off a member that failed one):
+		 * the watch follows, from where it was. */
+		log_info("cluster: calls and the watch go to %s now", etcd_endpoint(c->etcd));
+		etcd_stream_close(c->etcd, c->watch);
+		c->watch = NULL;
+	}
 	if (!c->watch)
 		watch_open(c);
 	etcd_poll(c->etcd, timeout_ms);

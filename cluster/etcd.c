@@ -16,6 +16,10 @@
 #define RESPONSE_MAX	     (64u << 20) /* a range of every semaphore fits */
 #define RETRY_PAUSE_MS	     50		 /* after every endpoint refused in a row */
 #define ETCD_CONNECTIONS_MAX 64		 /* open to all members together */
+/* Who leads is asked this often, and soon after a call moved elsewhere. */
+#define LEADER_PROBE_MS		5000
+#define LEADER_PROBE_SOON_MS	200
+#define LEADER_PROBE_TIMEOUT_MS 1000
 /* Calls in flight at once; more wait in `pending`, their deadline not yet
  * running (busy is not unreachable). Urgent calls (keep-alives) skip the
  * line: the connections above leave room for them. */
@@ -36,6 +40,7 @@ struct etcd_stream {
 	bool started;	     /* its first attempt began: the deadline runs */
 	int64_t not_before_ms;
 	int endpoint; /* the one this attempt went to */
+	int pinned;   /* >= 0: that endpoint only, never retried (leader probes) */
 	int refused;  /* endpoints that refused in a row */
 	bool closing; /* stream closed from inside its own callback */
 	CURL *easy;
@@ -60,6 +65,13 @@ struct etcd {
 	struct etcd_stream *active;	   /* loop thread: in the multi handle */
 	bool in_callback;		   /* loop thread: inside a curl callback */
 	int in_flight;			   /* loop thread: unary calls in the multi handle */
+	bool listed_order;		   /* no leader preference */
+	int64_t next_leader_probe_ms;	   /* loop thread */
+	int leader_probes;		   /* loop thread: status calls out */
+	struct leader_probe {
+		struct etcd *etcd;
+		int endpoint;
+	} probes[ETCD_ENDPOINTS_MAX];
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -126,6 +138,7 @@ struct etcd *etcd_new(const struct etcd_options *options, char *error, size_t er
 	if (ok) {
 		pthread_mutex_init(&etcd->lock, NULL);
 		etcd->endpoint_count = options->endpoint_count;
+		etcd->listed_order = options->listed_order;
 		etcd->request_timeout_ms =
 		    options->request_timeout_ms > 0 ? options->request_timeout_ms : 2000;
 		for (int i = 0; i < options->endpoint_count; i++)
@@ -232,6 +245,7 @@ static struct etcd_stream *request_new(struct etcd *etcd, const char *path,
 	r->timeout_ms = etcd->request_timeout_ms;
 	r->deadline_ms = now_ms() + r->timeout_ms;
 	r->endpoint = -1;
+	r->pinned = -1;
 	return r;
 }
 
@@ -378,7 +392,7 @@ static void start(struct etcd *etcd, struct etcd_stream *r)
 	}
 	if (!r->stream)
 		etcd->in_flight++;
-	r->endpoint = etcd->current;
+	r->endpoint = r->pinned >= 0 ? r->pinned : etcd->current;
 	char url[512];
 	snprintf(url, sizeof(url), "%s%s", etcd->endpoints[r->endpoint], r->path);
 	if (!r->easy)
@@ -431,20 +445,25 @@ static void start(struct etcd *etcd, struct etcd_stream *r)
 	etcd->active = r;
 }
 
-/* The endpoint of a failed attempt is passed over from now on. */
-static void rotate(struct etcd *etcd, int endpoint)
+/* The endpoint of a failed attempt is passed over from now on; where the
+ * leader is gets asked again soon (not after a failed probe: a member that
+ * is down would be asked in a loop). */
+static void rotate(struct etcd *etcd, const struct etcd_stream *r)
 {
-	etcd->answered[endpoint] = false;
-	if (etcd->current == endpoint)
-		etcd->current = (endpoint + 1) % etcd->endpoint_count;
+	etcd->answered[r->endpoint] = false;
+	if (etcd->current == r->endpoint)
+		etcd->current = (r->endpoint + 1) % etcd->endpoint_count;
+	int64_t soon = now_ms() + LEADER_PROBE_SOON_MS;
+	if (r->pinned < 0 && etcd->next_leader_probe_ms > soon)
+		etcd->next_leader_probe_ms = soon;
 }
 
 static void retry_or_end(struct etcd *etcd, struct etcd_stream *r, bool never_sent,
 			 const char *cause)
 {
-	rotate(etcd, r->endpoint);
+	rotate(etcd, r);
 	int64_t now = now_ms();
-	if ((r->idempotent || never_sent) && now < r->deadline_ms && !r->stream) {
+	if ((r->idempotent || never_sent) && now < r->deadline_ms && !r->stream && r->pinned < 0) {
 		r->refused = never_sent ? r->refused + 1 : 0;
 		/* Every member refused in a row: pause instead of spinning. */
 		r->not_before_ms = r->refused >= etcd->endpoint_count ? now + RETRY_PAUSE_MS : now;
@@ -518,7 +537,7 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 			 r->curl_error[0] ? r->curl_error : curl_easy_strerror(result),
 			 certificate_wanted(etcd, r, result) ? CERTIFICATE_HINT : "");
 		if (r->stream) {
-			rotate(etcd, r->endpoint);
+			rotate(etcd, r);
 			char message[CURL_ERROR_SIZE + 600];
 			snprintf(message, sizeof(message), "stream %s%s ended: %s",
 				 etcd->endpoints[r->endpoint], r->path, cause);
@@ -531,7 +550,7 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 	etcd->answered[r->endpoint] = true;
 	if (r->stream && code == 200) {
 		/* The member ended it (shutting down, or a cancelled watch). */
-		rotate(etcd, r->endpoint);
+		rotate(etcd, r);
 		char message[CURL_ERROR_SIZE + 300];
 		snprintf(message, sizeof(message), "stream %s%s ended: %s",
 			 etcd->endpoints[r->endpoint], r->path,
@@ -560,7 +579,7 @@ static void finished(struct etcd *etcd, struct etcd_stream *r, CURLcode result)
 		return;
 	}
 	if (r->stream)
-		rotate(etcd, r->endpoint);
+		rotate(etcd, r);
 	char message[1024];
 	snprintf(message, sizeof(message), "%s%s: %s", etcd->endpoints[r->endpoint], r->path,
 		 cause);
@@ -588,6 +607,51 @@ static bool transfer(struct etcd *etcd)
 	return progressed;
 }
 
+/* A member's status says whether it leads: calls go there from now on. */
+static void on_leader_probe(void *context, int error, const char *message,
+			    struct json_object *response)
+{
+	(void)message;
+	struct leader_probe *probe = context;
+	struct etcd *etcd = probe->etcd;
+	etcd->leader_probes--;
+	struct json_object *header = NULL, *member = NULL, *leader = NULL;
+	if (error < 0 || !json_object_object_get_ex(response, "header", &header) ||
+	    !json_object_object_get_ex(header, "member_id", &member) ||
+	    !json_object_object_get_ex(response, "leader", &leader))
+		return;
+	/* IDs are unsigned 64-bit decimals: compared as text. */
+	const char *id = json_object_get_string(member);
+	if (id && *id && strcmp(id, "0") != 0 && strcmp(id, json_object_get_string(leader)) == 0)
+		etcd->current = probe->endpoint;
+}
+
+static void leader_probe(struct etcd *etcd, int64_t now)
+{
+	etcd->next_leader_probe_ms = now + LEADER_PROBE_MS;
+	for (int i = 0; i < etcd->endpoint_count; i++) {
+		struct etcd_stream *r =
+		    request_new(etcd, "/v3/maintenance/status", json_object_new_object(), true,
+				false, on_leader_probe, NULL, &etcd->probes[i]);
+		if (!r)
+			continue;
+		etcd->probes[i] = (struct leader_probe){etcd, i};
+		r->pinned = i;
+		r->urgent = true;
+		r->timeout_ms = etcd->request_timeout_ms < LEADER_PROBE_TIMEOUT_MS
+				    ? etcd->request_timeout_ms
+				    : LEADER_PROBE_TIMEOUT_MS;
+		r->deadline_ms = now + r->timeout_ms;
+		etcd->leader_probes++;
+		start(etcd, r);
+	}
+}
+
+bool etcd_stream_elsewhere(const struct etcd *etcd, const struct etcd_stream *stream)
+{
+	return stream->endpoint >= 0 && stream->endpoint != etcd->current;
+}
+
 int etcd_poll(struct etcd *etcd, int timeout_ms)
 {
 	pthread_mutex_lock(&etcd->lock);
@@ -612,6 +676,9 @@ int etcd_poll(struct etcd *etcd, int timeout_ms)
 		pthread_mutex_unlock(&etcd->lock);
 	}
 	int64_t now = now_ms();
+	if (!etcd->listed_order && etcd->endpoint_count > 1 && !etcd->leader_probes &&
+	    now >= etcd->next_leader_probe_ms)
+		leader_probe(etcd, now);
 	for (struct etcd_stream **at = &etcd->waiting; *at;) {
 		struct etcd_stream *r = *at;
 		if (r->not_before_ms <= now) {

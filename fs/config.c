@@ -75,6 +75,7 @@ static const struct config_row {
     {CLUSTER, "ca_file", TYPE_PATH, offsetof(struct config, cluster_ca_file), 0, 0},
     {CLUSTER, "cert_file", TYPE_PATH, offsetof(struct config, cluster_cert_file), 0, 0},
     {CLUSTER, "key_file", TYPE_PATH, offsetof(struct config, cluster_key_file), 0, 0},
+    {CLUSTER, "prefer_leader", TYPE_BOOL, offsetof(struct config, cluster_prefer_leader), 0, 0},
 };
 
 /* network_user: a name from the password database, or a number. */
@@ -139,6 +140,7 @@ void config_defaults(struct config *config)
 	config->cluster_host[strcspn(config->cluster_host, "./@ \t")] = '\0';
 	config->cluster_lease_ttl = 5;
 	config->cluster_request_timeout_ms = 2000;
+	config->cluster_prefer_leader = true;
 }
 
 int config_check(const struct config *config, char *error, size_t error_size)

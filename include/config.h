@@ -63,6 +63,7 @@ struct config {
 	unsigned cluster_lease_ttl;		    /* s: a dead host's acquire units come back */
 	unsigned cluster_request_timeout_ms;	    /* an etcd call's whole life */
 	char cluster_ca_file[PATH_MAX], cluster_cert_file[PATH_MAX], cluster_key_file[PATH_MAX];
+	bool cluster_prefer_leader; /* calls and the watch go to etcd's leader */
 };
 
 #define CONFIG_JOURNAL_MIN 256

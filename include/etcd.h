@@ -27,6 +27,7 @@ struct etcd_options {
 	const char *ca_file;	/* https: the CA that signed the members' certificates */
 	const char *cert_file;	/* https with client certificates */
 	const char *key_file;
+	bool listed_order; /* no leader preference: the first member that answers */
 };
 
 struct etcd;
@@ -68,6 +69,9 @@ struct etcd_stream *etcd_stream_open(struct etcd *etcd, const char *path, struct
 				     etcd_message_fn *message, etcd_done_fn *done, void *context);
 /* Loop thread only: ends it without calling `done`. */
 void etcd_stream_close(struct etcd *etcd, struct etcd_stream *stream);
+/* Whether the stream runs on a member calls no longer go to (the leader
+ * moved, or that member failed a call): the caller may reopen it. */
+bool etcd_stream_elsewhere(const struct etcd *etcd, const struct etcd_stream *stream);
 
 /* Run transfers and callbacks for up to `timeout_ms` (returns earlier when
  * a call is queued from another thread). Loop thread only. */

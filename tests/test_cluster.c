@@ -156,15 +156,27 @@ static void host_configure(int i, const char *endpoints, const char *extra)
 	fclose(config);
 }
 
-static void host_start(int i, const char *endpoints)
+static void host_start_with(int i, const char *endpoints, const char *extra)
 {
 	struct host *h = &hosts[i];
-	host_configure(i, endpoints, NULL);
+	host_configure(i, endpoints, extra);
 	int status = 0;
 	bool up = host_launch(i, &status);
 	char *log = slurp(h->log);
 	cr_assert(up, "%s did not mount (status 0x%x):\n%s", h->name, status, log);
 	free(log);
+}
+
+static void host_start(int i, const char *endpoints)
+{
+	host_start_with(i, endpoints, NULL);
+}
+
+/* Calls and the watch stay on the first listed member that answers, not on
+ * etcd's leader: a test that pauses the member a host talks to. */
+static void host_start_listed(int i, const char *endpoints)
+{
+	host_start_with(i, endpoints, "prefer_leader = no\n");
 }
 
 static bool host_stop(int i, int signal_number)
@@ -1071,8 +1083,8 @@ Test(cluster, a_paused_etcd_leader_delays_but_loses_nothing)
  * their watch to another member, and go on. */
 Test(cluster, a_paused_member_that_the_hosts_watch_is_passed_over)
 {
-	host_start(0, NULL);
-	host_start(1, NULL);
+	host_start_listed(0, NULL);
+	host_start_listed(1, NULL);
 	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
 	cr_assert(wait_exists(1, "db", true, 3000));
 	pid_t waiter = spawn_write(1, "db", "lock 20\n");
@@ -1093,7 +1105,10 @@ Test(cluster, a_paused_member_that_the_hosts_watch_is_passed_over)
 	free(said);
 	cr_assert(wait_value(0, "db", 0, 5000), "hosta: %ld", xattr(0, "db", "value"));
 	char *log = slurp(hosts[1].log);
-	cr_assert(strstr(log, "reopening it on"), "hostb's watch did not move:\n%s", log);
+	/* Moved when its lag showed, or with its calls (a keep-alive that the
+	 * paused member never answered). */
+	cr_assert(strstr(log, "reopening it on") || strstr(log, "calls and the watch go to"),
+		  "hostb's watch did not move:\n%s", log);
 	free(log);
 	etcd_cluster_pause(&cluster, 0, false);
 	stop_all();
@@ -1115,7 +1130,7 @@ Test(cluster, a_watch_behind_a_compaction_reads_everything_again)
 	snprintf(hostb_endpoints, sizeof(hostb_endpoints), "%s,%s,%s", cluster.endpoints[behind],
 		 cluster.endpoints[leader], cluster.endpoints[other]);
 	host_start(0, hosta_endpoints);
-	host_start(1, hostb_endpoints);
+	host_start_listed(1, hostb_endpoints);
 	cr_assert_eq(write_text(0, "db", "lock\n"), 0);
 	cr_assert(wait_value(1, "db", 0, 3000), "hostb: %ld", xattr(1, "db", "value"));
 

@@ -428,6 +428,7 @@ Test(config, cluster_section_turns_cluster_mode_on_and_checks_every_value)
 	cr_assert_str_eq(c.cluster_prefix, "/semfs/");
 	cr_assert_eq(c.cluster_lease_ttl, 5);
 	cr_assert_eq(c.cluster_request_timeout_ms, 2000);
+	cr_assert(c.cluster_prefer_leader, "calls go to etcd's leader by default");
 	cr_assert(c.cluster_host[0] && !strchr(c.cluster_host, '.'), "host '%s'", c.cluster_host);
 	cr_assert_eq(config_check(&c, error, sizeof(error)), 0);
 	cr_assert_eq(load_text(&c,
@@ -437,7 +438,8 @@ Test(config, cluster_section_turns_cluster_mode_on_and_checks_every_value)
 			       "prefix = /prod/sem\n"
 			       "host = build01\n"
 			       "lease_ttl = 3\n"
-			       "request_timeout = 1.5\n",
+			       "request_timeout = 1.5\n"
+			       "prefer_leader = no\n",
 			       error, sizeof(error)),
 		     0, "%s", error);
 	cr_assert_eq(c.cluster_endpoint_count, 3);
@@ -446,6 +448,7 @@ Test(config, cluster_section_turns_cluster_mode_on_and_checks_every_value)
 	cr_assert_str_eq(c.cluster_host, "build01");
 	cr_assert_eq(c.cluster_lease_ttl, 3);
 	cr_assert_eq(c.cluster_request_timeout_ms, 1500);
+	cr_assert(!c.cluster_prefer_leader);
 	cr_assert_eq(config_check(&c, error, sizeof(error)), 0);
 	config_free(&c);
 
@@ -461,12 +464,14 @@ Test(config, cluster_section_turns_cluster_mode_on_and_checks_every_value)
 	    {"lease_ttl = 1", "2..3600"},
 	    {"request_timeout = 0.01", "seconds"},
 	    {"request_timeout = soon", "seconds"},
+	    {"prefer_leader = maybe", "yes or no"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char text[256];
 		config_defaults(&c);
 		snprintf(text, sizeof(text), "[cluster]\n%s\n", bad[i][0]);
-		cr_assert_eq(load_text(&c, text, error, sizeof(error)), -1, "%s accepted", bad[i][0]);
+		cr_assert_eq(load_text(&c, text, error, sizeof(error)), -1, "%s accepted",
+			     bad[i][0]);
 		cr_assert(strstr(error, ":2:") && strstr(error, bad[i][1]), "%s: %s", bad[i][0],
 			  error);
 		config_free(&c);

@@ -317,6 +317,55 @@ Test(etcd, a_dead_endpoint_and_a_killed_member_are_passed_over)
 	etcd_free(etcd);
 }
 
+/* Polls until calls go to `endpoint` (or `ms` pass): whether they do. */
+static bool calls_go_to(struct etcd *etcd, const char *endpoint, int ms)
+{
+	for (int t = 0; t < ms / 50 && strcmp(etcd_endpoint(etcd), endpoint) != 0; t++)
+		etcd_poll(etcd, 50);
+	return strcmp(etcd_endpoint(etcd), endpoint) == 0;
+}
+
+/* Calls go to the member that leads (a follower forwards every transaction
+ * to it, and its watch fires last), listed first or not; with listed_order
+ * they stay on the first listed. After the leader dies, they find the new one. */
+Test(etcd, calls_go_to_the_leader_and_follow_it)
+{
+	int leader = etcd_cluster_leader(&cluster);
+	cr_assert_geq(leader, 0, "no etcd leader");
+	struct etcd_options options = {.request_timeout_ms = 6000};
+	for (int i = 1; i <= cluster.size; i++) /* a follower first, the leader last */
+		options.endpoints[options.endpoint_count++] =
+		    cluster.endpoints[(leader + i) % cluster.size];
+	char error[256];
+	struct etcd *etcd = etcd_new(&options, error, sizeof(error));
+	cr_assert_not_null(etcd, "%s", error);
+	options.listed_order = true;
+	struct etcd *listed = etcd_new(&options, error, sizeof(error));
+	cr_assert_not_null(listed, "%s", error);
+	cr_assert(calls_go_to(etcd, cluster.endpoints[leader], 3000), "calls go to %s, not %s",
+		  etcd_endpoint(etcd), cluster.endpoints[leader]);
+	struct result r = call(listed, "/v3/kv/txn", put_if_absent("/tests/listed", "1", 0));
+	cr_assert_eq(r.error, 0, "%s", r.message);
+	json_object_put(r.response);
+	cr_assert(!calls_go_to(listed, cluster.endpoints[leader], 1000),
+		  "listed_order: calls moved to the leader");
+	cr_assert_str_eq(etcd_endpoint(listed), options.endpoints[0]);
+	etcd_free(listed);
+
+	etcd_cluster_kill(&cluster, leader);
+	r = call(etcd, "/v3/kv/txn", put_if_absent("/tests/after", "1", 0));
+	cr_assert_eq(r.error, 0, "%s", r.message);
+	json_object_put(r.response);
+	int next = -1;
+	for (int t = 0; t < 100 && (next = etcd_cluster_leader(&cluster)) < 0; t++)
+		usleep(100000);
+	cr_assert_geq(next, 0, "no new leader");
+	cr_assert(calls_go_to(etcd, cluster.endpoints[next], 8000),
+		  "calls go to %s, not to the new leader %s", etcd_endpoint(etcd),
+		  cluster.endpoints[next]);
+	etcd_free(etcd);
+}
+
 Test(etcd, nobody_answering_is_eio_cluster_unreachable)
 {
 	struct etcd_options options = {.request_timeout_ms = 600, .endpoint_count = 1};
