@@ -78,7 +78,7 @@ static int lock_state_dir(struct backing *backing, char *error, size_t error_siz
 
 int backing_open(struct backing *backing, const char *state_dir, char *error, size_t error_size)
 {
-	backing->root_fd = backing->state_fd = backing->lock_fd = -1;
+	backing->root_fd = backing->state_fd = backing->lock_fd = backing->fresh_fd = -1;
 	if (snprintf(backing->state_dir, sizeof(backing->state_dir), "%s", state_dir) >=
 		(int)sizeof(backing->state_dir) ||
 	    snprintf(backing->root, sizeof(backing->root), "%s/tree", state_dir) >=
@@ -121,8 +121,17 @@ int backing_open(struct backing *backing, const char *state_dir, char *error, si
 	return 0;
 }
 
+/* The file backing_create kept open is written no more in place. */
+static void fresh_forget(struct backing *backing)
+{
+	if (backing->fresh_fd >= 0)
+		close(backing->fresh_fd);
+	backing->fresh_fd = -1;
+}
+
 void backing_close(struct backing *backing)
 {
+	fresh_forget(backing);
 	if (backing->root_fd >= 0)
 		close(backing->root_fd);
 	if (backing->state_fd >= 0)
@@ -142,7 +151,18 @@ int backing_create(struct backing *backing, const char *path)
 	int fd = openat(backing->root_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	close(fd);
+	fresh_forget(backing);
+	/* In memory, its first record goes straight in (backing_write): three
+	 * system calls a create fewer than a temporary file renamed over, and
+	 * the key's ftok inode stays the record's. Nobody else has the new
+	 * file, and a crash before the write leaves it empty, as it did
+	 * before (set aside at the next start). */
+	if (backing->in_memory && strlen(path) < sizeof(backing->fresh_path)) {
+		backing->fresh_fd = fd;
+		memcpy(backing->fresh_path, path, strlen(path) + 1);
+	} else {
+		close(fd);
+	}
 	return 0;
 }
 
@@ -194,6 +214,15 @@ int backing_write(struct backing *backing, const char *path, const struct backin
 	    (unsigned)record->key, record->limit, (unsigned)(record->mode & 07777),
 	    (unsigned)record->uid, (unsigned)record->gid, record->token_reserved,
 	    record->undefined ? "undefined=1\n" : "", record->defined ? "defined=1\n" : "");
+	if (backing->fresh_fd >= 0 && strcmp(path, backing->fresh_path) == 0) {
+		int fd = backing->fresh_fd;
+		backing->fresh_fd = -1;
+		ssize_t written = pwrite(fd, text, (size_t)length, 0);
+		int r = written < 0 ? -errno : written != length ? -ENOSPC : 0;
+		close(fd);
+		return r;
+	}
+	fresh_forget(backing);
 	return replace_file(backing, "tmp/record", backing->root_fd, path, text, (size_t)length);
 }
 
@@ -266,6 +295,7 @@ int backing_set_aside(struct backing *backing, const char *path, char *moved_to,
 	for (char *p = name + strlen("aside/"); *p; p++)
 		if (*p == '/')
 			*p = '%';
+	fresh_forget(backing);
 	if (renameat(backing->root_fd, path, backing->state_fd, name) < 0)
 		return -errno;
 	snprintf(moved_to, size, "%s/%s", backing->state_dir, name);
@@ -299,6 +329,7 @@ int backing_raise_token_floor(struct backing *backing, uint64_t floor)
 
 int backing_remove(struct backing *backing, const char *path)
 {
+	fresh_forget(backing);
 	return unlinkat(backing->root_fd, path, 0) < 0 ? -errno : 0;
 }
 

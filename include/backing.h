@@ -18,6 +18,8 @@ struct backing {
 	int state_fd;	/* STATE_DIR: its lock file, tmp/, aside/, the token floor */
 	int lock_fd;	/* STATE_DIR/lock, flock'd while this daemon runs */
 	bool in_memory; /* tmpfs or ramfs: nothing outlives a reboot, fsync is moot */
+	int fresh_fd;	/* in memory: the file backing_create just made, still open */
+	char fresh_path[PATH_MAX];
 };
 
 struct backing_record {

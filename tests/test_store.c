@@ -722,6 +722,54 @@ static long attribute_of(struct semaphore *s, const char *name)
 	return value;
 }
 
+/* On tmpfs (the default /run/semfs) a new semaphore's record is written
+ * into the file just made: the key is glibc's ftok() of the record itself,
+ * nothing is left in tmp/, and the record brings it back after a restart. */
+Test(store, a_record_on_tmpfs_is_the_file_its_key_was_made_from)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a tmpfs");
+	char error[256];
+	struct store_options options = {
+	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
+	store_shutdown(store);
+	store_close(store);
+	tmpfs_command("mount -t tmpfs -o size=1m tmpfs ", "");
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	struct semaphore *s = make("fresh");
+	long key = attribute_of(s, "key");
+	cr_assert_eq(run_one(s, VERB_LIMIT, 3, NULL), 0); /* a second record, renamed over */
+	store_close_semaphore(store, s);
+	char path[256], record[256] = "", leftover[256];
+	snprintf(path, sizeof(path), "%s/tree/fresh", state_dir);
+	snprintf(leftover, sizeof(leftover), "%s/tmp/record", state_dir);
+	FILE *file = fopen(path, "r");
+	cr_assert_not_null(file);
+	size_t length = fread(record, 1, sizeof(record) - 1, file);
+	fclose(file);
+	record[length] = '\0';
+	cr_assert(strstr(record, "limit=3\n") && strstr(record, "token="), "%s", record);
+	cr_assert_neq(access(leftover, F_OK), 0, "a temporary record is left");
+	store_shutdown(store);
+	store_close(store);
+	store = NULL;
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	s = open_existing("fresh");
+	cr_assert_eq(attribute_of(s, "key"), key);
+	cr_assert_eq(attribute_of(s, "limit"), 3);
+	store_close_semaphore(store, s);
+	/* The first record went into the very file ftok() looked at. */
+	s = make("second");
+	key = attribute_of(s, "key");
+	store_close_semaphore(store, s);
+	snprintf(path, sizeof(path), "%s/tree/second", state_dir);
+	cr_assert_eq((long)ftok(path, (int)((unsigned long)key >> 24)), key,
+		     "the key is not ftok() of its record");
+	teardown_store();
+	tmpfs_command("umount ", "");
+	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+}
+
 /* A restart adopts only a set that is one semaphore made by our user, and
  * brings an adopted value down to the limit. */
 Test(store, restore_adopts_only_its_own_set_and_value)
