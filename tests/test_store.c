@@ -609,14 +609,19 @@ Test(store, tokens_never_repeat_for_a_name)
 	store_close_semaphore(store, s);
 }
 
-static void reopen(void)
+static void open_store(void)
 {
 	char error[256];
-	store_shutdown(store);
-	store_close(store);
 	struct store_options options = {
 	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
 	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+}
+
+static void reopen(void)
+{
+	store_shutdown(store);
+	store_close(store);
+	open_store();
 }
 
 Test(store, a_second_store_on_one_state_dir_is_refused)
@@ -657,17 +662,20 @@ static void tmpfs_command(const char *before, const char *after)
 	cr_assert_eq(system(command), 0, "%s", command);
 }
 
-Test(store, an_unsaved_change_is_refused)
+/* The store again, on a small tmpfs mounted over its state_dir. */
+static void reopen_on_tmpfs(void)
 {
 	if (geteuid() != 0)
 		cr_skip_test("needs root to mount a tmpfs");
-	char error[256];
-	struct store_options options = {
-	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
 	store_shutdown(store);
 	store_close(store);
 	tmpfs_command("mount -t tmpfs -o size=256k tmpfs ", "");
-	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	open_store();
+}
+
+Test(store, an_unsaved_change_is_refused)
+{
+	reopen_on_tmpfs();
 	struct semaphore *s = make("disk");
 	uint64_t ino = s_ino;
 	int results[4];
@@ -691,7 +699,7 @@ Test(store, an_unsaved_change_is_refused)
 	store_close_semaphore(store, s);
 	teardown_store();
 	tmpfs_command("umount ", "");
-	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	open_store();
 
 	cr_assert_eq(results[0], -EROFS, "limit on a read-only state_dir: %d", results[0]);
 	cr_assert_eq(results[1], -EROFS, "chmod on a read-only state_dir: %d", results[1]);
@@ -727,15 +735,7 @@ static long attribute_of(struct semaphore *s, const char *name)
  * nothing is left in tmp/, and the record brings it back after a restart. */
 Test(store, a_record_on_tmpfs_is_the_file_its_key_was_made_from)
 {
-	if (geteuid() != 0)
-		cr_skip_test("needs root to mount a tmpfs");
-	char error[256];
-	struct store_options options = {
-	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
-	store_shutdown(store);
-	store_close(store);
-	tmpfs_command("mount -t tmpfs -o size=1m tmpfs ", "");
-	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	reopen_on_tmpfs();
 	struct semaphore *s = make("fresh");
 	long key = attribute_of(s, "key");
 	cr_assert_eq(run_one(s, VERB_LIMIT, 3, NULL), 0); /* a second record, renamed over */
@@ -750,10 +750,7 @@ Test(store, a_record_on_tmpfs_is_the_file_its_key_was_made_from)
 	record[length] = '\0';
 	cr_assert(strstr(record, "limit=3\n") && strstr(record, "token="), "%s", record);
 	cr_assert_neq(access(leftover, F_OK), 0, "a temporary record is left");
-	store_shutdown(store);
-	store_close(store);
-	store = NULL;
-	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	reopen();
 	s = open_existing("fresh");
 	cr_assert_eq(attribute_of(s, "key"), key);
 	cr_assert_eq(attribute_of(s, "limit"), 3);
@@ -767,7 +764,7 @@ Test(store, a_record_on_tmpfs_is_the_file_its_key_was_made_from)
 		     "the key is not ftok() of its record");
 	teardown_store();
 	tmpfs_command("umount ", "");
-	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	open_store();
 }
 
 /* A restart adopts only a set that is one semaphore made by our user, and
@@ -796,10 +793,7 @@ Test(store, restore_adopts_only_its_own_set_and_value)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "no foreign set made");
 	int foreign = semget(key, 0, 0);
 	cr_assert_geq(foreign, 0);
-	char error[256];
-	struct store_options options = {
-	    .state_dir = state_dir, .default_limit = 1, .journal_max = 65536};
-	cr_assert_eq(store_open(&store, &options, error, sizeof(error)), 0, "%s", error);
+	open_store();
 	s = open_existing("adopt");
 	key_t now = (key_t)attribute_of(s, "key");
 	store_close_semaphore(store, s);
