@@ -534,7 +534,8 @@ void store_close_semaphore(struct store *store, struct semaphore *semaphore)
 
 	pthread_mutex_lock(&store->lock);
 	if (semaphore->mount_opens > 0 && --semaphore->mount_opens == 0 &&
-	    semaphore->open_mark > 0) {
+	    semaphore->open_mark != 0) {
+		/* -1, unknown: the mark may be there, whatever its revision. */
 		if (semaphore->node && node_path(semaphore->node, path, sizeof(path)) == 0)
 			unmark = semaphore->open_mark; /* else removed: the mark went with it */
 		semaphore->open_mark = 0;

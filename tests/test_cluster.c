@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,6 +454,135 @@ static void release_on_a(int on_a)
 	cr_assert_eq(write(on_a, "release|", 8), 8);
 	cr_assert_str_eq(ace_reply(on_a, 5000), "ok|");
 	close(on_a);
+}
+
+/* ---- a network that loses etcd's answers -------------------------------------- */
+
+/* A TCP proxy to one etcd member. While `lose` is set, each answer to a
+ * call ends its connection instead of reaching the host: etcd applied the
+ * request, the host never learns it (as when a link fails after the
+ * request went out). Watch streams pass: only calls lose answers. */
+struct answer_proxy {
+	int listen_fd, target_port;
+	unsigned port;
+	atomic_bool lose, stop;
+	atomic_int relays;
+	pthread_t acceptor;
+};
+
+struct relay {
+	struct answer_proxy *proxy;
+	int client, server;
+};
+
+static bool send_all(int fd, const char *data, size_t length)
+{
+	while (length > 0) {
+		ssize_t n = send(fd, data, length, MSG_NOSIGNAL);
+		if (n <= 0)
+			return false;
+		data += n;
+		length -= (size_t)n;
+	}
+	return true;
+}
+
+static void *relay_main(void *argument)
+{
+	struct relay *r = argument;
+	struct pollfd fds[2] = {{.fd = r->client, .events = POLLIN},
+				{.fd = r->server, .events = POLLIN}};
+	bool watch = false, first = true;
+	static char buffer[2][65536]; /* per direction; one relay moves at a time */
+	static pthread_mutex_t moving = PTHREAD_MUTEX_INITIALIZER;
+	while (!atomic_load(&r->proxy->stop)) {
+		if (poll(fds, 2, 100) <= 0)
+			continue;
+		pthread_mutex_lock(&moving);
+		bool ok = true;
+		if (fds[0].revents) {
+			ssize_t n = recv(r->client, buffer[0], sizeof(buffer[0]), 0);
+			if (n > 0 && first)
+				watch = memmem(buffer[0], (size_t)n, "/v3/watch", 9) != NULL;
+			first = false;
+			ok = n > 0 && send_all(r->server, buffer[0], (size_t)n);
+		}
+		if (ok && fds[1].revents) {
+			ssize_t n = recv(r->server, buffer[1], sizeof(buffer[1]), 0);
+			ok = n > 0 && (watch || !atomic_load(&r->proxy->lose)) &&
+			     send_all(r->client, buffer[1], (size_t)n);
+		}
+		pthread_mutex_unlock(&moving);
+		if (!ok)
+			break;
+	}
+	close(r->client);
+	close(r->server);
+	atomic_fetch_sub(&r->proxy->relays, 1);
+	free(r);
+	return NULL;
+}
+
+static void *acceptor_main(void *argument)
+{
+	struct answer_proxy *p = argument;
+	struct pollfd listening = {.fd = p->listen_fd, .events = POLLIN};
+	while (!atomic_load(&p->stop)) {
+		if (poll(&listening, 1, 100) <= 0)
+			continue;
+		int client = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (client < 0)
+			continue;
+		struct sockaddr_in target = {.sin_family = AF_INET,
+					     .sin_port = htons((uint16_t)p->target_port),
+					     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct relay *r = malloc(sizeof(*r));
+		pthread_t thread;
+		if (server < 0 || !r ||
+		    connect(server, (struct sockaddr *)&target, sizeof(target)) < 0) {
+			close(client);
+			if (server >= 0)
+				close(server);
+			free(r);
+			continue;
+		}
+		*r = (struct relay){p, client, server};
+		atomic_fetch_add(&p->relays, 1);
+		if (pthread_create(&thread, NULL, relay_main, r) != 0) {
+			atomic_fetch_sub(&p->relays, 1);
+			close(client);
+			close(server);
+			free(r);
+			continue;
+		}
+		pthread_detach(thread);
+	}
+	return NULL;
+}
+
+static void answer_proxy_start(struct answer_proxy *p, int target_port)
+{
+	*p = (struct answer_proxy){.target_port = target_port};
+	p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in address = {.sin_family = AF_INET,
+				      .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t length = sizeof(address);
+	cr_assert(p->listen_fd >= 0 &&
+		  bind(p->listen_fd, (struct sockaddr *)&address, sizeof(address)) == 0 &&
+		  listen(p->listen_fd, 64) == 0 &&
+		  getsockname(p->listen_fd, (struct sockaddr *)&address, &length) == 0);
+	p->port = ntohs(address.sin_port);
+	cr_assert_eq(pthread_create(&p->acceptor, NULL, acceptor_main, p), 0);
+}
+
+static void answer_proxy_stop(struct answer_proxy *p)
+{
+	atomic_store(&p->stop, true);
+	pthread_join(p->acceptor, NULL);
+	for (int t = 0; t < 100 && atomic_load(&p->relays) > 0; t++)
+		usleep(10000);
+	close(p->listen_fd);
 }
 
 /* ---- the tests ------------------------------------------------------------- */
@@ -1420,6 +1551,43 @@ Test(cluster, open_marks_come_back_with_a_new_lease)
 		cr_assert(wait_exists(i, "again", false, 5000),
 			  "%s: the idle name stays after hostb closed it", hosts[i].name);
 	stop_all();
+}
+
+/* An open mark whose answers were all lost: etcd wrote it, hostb never
+ * learnt its revision. The open goes on and says so; the name stays while
+ * the file is open (hosta sees the mark), and the close removes the mark
+ * whatever its revision, so the name goes once idle — not at the end of
+ * hostb's lease, which never comes while hostb lives. */
+Test(cluster, an_open_mark_whose_answer_was_lost_goes_at_the_close)
+{
+	struct answer_proxy proxy;
+	answer_proxy_start(&proxy, cluster.client_ports[0]);
+	char through[64];
+	snprintf(through, sizeof(through), "http://127.0.0.1:%u", proxy.port);
+	host_start(0, NULL);
+	host_start(1, through);
+	int on_a = dial(0);
+	cr_assert_eq(write(on_a, "acquire:lost|", 13), 13);
+	cr_assert_str_eq(ace_reply(on_a, 5000), "locked|");
+	cr_assert(wait_exists(1, "lost", true, 3000), "not on hostb");
+	atomic_store(&proxy.lose, true);
+	int fd = open(at(1, "lost"), O_RDONLY);
+	int opened = errno;
+	atomic_store(&proxy.lose, false);
+	cr_assert_geq(fd, 0, "hostb: open with its answers lost: %s", strerror(opened));
+	cr_assert_gt(count_in_log(1, "lost may be open here without its open mark"), 0, "%s",
+		     slurp(hosts[1].log));
+	release_on_a(on_a);
+	usleep(1500000); /* three grace periods: hosta sees the mark that was written */
+	cr_assert(wait_exists(0, "lost", true, 0), "hosta reaped it while open on hostb:\n%s",
+		  slurp(hosts[0].log));
+	close(fd);
+	for (int i = 0; i < 2; i++)
+		cr_assert(wait_exists(i, "lost", false, 5000),
+			  "%s: the name stays after hostb closed it:\n%s", hosts[i].name,
+			  slurp(hosts[1].log));
+	stop_all();
+	answer_proxy_stop(&proxy);
 }
 
 /* An undefined name whose last user's host died stays idle in the cluster:
