@@ -357,6 +357,7 @@ static void open_file_free(struct mount *mount, struct open_file *file)
 	if (file->poll_handle) {
 		fuse_pollhandle_destroy(file->poll_handle);
 		file->poll_handle = NULL;
+		atomic_fetch_sub(&mount->pollers_armed, 1);
 		if (file->poll_prev)
 			file->poll_prev->poll_next = file->poll_next;
 		else
@@ -694,11 +695,8 @@ static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	unsigned events = POLLOUT | POLLWRNORM;
 
 	pthread_mutex_lock(&mount->poll_lock);
-	bool readable = file_readable(mount, file);
-	if (readable)
-		events |= POLLIN | POLLRDNORM;
-	if (file->kind == OPEN_SEMAPHORE && store_owner_lost(mount->store, &file->owner))
-		events |= POLLERR;
+	/* Armed first, looked at after: a change that mount_changed saw no
+	 * poller for is one this look sees. */
 	if (handle) {
 		if (file->poll_handle) {
 			fuse_pollhandle_destroy(file->poll_handle);
@@ -708,9 +706,15 @@ static void mount_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			if (mount->pollers)
 				mount->pollers->poll_prev = file;
 			mount->pollers = file;
+			atomic_fetch_add(&mount->pollers_armed, 1);
 		}
 		file->poll_handle = handle;
 	}
+	bool readable = file_readable(mount, file);
+	if (readable)
+		events |= POLLIN | POLLRDNORM;
+	if (file->kind == OPEN_SEMAPHORE && store_owner_lost(mount->store, &file->owner))
+		events |= POLLERR;
 	pthread_mutex_unlock(&mount->poll_lock);
 	fuse_reply_poll(req, events);
 }

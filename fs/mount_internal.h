@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <linux/fuse.h>
 #include <poll.h>
 #include <pthread.h>
@@ -75,6 +76,10 @@ struct mount {
 
 	pthread_mutex_t poll_lock;
 	struct open_file *pollers;
+	/* How many are on `pollers`: counted before the file's readiness is
+	 * looked at, read by mount_changed (store lock held) without poll_lock,
+	 * which comes before the store lock. */
+	atomic_uint pollers_armed;
 	struct open_file *open_files;
 	struct directory_listing *listings; /* freed at the end if no releasedir came */
 

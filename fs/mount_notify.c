@@ -19,20 +19,22 @@ void mount_changed(void *context, uint64_t ino, const char *path, enum store_cha
 	 * requests. The kernel tells the directory's watchers (IN_CREATE). */
 	if (kind == CHANGE_NEW)
 		return;
+	/* Nobody polls: the poller sleeps on (its round and its pause are two
+	 * thread wake-ups a change, on every host of a cluster). */
+	bool polled = atomic_load(&mount->pollers_armed) > 0;
 	pthread_mutex_lock(&mount->notify_lock);
+	if (polled) {
+		mount->polls_due = true;
+		if (!mount->poller_pausing)
+			pthread_cond_signal(&mount->poll_wake);
+	}
 	for (struct change *c = mount->changes; c; c = c->next) {
 		if (c->ino == ino) {
 			c->touch |= !announced_by_reply;
-			mount->polls_due = true;
-			if (!mount->poller_pausing)
-				pthread_cond_signal(&mount->poll_wake);
 			pthread_mutex_unlock(&mount->notify_lock);
 			return;
 		}
 	}
-	mount->polls_due = true;
-	if (!mount->poller_pausing)
-		pthread_cond_signal(&mount->poll_wake);
 	struct change *change = malloc(sizeof(*change) + length + 1);
 	if (change) { /* without memory a watcher misses one event, nothing else */
 		change->ino = ino;
@@ -62,6 +64,7 @@ static void wake_pollers(struct mount *mount)
 				continue;
 			ready[count++] = file->poll_handle;
 			file->poll_handle = NULL;
+			atomic_fetch_sub(&mount->pollers_armed, 1);
 			if (file->poll_prev)
 				file->poll_prev->poll_next = file->poll_next;
 			else
