@@ -153,6 +153,25 @@ static void ace_granted(struct connection *c)
 		ace_release(c);
 }
 
+/* Cluster mode: another host removed the idle undefined name in the
+ * instant this client came for it (its request found it gone, or failed
+ * with it). It is made again and the client queued — once: a second
+ * removal is a real one. Whether the request could be retried. */
+static bool ace_retry_removed(struct connection *c, int result)
+{
+	if (result != -EIDRM || c->ace_retried || !store_is_cluster(c->server->options.store))
+		return false;
+	c->ace_retried = true;
+	log_info("%s: undefined semaphore %s was removed on another host as this "
+		 "client came for it: made again, the client queued",
+		 c->who, c->ace->name);
+	heartbeat_unqueue(c);
+	request_finish(c);
+	c->ace_state = ACE_IDLE;
+	ace_acquire(c, c->ace->name);
+	return true;
+}
+
 static void ace_acquire(struct connection *c, const char *ace_name)
 {
 	struct timespec asked = now_monotonic(); /* heartbeats count from here */
@@ -184,7 +203,7 @@ static void ace_acquire(struct connection *c, const char *ace_name)
 		c->ace_state = ACE_WAITING;
 		c->next_heartbeat = clock_add(asked, HEARTBEAT_SECONDS);
 		heartbeat_queue(c->server, c);
-	} else {
+	} else if (!ace_retry_removed(c, r)) {
 		char reason[sizeof(wire) + 64];
 		snprintf(reason, sizeof(reason), "ACE acquire of %s: %s", wire, explain(-r));
 		connection_close(c, reason);
@@ -197,20 +216,7 @@ void ace_request_done(struct connection *c)
 		ace_released(c, c->result);
 	} else if (c->result == 0) {
 		ace_granted(c);
-	} else if (c->result == -EIDRM && !c->ace_retried &&
-		   store_is_cluster(c->server->options.store)) {
-		/* Cluster mode: another host removed the idle undefined name
-		 * in the instant this client came for it. It is made again and
-		 * the client queued (once: a second removal is a real one). */
-		c->ace_retried = true;
-		log_info("%s: undefined semaphore %s was removed on another host as this "
-			 "client came for it: made again, the client queued",
-			 c->who, c->ace->name);
-		heartbeat_unqueue(c);
-		request_finish(c);
-		c->ace_state = ACE_IDLE;
-		ace_acquire(c, c->ace->name);
-	} else {
+	} else if (!ace_retry_removed(c, c->result)) {
 		connection_close(c, NULL); /* cancelled by shutdown or deletion */
 	}
 }

@@ -1462,8 +1462,10 @@ Test(cluster, ace_clients_racing_the_reap_of_an_undefined_name_always_get_it)
 		for (int beats = 0;
 		     beats < 10 && strcmp(heard = ace_reply(on_b, 5000), "wait|") == 0; beats++)
 			;
-		cr_assert_str_eq(heard, "locked|", "round %d: hostb's client after the reap",
-				 round);
+		cr_assert_str_eq(heard, "locked|",
+				 "round %d: hostb's client after the reap heard "
+				 "'%s':\n%s",
+				 round, heard, slurp(hosts[1].log));
 		cr_assert_eq(write(on_b, "release|", 8), 8);
 		cr_assert_str_eq(ace_reply(on_b, 5000), "ok|", "round %d: hostb's release", round);
 		close(on_b);
