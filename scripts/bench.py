@@ -4,7 +4,10 @@ same run on the same machine (see scripts/bench.sh, which builds first).
 
 Each figure is measured REPS times; the table gives min/median/max, the
 floor it is compared with, the ratio median/floor and whether the target is
-met. Scale figures (RSS, threads, CPU) have no floor: their target bounds the
+met. A floor that a figure is divided by is measured in turns with that
+figure (floor, figure, floor, figure...): this machine's loopback and FUSE
+round trips drift by a third over minutes, and a floor taken at the start
+of the run once made a ratio swing from met to missed. Scale figures (RSS, threads, CPU) have no floor: their target bounds the
 median itself. Writes bench-results.csv
 (figure,unit,min,median,max,floor,ratio,target,met) and, with gnuplot,
 bench-results.png (the ratios against their targets).
@@ -216,6 +219,24 @@ class Bench:
         values = [fn() for _ in range(reps)]
         return min(values), statistics.median(values), max(values)
 
+    @staticmethod
+    def in_turns(floor_fn, fn, reps=REPS):
+        """The floor and the figure measured alternately: both spreads."""
+        floors, values = [], []
+        for _ in range(reps):
+            floors.append(floor_fn())
+            values.append(fn())
+        spread = lambda v: (min(v), statistics.median(v), max(v))
+        return spread(floors), spread(values)
+
+    def against(self, floor_title, floor_fn, title, unit, fn, target):
+        """A figure and its floor, measured in turns: the floor's row, then
+        the figure's. Returns the floor's median."""
+        floor_values, values = self.in_turns(floor_fn, fn)
+        floor = self.figure(floor_title, unit, floor_values)
+        self.figure(title, unit, values, floor, target)
+        return floor
+
     def figure(self, name, unit, values, floor=None, target=None):
         """A row; `target` like "<=2.5" or ">=0.6" bounds the ratio, or the
         median itself when there is no floor."""
@@ -235,9 +256,8 @@ class Bench:
 
     # -- floors ----------------------------------------------------------------
 
-    def floors(self, work):
+    def floors(self):
         f = {}
-        pairs = 2000 if self.quick else 20000
         self.figure("floor: semop P+V pair", "us",
                     self.measure(lambda: run(self.tool("bench-semop-pair"))[0]))
         f["sysv"] = self.figure("floor: SysV ping-pong, one-way pass", "us",
@@ -251,60 +271,23 @@ class Bench:
                     self.spread([t[0] for t in turns]))
         self.figure("floor: SysV hand-off after 1 ms idle, p99", "us",
                     self.spread([t[1] for t in turns]))
-        null_mount = os.path.join(work, "null")
-        os.mkdir(null_mount)
-        null = Daemon(self.tool("bench-null-fuse", null_mount), null_mount)
-        try:
-            null_file = os.path.join(null_mount, "null")
-            values = self.measure(lambda: run(self.tool("bench-lock-pair", null_file, pairs))[0] / 2)
-            f["fuse"] = self.figure("floor: null FUSE write round trip, kept-open fd", "us", values)
-            f["bash"] = self.figure("floor: null FUSE bash `echo x > f` pair", "us",
-                                    self.measure(lambda: self.bash_pairs(null_file, "x", "x")))
-        finally:
-            null.stop()
-
-        echo = subprocess.Popen(self.tool("bench-tcp", "echo-server"), stdout=subprocess.PIPE,
-                                text=True)
-        try:
-            port = int(echo.stdout.readline())
-            f.update(self.tcp_floors(port))
-        finally:
-            echo.kill()
-            echo.wait()
-        # The same ACE client against a server that answers the same bytes
-        # and keeps no semaphore.
-        ace = subprocess.Popen(self.tool("bench-tcp", "echo-server", "ace"),
-                               stdout=subprocess.PIPE, text=True)
-        try:
-            port = int(ace.stdout.readline())
-            cycles = lambda clients: lambda: run(self.tool(
-                "bench-ace-cycles", "127.0.0.1", port, clients, self.seconds))[-1]
-            f["ace_1"] = self.figure("floor: do-nothing ACE server, cycles, 1 client",
-                                     "cycles/s", self.measure(cycles(1)))
-            f["ace_50"] = self.figure("floor: do-nothing ACE server, cycles, 50 clients",
-                                      "cycles/s", self.measure(cycles(50)))
-        finally:
-            ace.kill()
-            ace.wait()
         return f
 
-    def tcp_floors(self, port):
-        f = {}
-        rr = lambda conns, depth: lambda: run(self.tool(
-            "bench-tcp", "rr", "127.0.0.1", port, conns, self.seconds, depth, "echo"))
-        f["tcp_rtt"] = self.figure("floor: TCP 16-byte ping-pong, 1 connection", "us",
-                                   self.measure(lambda: rr(1, 1)()[1]))
-        f["tcp_50"] = self.figure("floor: TCP 16-byte ping-pong, 50 connections", "req/s",
-                                  self.measure(lambda: rr(50, 1)()[0]))
-        f["tcp_64"] = self.figure("floor: TCP 16-byte ping-pong, 64 in flight", "req/s",
-                                  self.measure(lambda: rr(1, 64)()[0]))
-        cycles = lambda clients: lambda: run(self.tool(
-            "bench-tcp", "cycles", "127.0.0.1", port, clients, self.seconds))[0]
-        f["connect_1"] = self.figure("floor: TCP connect-send-reply-close, 1 client", "cycles/s",
-                                     self.measure(cycles(1)))
-        f["connect_50"] = self.figure("floor: TCP connect-send-reply-close, 50 clients",
-                                      "cycles/s", self.measure(cycles(50)))
-        return f
+    @staticmethod
+    def serve(*arguments):
+        """A floor's server (bench-tcp echo-server ...): the process, its port."""
+        server = subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True)
+        try:
+            return server, int(server.stdout.readline())
+        except ValueError:
+            server.kill()
+            server.wait()
+            raise RuntimeError("%s printed no port" % arguments[0])
+
+    @staticmethod
+    def unserve(server):
+        server.kill()
+        server.wait()
 
     def bash_pairs(self, path, first, second):
         """Microseconds per `echo first > path; echo second > path` in bash."""
@@ -319,30 +302,38 @@ class Bench:
 
     def mount_figures(self, work, f):
         pairs = 2000 if self.quick else 20000
-        semfs = Semfs(self.args.build, work, "mount", network=False)
+        null_mount = os.path.join(work, "null")
+        os.mkdir(null_mount)
+        null = Daemon(self.tool("bench-null-fuse", null_mount), null_mount)
+        semfs = None
         try:
+            null_file = os.path.join(null_mount, "null")
+            semfs = Semfs(self.args.build, work, "mount", network=False)
             for name in ("db", "a", "b", "handoff", "bash"):
                 open(semfs.path(name), "w").close()
-            self.figure("mount: lock+unlock pair, kept-open fd, 1 client", "us",
-                        self.measure(lambda: run(self.tool(
-                            "bench-lock-pair", semfs.path("db"), pairs))[0]),
-                        f["fuse"], "<=2.5")
+            fuse = self.against(
+                "floor: null FUSE write round trip, kept-open fd",
+                lambda: run(self.tool("bench-lock-pair", null_file, pairs))[0] / 2,
+                "mount: lock+unlock pair, kept-open fd, 1 client", "us",
+                lambda: run(self.tool("bench-lock-pair", semfs.path("db"), pairs))[0], "<=2.5")
             self.figure("mount: lock+unlock pair, kept-open fd, 2 clients", "us",
-                        self.measure(lambda: self.two_clients(semfs, pairs)), f["fuse"])
-            self.figure("mount: bash `echo lock/unlock > f` pair", "us",
-                        self.measure(lambda: self.bash_pairs(semfs.path("bash"), "lock",
-                                                             "unlock")),
-                        f["bash"], "<=1.4")
+                        self.measure(lambda: self.two_clients(semfs, pairs)), fuse)
+            self.against("floor: null FUSE bash `echo x > f` pair",
+                         lambda: self.bash_pairs(null_file, "x", "x"),
+                         "mount: bash `echo lock/unlock > f` pair", "us",
+                         lambda: self.bash_pairs(semfs.path("bash"), "lock", "unlock"), "<=1.4")
             rounds = 400 if self.quick else 2000
             handoffs = [run(self.tool("bench-handoff", semfs.path("handoff"), rounds))
                         for _ in range(REPS)]
-            floor = f["fuse"] + f["sysv"] + 20
+            floor = fuse + f["sysv"] + 20
             self.figure("mount: hand-off latency p50 (floor: FUSE + SysV + 20 us)", "us",
                         self.spread([h[0] for h in handoffs]), floor, "<=1.0")
             self.figure("mount: hand-off latency p99", "us",
                         self.spread([h[1] for h in handoffs]), floor, "<=1.3")
         finally:
-            semfs.stop()
+            if semfs:
+                semfs.stop()
+            null.stop()
 
     @staticmethod
     def spread(values):
@@ -356,32 +347,64 @@ class Bench:
             raise RuntimeError("bench-lock-pair failed")
         return statistics.mean(times)
 
-    def network_figures(self, work, f):
-        semfs = Semfs(self.args.build, work, "network")
+    def network_figures(self, work):
+        echo, echo_port = self.serve(*self.tool("bench-tcp", "echo-server"))
+        semfs = None
         try:
-            rr = lambda conns, depth: lambda: run(self.tool(
-                "bench-tcp", "rr", "127.0.0.1", semfs.port, conns, self.seconds, depth,
-                "native"))
-            self.figure("native: lock/unlock round trip, 1 connection", "us",
-                        self.measure(lambda: rr(1, 1)()[1]), f["tcp_rtt"], "<=1.3")
-            self.figure("native: lock/unlock, 50 connections", "req/s",
-                        self.measure(lambda: rr(50, 1)()[0]), f["tcp_50"], ">=0.6")
-            self.figure("native: lock/unlock, 64 pipelined", "req/s",
-                        self.measure(lambda: rr(1, 64)()[0]), f["tcp_64"], ">=0.5")
-            self.ace_figures("127.0.0.1", semfs.port, f, "")
+            semfs = Semfs(self.args.build, work, "network")
+            rr = lambda port, conns, depth, dialect: lambda: run(self.tool(
+                "bench-tcp", "rr", "127.0.0.1", port, conns, self.seconds, depth, dialect))
+            self.against("floor: TCP 16-byte ping-pong, 1 connection",
+                         lambda: rr(echo_port, 1, 1, "echo")()[1],
+                         "native: lock/unlock round trip, 1 connection", "us",
+                         lambda: rr(semfs.port, 1, 1, "native")()[1], "<=1.3")
+            self.against("floor: TCP 16-byte ping-pong, 50 connections",
+                         lambda: rr(echo_port, 50, 1, "echo")()[0],
+                         "native: lock/unlock, 50 connections", "req/s",
+                         lambda: rr(semfs.port, 50, 1, "native")()[0], ">=0.6")
+            self.against("floor: TCP 16-byte ping-pong, 64 in flight",
+                         lambda: rr(echo_port, 1, 64, "echo")()[0],
+                         "native: lock/unlock, 64 pipelined", "req/s",
+                         lambda: rr(semfs.port, 1, 64, "native")()[0], ">=0.5")
+            self.unserve(echo)
+            echo = None
+            self.ace_figures("127.0.0.1", semfs.port, "")
         finally:
-            semfs.stop()
+            if semfs:
+                semfs.stop()
+            if echo:
+                self.unserve(echo)
 
-    def ace_figures(self, host, port, f, label):
-        cycles = lambda clients, *shared: lambda: run(self.tool(
-            "bench-ace-cycles", host, port, clients, self.seconds, *shared))[-1]
-        # Distinct names are undefined ones: made on acquire, gone when idle.
-        self.figure("ACE%s: cycles, 1 client, undefined name" % label, "cycles/s",
-                    self.measure(cycles(1)), f["ace_1"], ">=0.8")
-        self.figure("ACE%s: cycles, 50 clients, undefined names" % label, "cycles/s",
-                    self.measure(cycles(50)), f["ace_50"], ">=0.8")
-        self.figure("ACE%s: cycles, 50 clients, one name" % label, "cycles/s",
-                    self.measure(cycles(50, "shared")), f["connect_50"], ">=0.5")
+    def ace_figures(self, host, port, label):
+        """ACE's cycles, each in turns with its floor: the same client
+        against a server that answers the same bytes and keeps no semaphore
+        (undefined names), or TCP's connect-send-reply-close (one name,
+        where every cycle waits its turn)."""
+        ace, ace_port = self.serve(*self.tool("bench-tcp", "echo-server", "ace"))
+        echo = None
+        try:
+            echo, echo_port = self.serve(*self.tool("bench-tcp", "echo-server"))
+            cycles = lambda server, server_port, clients, *shared: lambda: run(self.tool(
+                "bench-ace-cycles", server, server_port, clients, self.seconds, *shared))[-1]
+            connect = lambda clients: lambda: run(self.tool(
+                "bench-tcp", "cycles", "127.0.0.1", echo_port, clients, self.seconds))[0]
+            # Distinct names are undefined ones: made on acquire, gone when idle.
+            self.against("floor%s: do-nothing ACE server, cycles, 1 client" % label,
+                         cycles("127.0.0.1", ace_port, 1),
+                         "ACE%s: cycles, 1 client, undefined name" % label, "cycles/s",
+                         cycles(host, port, 1), ">=0.8")
+            self.against("floor%s: do-nothing ACE server, cycles, 50 clients" % label,
+                         cycles("127.0.0.1", ace_port, 50),
+                         "ACE%s: cycles, 50 clients, undefined names" % label, "cycles/s",
+                         cycles(host, port, 50), ">=0.8")
+            self.against("floor%s: TCP connect-send-reply-close, 50 clients" % label,
+                         connect(50),
+                         "ACE%s: cycles, 50 clients, one name" % label, "cycles/s",
+                         cycles(host, port, 50, "shared"), ">=0.5")
+        finally:
+            self.unserve(ace)
+            if echo:
+                self.unserve(echo)
 
     # -- scale -----------------------------------------------------------------
 
@@ -729,13 +752,13 @@ def main():
     started = time.time()
     work = tempfile.mkdtemp(prefix="semfs-bench.")
     floors = {}
-    sections = [("floors", lambda: floors.update(bench.floors(work))),
+    sections = [("floors", lambda: floors.update(bench.floors())),
                 ("mount", lambda: bench.mount_figures(work, floors)),
-                ("network", lambda: bench.network_figures(work, floors))]
+                ("network", lambda: bench.network_figures(work))]
     if args.ace:
         host, port = args.ace.rsplit(":", 1)
         sections.append(("ACE " + args.ace,
-                         lambda: bench.ace_figures(host, port, floors, " [%s]" % args.ace)))
+                         lambda: bench.ace_figures(host, port, " [%s]" % args.ace)))
     sections += [("mount waiters", lambda: bench.waiters_figures(work, "mount")),
                  ("network waiters", lambda: bench.waiters_figures(work, "ace")),
                  ("many semaphores", lambda: bench.many_semaphores(work)),
