@@ -102,8 +102,16 @@ static void reply_entry(fuse_req_t req, int r, const struct store_attr *attr)
 	entry.ino = attr->nodeid;
 	entry.generation = 1;
 	entry.attr_timeout = attr_timeout(attr);
+	/* An alias's attributes serve the permission check of the open() that
+	 * follows its lookup (may_open, default_permissions) instead of a
+	 * GETATTR, one request less per `echo lock > f`. They are this
+	 * instant's, only this path walk reaches the alias's inode before the
+	 * tick (every other walk looks up again: entry valid for no time), and
+	 * the open drops them (attributes_served). */
+	if (attr->kind == NODE_SEMAPHORE && nodeids_is_alias(attr->nodeid))
+		entry.attr_timeout = ALIAS_ATTR_TIMEOUT;
 	/* Semaphores: every path walk asks again, so that it can be sent to an
-	 * alias while a write waits on the inode (see store.h). */
+	 * alias while a write waits on the inode (see mount_nodeids.c). */
 	entry.entry_timeout = attr->kind == NODE_DIRECTORY ? ENTRY_TIMEOUT : 0.0;
 	stat_of(attr, &entry.attr);
 	fuse_reply_entry(req, &entry);
@@ -446,15 +454,29 @@ static int open_file_new(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	return 0;
 }
 
+/* The attributes of an alias's lookup served its open's permission check
+ * (reply_entry); from here on fstat() asks again, so that st_size and
+ * st_mtime are current for the opener too. One notification, no round trip. */
+static void attributes_served(struct mount *mount, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&mount->session_lock);
+	if (!mount->session_closed)
+		(void)fuse_lowlevel_notify_inval_inode(mount->session, ino, -1, 0);
+	pthread_mutex_unlock(&mount->session_lock);
+}
+
 static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct mount *mount = mount_of(req); /* req is gone once answered */
 	struct open_file *file;
 	int r = open_file_new(req, ino, fi, &file);
 
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (reply_open_parallel(req, file) < 0)
-		open_file_free(mount_of(req), file); /* the opener is gone: no release will come */
+		open_file_free(mount, file); /* the opener is gone: no release will come */
+	else if (nodeids_is_alias(ino))
+		attributes_served(mount, ino);
 }
 
 static void attr_of(const struct stat *st, struct fuse_attr *attr)

@@ -27,11 +27,18 @@
 
 #define ENTRY_TIMEOUT 1.0 /* directories: names change only through us */
 #define ATTR_TIMEOUT  0.0 /* size and mtime move with every change */
-#define WRITE_MAX     65536
-#define XATTR_PREFIX  "user.semfs."
+/* A semaphore's attributes in the reply to a lookup through an alias: until
+ * the kernel's next tick (1 us rounds up to a jiffy). See reply_entry. */
+#define ALIAS_ATTR_TIMEOUT 0.000001
+#define WRITE_MAX	   65536
+#define XATTR_PREFIX	   "user.semfs."
 /* The notifier's pace: changes within this coalesce into one touch, so a hot
  * semaphore costs the loop at most ~100 touch batches a second. */
 #define NOTIFY_INTERVAL 0.01 /* seconds */
+/* Seconds an alias handed to a path walk and not opened is not touched: the
+ * walk's open and a write that waits may follow, and that write would hold
+ * the inode lock the touch needs. Older, it is a watch's (or a stat's). */
+#define ALIAS_SETTLE 0.1
 
 enum open_kind { OPEN_SEMAPHORE, OPEN_STATUS };
 
@@ -55,6 +62,7 @@ struct open_file {
 struct change {
 	uint64_t ino;
 	bool touch;
+	uint64_t only; /* a touch put off: this alias alone (0: every alias) */
 	struct change *next;
 	char path[];
 };
@@ -139,6 +147,8 @@ void *poller_main(void *argument);
 /* mount_toucher.c: the process that touches inodes for the notifier. */
 int toucher_start(struct mount *mount); /* 0 or -errno */
 void touch(struct mount *mount, const struct change *change);
+/* Touch alias `nodeid` of `ino` again after the notifier's next pause. */
+void mount_retouch(struct mount *mount, uint64_t ino, const char *path, uint64_t nodeid);
 void toucher_stop(struct mount *mount); /* the notifier may still be running */
 
 /* mount_nodeids.c: a node's own nodeid is its ino; every other path walk to
@@ -147,8 +157,8 @@ int nodeids_init(struct nodeids *table);
 void nodeids_free(struct nodeids *table);
 uint64_t nodeids_ino(struct nodeids *table, uint64_t nodeid); /* 0: unknown */
 bool nodeids_is_alias(uint64_t nodeid);
-/* A lookup of semaphore `ino`: its own nodeid (`own`, the notifier) or a
- * fresh alias. One kernel reference. */
+/* A lookup of semaphore `ino`: its own nodeid (`own`, the notifier) or an
+ * alias no other walk, file or write is using. One kernel reference. */
 uint64_t nodeids_looked_up(struct nodeids *table, uint64_t ino, bool own);
 /* The kernel forgets `count` references: the ino to tell the store. */
 uint64_t nodeids_forget(struct nodeids *table, uint64_t nodeid, uint64_t count);
@@ -156,6 +166,11 @@ void nodeids_opened(struct nodeids *table, uint64_t nodeid, int delta);
 void nodeids_queued(struct nodeids *table, uint64_t nodeid, int delta);
 /* The nodeids of `ino` a watch may hold, that no waiting write holds. */
 size_t nodeids_watchable(struct nodeids *table, uint64_t ino, uint64_t *out, size_t max);
-bool nodeids_still_watchable(struct nodeids *table, uint64_t ino, uint64_t nodeid);
+/* Whether `nodeid` may be touched now (TOUCH_NOW: no walk gets it until
+ * nodeids_touch_end), never (a file is open or a write waits there), or only
+ * once it has settled (a walk was just given it and may open it). */
+enum touch_verdict { TOUCH_NOW, TOUCH_NEVER, TOUCH_LATER };
+enum touch_verdict nodeids_touch_begin(struct nodeids *table, uint64_t ino, uint64_t nodeid);
+void nodeids_touch_end(struct nodeids *table, uint64_t nodeid);
 
 #endif

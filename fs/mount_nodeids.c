@@ -5,12 +5,21 @@
  * as it waits. Had every path walk to a semaphore shared one inode, a second
  * `echo lock > f` would block in the kernel behind the first, before semfs
  * saw it, and so would the notifier's touch of that inode. So each lookup of
- * a semaphore gets a fresh nodeid — an alias — and its own inode; the
- * notifier looks up the semaphore's own nodeid (its ino) and touches only
- * nodeids whose inode no waiting write holds. This table is the kernel's side
- * of that: per nodeid, its semaphore (ino), the kernel's references, the
- * open files and the writes waiting through it. The store knows nothing of
- * it: it counts one reference per kernel reference on the semaphore itself.
+ * a semaphore gets a nodeid nobody else can be using — an alias — and its
+ * own inode; the notifier looks up the semaphore's own nodeid (its ino) and
+ * touches only nodeids whose inode no waiting write holds. This table is the
+ * kernel's side of that: per nodeid, its semaphore (ino), the kernel's
+ * references, the open files and the writes waiting through it. The store
+ * knows nothing of it: it counts one reference per kernel reference on the
+ * semaphore itself.
+ *
+ * The kernel keeps the last walk's dentry (an entry valid for no time is not
+ * dropped at the last close on a /dev/fuse mount), and the next walk asks
+ * about it again. A fresh alias there means a second LOOKUP and two FORGETs
+ * per `echo lock > f`, so the newest alias goes back to the next walk when
+ * it is idle: handed to no walk that has not closed it since, no file open,
+ * no write waiting, no touch under way. Two walks never share an alias, so a
+ * waiting write still holds no other open's inode.
  *
  * Lock order: the store's lock, then this table's (nodeids_queued runs under
  * the store lock); never the store while holding this one. */
@@ -27,6 +36,10 @@ struct known {
 	unsigned opens;		/* open files through this nodeid */
 	unsigned queued_writes; /* writes through it waiting in the store */
 	bool alias;
+	bool handed;   /* to a walk that has not closed it since (or never opened it) */
+	bool touching; /* the notifier is setting its times */
+	bool opened;   /* since it was last handed */
+	struct timespec handed_at;
 	struct known *next_by_nodeid, *next_by_ino;
 };
 
@@ -146,10 +159,33 @@ bool nodeids_is_alias(uint64_t nodeid)
 	return nodeid >= ALIAS_FIRST;
 }
 
+/* The newest alias of `ino` if no walk, file, write or touch has it. */
+static struct known *idle_alias(struct nodeids *table, uint64_t ino)
+{
+	struct known *newest = NULL;
+	for (struct known *k = table->by_ino[bucket(ino, table->size)]; k; k = k->next_by_ino)
+		if (k->ino == ino && k->alias && (!newest || k->nodeid > newest->nodeid))
+			newest = k;
+	if (newest && newest->lookups > 0 && newest->opens == 0 && newest->queued_writes == 0 &&
+	    !newest->handed && !newest->touching)
+		return newest;
+	return NULL;
+}
+
 uint64_t nodeids_looked_up(struct nodeids *table, uint64_t ino, bool own)
 {
 	pthread_mutex_lock(&table->lock);
-	struct known *k = own ? NULL : add(table, table->next_alias++, ino, true);
+	struct known *k = NULL;
+	if (!own) {
+		k = idle_alias(table, ino);
+		if (!k)
+			k = add(table, table->next_alias++, ino, true);
+		if (k) {
+			k->handed = true;
+			k->opened = false;
+			clock_gettime(CLOCK_MONOTONIC, &k->handed_at);
+		}
+	}
 	if (!k) /* the notifier's, or no memory: share the node's own inode */
 		k = find(table, ino);
 	if (!k)
@@ -184,6 +220,10 @@ static void adjust(struct nodeids *table, uint64_t nodeid, int delta, bool opens
 	if (k) {
 		unsigned *field = opens ? &k->opens : &k->queued_writes;
 		*field = (unsigned)((int)*field + delta);
+		if (opens && delta > 0)
+			k->opened = true;
+		if (opens && delta < 0 && k->opens == 0)
+			k->handed = false; /* its walk is over: the next may have it */
 		drop_if_unused(table, k);
 	}
 	pthread_mutex_unlock(&table->lock);
@@ -216,13 +256,40 @@ size_t nodeids_watchable(struct nodeids *table, uint64_t ino, uint64_t *out, siz
 	return count;
 }
 
-bool nodeids_still_watchable(struct nodeids *table, uint64_t ino, uint64_t nodeid)
+enum touch_verdict nodeids_touch_begin(struct nodeids *table, uint64_t ino, uint64_t nodeid)
 {
 	uint64_t nodeids[64];
 	size_t count = nodeids_watchable(table, ino, nodeids, 64);
+	bool watchable = false;
 
 	for (size_t i = 0; i < count; i++)
-		if (nodeids[i] == nodeid)
-			return true;
-	return false;
+		watchable |= nodeids[i] == nodeid;
+	if (!watchable)
+		return TOUCH_NEVER;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	enum touch_verdict verdict = TOUCH_NEVER;
+	pthread_mutex_lock(&table->lock);
+	struct known *k = find(table, nodeid);
+	if (k && k->queued_writes == 0 && (!k->alias || k->opens == 0)) {
+		double age = (double)(now.tv_sec - k->handed_at.tv_sec) +
+			     (double)(now.tv_nsec - k->handed_at.tv_nsec) / 1e9;
+		if (k->alias && k->handed && !k->opened && age < ALIAS_SETTLE) {
+			verdict = TOUCH_LATER;
+		} else {
+			k->touching = true;
+			verdict = TOUCH_NOW;
+		}
+	}
+	pthread_mutex_unlock(&table->lock);
+	return verdict;
+}
+
+void nodeids_touch_end(struct nodeids *table, uint64_t nodeid)
+{
+	pthread_mutex_lock(&table->lock);
+	struct known *k = find(table, nodeid);
+	if (k)
+		k->touching = false;
+	pthread_mutex_unlock(&table->lock);
 }

@@ -31,6 +31,7 @@ void mount_changed(void *context, uint64_t ino, const char *path, enum store_cha
 	for (struct change *c = mount->changes; c; c = c->next) {
 		if (c->ino == ino) {
 			c->touch |= !announced_by_reply;
+			c->only = 0;
 			pthread_mutex_unlock(&mount->notify_lock);
 			return;
 		}
@@ -39,11 +40,38 @@ void mount_changed(void *context, uint64_t ino, const char *path, enum store_cha
 	if (change) { /* without memory a watcher misses one event, nothing else */
 		change->ino = ino;
 		change->touch = !announced_by_reply;
+		change->only = 0;
 		memcpy(change->path, path, length + 1);
 		change->next = mount->changes;
 		mount->changes = change;
 		if (!mount->notifier_pausing)
 			pthread_cond_signal(&mount->notify_wake);
+	}
+	pthread_mutex_unlock(&mount->notify_lock);
+}
+
+void mount_retouch(struct mount *mount, uint64_t ino, const char *path, uint64_t nodeid)
+{
+	size_t length = strlen(path);
+
+	pthread_mutex_lock(&mount->notify_lock);
+	for (struct change *c = mount->changes; c; c = c->next) {
+		if (c->ino == ino) {
+			if (c->only != nodeid)
+				c->only = 0; /* every alias, this one too */
+			pthread_mutex_unlock(&mount->notify_lock);
+			return;
+		}
+	}
+	struct change *change = malloc(sizeof(*change) + length + 1);
+	if (change) { /* without memory a watcher misses one event, nothing else */
+		change->ino = ino;
+		change->touch = false;
+		change->only = nodeid;
+		memcpy(change->path, path, length + 1);
+		change->next = mount->changes;
+		mount->changes = change;
+		/* The notifier itself asks, before its pause: it finds it after. */
 	}
 	pthread_mutex_unlock(&mount->notify_lock);
 }

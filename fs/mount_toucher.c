@@ -183,6 +183,8 @@ void touch(struct mount *mount, const struct change *change)
 	bool opened = false;
 
 	for (size_t i = 0; i < count && mount->handles_work; i++) {
+		if (change->only && nodeids[i] != change->only)
+			continue;
 		int r = toucher_ask(mount, TOUCH_OPEN, nodeids[i], NULL);
 		opened = true;
 		if (r == EPERM) /* needs CAP_DAC_READ_SEARCH */
@@ -193,9 +195,16 @@ void touch(struct mount *mount, const struct change *change)
 			continue;
 		/* Ask again at the last moment: an alias just looked up is often
 		 * opened and written at once, and a write that waits holds the
-		 * inode lock utimensat needs. */
-		bool watchable = nodeids_still_watchable(&mount->nodeids, change->ino, nodeids[i]);
-		if (toucher_ask(mount, watchable ? TOUCH_TIMES : TOUCH_SKIP, 0, NULL) == EPIPE)
+		 * inode lock utimensat needs. Until the touch is over, no walk is
+		 * given this alias; one just given it is touched once it settles. */
+		enum touch_verdict verdict =
+		    nodeids_touch_begin(&mount->nodeids, change->ino, nodeids[i]);
+		r = toucher_ask(mount, verdict == TOUCH_NOW ? TOUCH_TIMES : TOUCH_SKIP, 0, NULL);
+		if (verdict == TOUCH_NOW)
+			nodeids_touch_end(&mount->nodeids, nodeids[i]);
+		if (verdict == TOUCH_LATER)
+			mount_retouch(mount, change->ino, change->path, nodeids[i]);
+		if (r == EPIPE)
 			goto gone;
 	}
 	if (opened && toucher_ask(mount, TOUCH_DONE, 0, NULL) == EPIPE)

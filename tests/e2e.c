@@ -61,11 +61,12 @@ static void daemon_launch(void)
 			close(log);
 		}
 		/* Other users (the permission test) need allow_other; root may set it. */
+		const char *mode = e2e.traced ? "-d" : "-f";
 		if (geteuid() == 0)
-			execl(binary, "semfs", "-f", "-o", "allow_other", "-c", e2e.config, e2e.mnt,
+			execl(binary, "semfs", mode, "-o", "allow_other", "-c", e2e.config, e2e.mnt,
 			      (char *)NULL);
 		else
-			execl(binary, "semfs", "-f", "-c", e2e.config, e2e.mnt, (char *)NULL);
+			execl(binary, "semfs", mode, "-c", e2e.config, e2e.mnt, (char *)NULL);
 		_exit(127);
 	}
 	e2e.daemon = pid;
@@ -102,9 +103,10 @@ unsigned e2e_free_port(void)
 	return ntohs(address.sin_port);
 }
 
-void e2e_start(const char *extra)
+static void start(const char *extra, bool traced)
 {
 	memset(&e2e, 0, sizeof(e2e));
+	e2e.traced = traced;
 	snprintf(e2e.dir, sizeof(e2e.dir), "/tmp/semfs-test.XXXXXX");
 	cr_assert_not_null(mkdtemp(e2e.dir));
 	chmod(e2e.dir, 0755); /* the permission test runs as nobody */
@@ -121,6 +123,41 @@ void e2e_start(const char *extra)
 		e2e.port, e2e.state, extra ? extra : "");
 	fclose(config);
 	daemon_launch();
+}
+
+void e2e_start(const char *extra)
+{
+	start(extra, false);
+}
+
+void e2e_start_traced(const char *extra)
+{
+	start(extra, true);
+}
+
+long e2e_log_size(void)
+{
+	struct stat st;
+	return stat(e2e.log, &st) == 0 ? (long)st.st_size : 0;
+}
+
+int e2e_traced_requests(long from, const char *opcode, pid_t pid)
+{
+	char needle[96], tail[32], line[512];
+	/* libfuse's trace: "unique: 9, opcode: LOOKUP (1), nodeid: 1, insize: 45, pid: 42" */
+	snprintf(needle, sizeof(needle), "opcode: %s (", opcode);
+	snprintf(tail, sizeof(tail), ", pid: %d\n", (int)pid);
+	FILE *log = fopen(e2e.log, "re");
+	cr_assert_not_null(log);
+	cr_assert_eq(fseek(log, from, SEEK_SET), 0);
+	int count = 0;
+	while (fgets(line, sizeof(line), log)) {
+		size_t length = strlen(line), tail_length = strlen(tail);
+		count += strstr(line, needle) && length >= tail_length &&
+			 strcmp(line + length - tail_length, tail) == 0;
+	}
+	fclose(log);
+	return count;
 }
 
 void e2e_restart(void)
@@ -196,9 +233,9 @@ void e2e_stop(void)
 		/* A clean unmount exits 0; a sanitizer report or a hang does not. */
 		if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			e2e.unclean = true;
-			cr_expect_fail("semfs did not stop cleanly on SIGTERM (%s, status 0x%x):\n%s",
-				       exited ? "exited" : "hung 10 s, killed", status,
-				       daemon_log());
+			cr_expect_fail(
+			    "semfs did not stop cleanly on SIGTERM (%s, status 0x%x):\n%s",
+			    exited ? "exited" : "hung 10 s, killed", status, daemon_log());
 		}
 	}
 	if (is_mounted()) {

@@ -17,12 +17,18 @@ struct e2e {
 	pid_t children[E2E_CHILDREN_MAX];
 	int child_count;
 	bool unclean; /* a stop found the daemon hung or failing */
+	bool traced;  /* started with -d: libfuse traces every request to the log */
 };
 
 extern struct e2e e2e;
 
 /* Write the config (the [semfs] section plus `extra` lines) and mount. */
 void e2e_start(const char *extra);
+void e2e_start_traced(const char *extra); /* the same, semfs -d */
+/* Requests of `opcode` (LOOKUP, GETATTR...) from process `pid` that a traced
+ * daemon logged past byte `from` of its log. */
+int e2e_traced_requests(long from, const char *opcode, pid_t pid);
+long e2e_log_size(void);
 unsigned e2e_free_port(void); /* a TCP port on 127.0.0.1 nobody uses now */
 void e2e_stop(void);	      /* SIGTERM the daemon, wait, make sure it is unmounted */
 void e2e_restart(void);
