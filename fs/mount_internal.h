@@ -164,6 +164,9 @@ uint64_t nodeids_looked_up(struct nodeids *table, uint64_t ino, bool own);
 uint64_t nodeids_forget(struct nodeids *table, uint64_t nodeid, uint64_t count);
 void nodeids_opened(struct nodeids *table, uint64_t nodeid, int delta);
 void nodeids_queued(struct nodeids *table, uint64_t nodeid, int delta);
+/* Whether the kernel holds any nodeid of `ino` (an inotify watch pins the
+ * inode it was set on, and so its nodeid). */
+bool nodeids_held(struct nodeids *table, uint64_t ino);
 /* The nodeids of `ino` a watch may hold, that no waiting write holds. */
 size_t nodeids_watchable(struct nodeids *table, uint64_t ino, uint64_t *out, size_t max);
 /* Whether `nodeid` may be touched now (TOUCH_NOW: no walk gets it until

@@ -239,6 +239,18 @@ void nodeids_queued(struct nodeids *table, uint64_t nodeid, int delta)
 	adjust(table, nodeid, delta, false);
 }
 
+bool nodeids_held(struct nodeids *table, uint64_t ino)
+{
+	bool held = false;
+
+	pthread_mutex_lock(&table->lock);
+	for (struct known *k = table->by_ino[bucket(ino, table->size)]; k && !held;
+	     k = k->next_by_ino)
+		held = k->ino == ino && k->lookups > 0;
+	pthread_mutex_unlock(&table->lock);
+	return held;
+}
+
 size_t nodeids_watchable(struct nodeids *table, uint64_t ino, uint64_t *out, size_t max)
 {
 	size_t count = 0;

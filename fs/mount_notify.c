@@ -22,11 +22,21 @@ void mount_changed(void *context, uint64_t ino, const char *path, enum store_cha
 	/* Nobody polls: the poller sleeps on (its round and its pause are two
 	 * thread wake-ups a change, on every host of a cluster). */
 	bool polled = atomic_load(&mount->pollers_armed) > 0;
+	/* No inode of it in the kernel: no watch to tell, and the notifier
+	 * sleeps on (semaphores used only over TCP, every host's copy of a
+	 * cluster's semaphore that nobody there has looked up). */
+	bool held = nodeids_held(&mount->nodeids, ino);
+	if (!polled && !held)
+		return;
 	pthread_mutex_lock(&mount->notify_lock);
 	if (polled) {
 		mount->polls_due = true;
 		if (!mount->poller_pausing)
 			pthread_cond_signal(&mount->poll_wake);
+	}
+	if (!held) {
+		pthread_mutex_unlock(&mount->notify_lock);
+		return;
 	}
 	for (struct change *c = mount->changes; c; c = c->next) {
 		if (c->ino == ino) {

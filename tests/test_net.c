@@ -537,6 +537,60 @@ Test(native, network_changes_raise_inotify_and_show_in_the_mount)
 	close(fd);
 }
 
+/* The kernel's count of the times the daemon's notifier thread slept. */
+static long notifier_sleeps(void)
+{
+	char path[320], line[256];
+	long sleeps = -1;
+	snprintf(path, sizeof(path), "/proc/%d/task", e2e.daemon);
+	DIR *tasks = opendir(path);
+	cr_assert_not_null(tasks);
+	for (struct dirent *task; (task = readdir(tasks)) && sleeps < 0;) {
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", e2e.daemon, task->d_name);
+		FILE *file = fopen(path, "re");
+		bool notifier = file && fgets(line, sizeof(line), file) &&
+				strncmp(line, "semfs-notify", 12) == 0;
+		if (file)
+			fclose(file);
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/status", e2e.daemon, task->d_name);
+		file = notifier ? fopen(path, "re") : NULL;
+		while (file && fgets(line, sizeof(line), file))
+			if (sscanf(line, "voluntary_ctxt_switches: %ld", &sleeps) == 1)
+				break;
+		if (file)
+			fclose(file);
+	}
+	closedir(tasks);
+	return sleeps;
+}
+
+/* A semaphore used only over TCP has no inode in the kernel, so no watch to
+ * tell: its changes leave the notifier asleep. Once looked up in the mount,
+ * they wake it (network_changes_raise_inotify_and_show_in_the_mount). */
+Test(native, changes_nobody_could_watch_leave_the_notifier_asleep)
+{
+	int fd = net_connect();
+	ask(fd, "create quiet", "ok");
+	usleep(100000);
+	long before = notifier_sleeps();
+	cr_assert_geq(before, 0, "no semfs-notify thread");
+	for (int i = 0; i < 20; i++) {
+		ask(fd, "lock quiet", "ok");
+		ask(fd, "unlock quiet", "ok");
+		usleep(20000); /* past the notifier's pause: each change alone */
+	}
+	long asleep = notifier_sleeps() - before;
+	cr_assert_leq(asleep, 4, "the notifier woke %ld times for 40 changes", asleep);
+	struct stat st;
+	cr_assert_eq(stat(e2e_path("quiet"), &st), 0);
+	before = notifier_sleeps();
+	ask(fd, "lock quiet", "ok");
+	ask(fd, "unlock quiet", "ok");
+	usleep(100000);
+	cr_assert_gt(notifier_sleeps(), before, "looked up, its changes reach no notifier");
+	close(fd);
+}
+
 /* ---- configuration and security --------------------------------------------- */
 
 Test(net_configured, ace_section_loads_unchanged)
