@@ -38,7 +38,6 @@ struct known {
 	bool alias;
 	bool handed;   /* to a walk that has not closed it since (or never opened it) */
 	bool touching; /* the notifier is setting its times */
-	bool opened;   /* since it was last handed */
 	struct timespec handed_at;
 	struct known *next_by_nodeid, *next_by_ino;
 };
@@ -182,7 +181,6 @@ uint64_t nodeids_looked_up(struct nodeids *table, uint64_t ino, bool own)
 			k = add(table, table->next_alias++, ino, true);
 		if (k) {
 			k->handed = true;
-			k->opened = false;
 			clock_gettime(CLOCK_MONOTONIC, &k->handed_at);
 		}
 	}
@@ -220,8 +218,6 @@ static void adjust(struct nodeids *table, uint64_t nodeid, int delta, bool opens
 	if (k) {
 		unsigned *field = opens ? &k->opens : &k->queued_writes;
 		*field = (unsigned)((int)*field + delta);
-		if (opens && delta > 0)
-			k->opened = true;
 		if (opens && delta < 0 && k->opens == 0)
 			k->handed = false; /* its walk is over: the next may have it */
 		drop_if_unused(table, k);
@@ -286,7 +282,8 @@ enum touch_verdict nodeids_touch_begin(struct nodeids *table, uint64_t ino, uint
 	if (k && k->queued_writes == 0 && (!k->alias || k->opens == 0)) {
 		double age = (double)(now.tv_sec - k->handed_at.tv_sec) +
 			     (double)(now.tv_nsec - k->handed_at.tv_nsec) / 1e9;
-		if (k->alias && k->handed && !k->opened && age < ALIAS_SETTLE) {
+		/* Handed and not open: not opened yet (a close ends the hand). */
+		if (k->alias && k->handed && age < ALIAS_SETTLE) {
 			verdict = TOUCH_LATER;
 		} else {
 			k->touching = true;

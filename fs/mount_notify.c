@@ -8,11 +8,37 @@ static void wake_pollers(struct mount *mount);
 
 /* ---- the notifier: poll wake-ups and inotify touches ------------------------ */
 
+/* Queue a touch of `ino`'s aliases (`only` one of them, or 0: every one) for
+ * the notifier (notify_lock held). A change already queued for it covers
+ * this one, widened to every alias when they differ. */
+static void queue_change(struct mount *mount, uint64_t ino, const char *path, bool touch,
+			 uint64_t only)
+{
+	for (struct change *c = mount->changes; c; c = c->next) {
+		if (c->ino == ino) {
+			c->touch |= touch;
+			if (c->only != only)
+				c->only = 0;
+			return;
+		}
+	}
+	size_t length = strlen(path);
+	struct change *change = malloc(sizeof(*change) + length + 1);
+	if (!change)
+		return; /* without memory a watcher misses one event, nothing else */
+	change->ino = ino;
+	change->touch = touch;
+	change->only = only;
+	memcpy(change->path, path, length + 1);
+	change->next = mount->changes;
+	mount->changes = change;
+	if (!mount->notifier_pausing)
+		pthread_cond_signal(&mount->notify_wake);
+}
+
 void mount_changed(void *context, uint64_t ino, const char *path, enum store_change kind)
 {
 	struct mount *mount = context;
-	size_t length = strlen(path);
-	bool announced_by_reply = kind != CHANGE_UNANNOUNCED;
 
 	/* A new semaphore has no inode but its creator's (none, if it was made
 	 * over the network): a touch would reach no watcher and cost three
@@ -34,55 +60,15 @@ void mount_changed(void *context, uint64_t ino, const char *path, enum store_cha
 		if (!mount->poller_pausing)
 			pthread_cond_signal(&mount->poll_wake);
 	}
-	if (!held) {
-		pthread_mutex_unlock(&mount->notify_lock);
-		return;
-	}
-	for (struct change *c = mount->changes; c; c = c->next) {
-		if (c->ino == ino) {
-			c->touch |= !announced_by_reply;
-			c->only = 0;
-			pthread_mutex_unlock(&mount->notify_lock);
-			return;
-		}
-	}
-	struct change *change = malloc(sizeof(*change) + length + 1);
-	if (change) { /* without memory a watcher misses one event, nothing else */
-		change->ino = ino;
-		change->touch = !announced_by_reply;
-		change->only = 0;
-		memcpy(change->path, path, length + 1);
-		change->next = mount->changes;
-		mount->changes = change;
-		if (!mount->notifier_pausing)
-			pthread_cond_signal(&mount->notify_wake);
-	}
+	if (held)
+		queue_change(mount, ino, path, kind == CHANGE_UNANNOUNCED, 0);
 	pthread_mutex_unlock(&mount->notify_lock);
 }
 
 void mount_retouch(struct mount *mount, uint64_t ino, const char *path, uint64_t nodeid)
 {
-	size_t length = strlen(path);
-
 	pthread_mutex_lock(&mount->notify_lock);
-	for (struct change *c = mount->changes; c; c = c->next) {
-		if (c->ino == ino) {
-			if (c->only != nodeid)
-				c->only = 0; /* every alias, this one too */
-			pthread_mutex_unlock(&mount->notify_lock);
-			return;
-		}
-	}
-	struct change *change = malloc(sizeof(*change) + length + 1);
-	if (change) { /* without memory a watcher misses one event, nothing else */
-		change->ino = ino;
-		change->touch = false;
-		change->only = nodeid;
-		memcpy(change->path, path, length + 1);
-		change->next = mount->changes;
-		mount->changes = change;
-		/* The notifier itself asks, before its pause: it finds it after. */
-	}
+	queue_change(mount, ino, path, false, nodeid);
 	pthread_mutex_unlock(&mount->notify_lock);
 }
 

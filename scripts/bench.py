@@ -216,8 +216,7 @@ class Bench:
 
     @staticmethod
     def measure(fn, reps=REPS):
-        values = [fn() for _ in range(reps)]
-        return min(values), statistics.median(values), max(values)
+        return Bench.spread([fn() for _ in range(reps)])
 
     @staticmethod
     def in_turns(floor_fn, fn, reps=REPS):
@@ -226,8 +225,7 @@ class Bench:
         for _ in range(reps):
             floors.append(floor_fn())
             values.append(fn())
-        spread = lambda v: (min(v), statistics.median(v), max(v))
-        return spread(floors), spread(values)
+        return Bench.spread(floors), Bench.spread(values)
 
     def against(self, floor_title, floor_fn, title, unit, fn, target):
         """A figure and its floor, measured in turns: the floor's row, then
