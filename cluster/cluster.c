@@ -671,7 +671,7 @@ static void watch_check(struct cluster *c, int64_t now)
 	__atomic_add_fetch(&c->watch_reopened, 1, __ATOMIC_RELAXED);
 }
 
-static void loop_once(struct cluster *c, int timeout_ms)
+static void loop_once(struct cluster *c, int timeout_ms, int io_fd)
 {
 	pthread_mutex_lock(&c->lock);
 	struct job *incoming = c->incoming;
@@ -724,21 +724,57 @@ static void loop_once(struct cluster *c, int timeout_ms)
 	}
 	if (!c->watch)
 		watch_open(c);
-	etcd_poll(c->etcd, timeout_ms);
+	etcd_poll_also(c->etcd, timeout_ms, io_fd);
 }
+
+/* The cluster whose loop runs on this thread: its synchronous calls made
+ * here (by the driven I/O) drive the loop themselves. */
+static __thread struct cluster *loop_of_thread;
 
 static void *loop(void *context)
 {
 	struct cluster *c = context;
+	pthread_setname_np(pthread_self(), "semfs-cluster");
+	loop_of_thread = c;
+	etcd_loop_here(c->etcd);
 	for (;;) {
 		pthread_mutex_lock(&c->lock);
 		bool stopping = c->stopping;
+		int io_fd = c->io_fd;
 		pthread_mutex_unlock(&c->lock);
 		if (stopping)
 			break;
-		loop_once(c, LOOP_TICK_MS);
+		loop_once(c, LOOP_TICK_MS, io_fd);
+		/* The driven I/O runs here, outside every etcd callback: it may
+		 * queue jobs (they start at the next pass) or make a synchronous
+		 * call (call_and_wait loops nested, without it). */
+		pthread_mutex_lock(&c->lock);
+		void (*run)(void *) = c->io_run;
+		void *io_context = c->io_context;
+		c->io_running = run != NULL;
+		pthread_mutex_unlock(&c->lock);
+		if (!run)
+			continue;
+		run(io_context);
+		pthread_mutex_lock(&c->lock);
+		c->io_running = false;
+		pthread_cond_broadcast(&c->io_idle);
+		pthread_mutex_unlock(&c->lock);
 	}
 	return NULL;
+}
+
+void cluster_drive(struct cluster *c, int fd, void (*run)(void *context), void *context)
+{
+	pthread_mutex_lock(&c->lock);
+	c->io_fd = run ? fd : -1;
+	c->io_run = run;
+	c->io_context = context;
+	while (!run && c->io_running)
+		pthread_cond_wait(&c->io_idle, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	if (run)
+		etcd_wakeup(c->etcd);
 }
 
 /* ---- the public calls
@@ -759,6 +795,8 @@ int cluster_open(struct cluster **out, const struct cluster_options *options,
 	snprintf(c->lease_file, sizeof(c->lease_file), "%s", options->lease_file);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->done, NULL);
+	pthread_cond_init(&c->io_idle, NULL);
+	c->io_fd = -1;
 	c->replica = replica_new();
 	char why[1024];
 	c->etcd = c->replica ? etcd_new(&options->etcd, why, sizeof(why)) : NULL;
@@ -864,6 +902,7 @@ void cluster_close(struct cluster *c)
 	free(c->lost_ids);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->done);
+	pthread_cond_destroy(&c->io_idle);
 	free(c);
 }
 
@@ -940,9 +979,9 @@ static int call_and_wait(struct cluster *c, struct job *r)
 	bool running = c->running;
 	pthread_mutex_unlock(&c->lock);
 	job_enqueue(c, r);
-	if (!running) {
+	if (!running || loop_of_thread == c) { /* start-up, or the driven I/O */
 		while (!r->finished)
-			loop_once(c, LOOP_TICK_MS);
+			loop_once(c, LOOP_TICK_MS, -1);
 		int result = r->result;
 		free(r);
 		return result;

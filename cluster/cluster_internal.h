@@ -147,6 +147,12 @@ struct cluster {
 	bool running; /* the loop thread exists */
 	bool stopping;
 	pthread_t thread;
+	/* cluster_drive: what the loop also runs, and whether it runs now. */
+	int io_fd;
+	void (*io_run)(void *context);
+	void *io_context;
+	bool io_running;
+	pthread_cond_t io_idle;
 };
 
 /* txn.c: etcd's JSON for keys, compares and operations; times */

@@ -249,6 +249,15 @@ static struct etcd_stream *request_new(struct etcd *etcd, const char *path,
 	return r;
 }
 
+/* The thread that loops on etcd_poll: what it queues starts at its next
+ * poll, so it need not wake itself (a wake-up costs a poll round here). */
+static __thread const struct etcd *looping_here;
+
+void etcd_loop_here(const struct etcd *etcd)
+{
+	looping_here = etcd;
+}
+
 static void queue(struct etcd *etcd, struct etcd_stream *request)
 {
 	pthread_mutex_lock(&etcd->lock);
@@ -257,7 +266,7 @@ static void queue(struct etcd *etcd, struct etcd_stream *request)
 		at = &(*at)->next; /* FIFO: calls leave in the order they came */
 	*at = request;
 	pthread_mutex_unlock(&etcd->lock);
-	curl_multi_wakeup(etcd->multi);
+	etcd_wakeup(etcd);
 }
 
 int etcd_call(struct etcd *etcd, const char *path, struct json_object *body, bool idempotent,
@@ -299,7 +308,8 @@ struct etcd_stream *etcd_stream_open(struct etcd *etcd, const char *path, struct
 
 void etcd_wakeup(struct etcd *etcd)
 {
-	curl_multi_wakeup(etcd->multi);
+	if (looping_here != etcd)
+		curl_multi_wakeup(etcd->multi);
 }
 
 static void unlink_from(struct etcd_stream **list, struct etcd_stream *request)
@@ -654,6 +664,11 @@ bool etcd_stream_elsewhere(const struct etcd *etcd, const struct etcd_stream *st
 
 int etcd_poll(struct etcd *etcd, int timeout_ms)
 {
+	return etcd_poll_also(etcd, timeout_ms, -1);
+}
+
+int etcd_poll_also(struct etcd *etcd, int timeout_ms, int fd)
+{
 	pthread_mutex_lock(&etcd->lock);
 	struct etcd_stream *pending = etcd->pending;
 	etcd->pending = NULL;
@@ -692,7 +707,9 @@ int etcd_poll(struct etcd *etcd, int timeout_ms)
 	}
 	if (transfer(etcd))
 		return 0; /* callbacks may have queued more: come straight back */
-	if (curl_multi_poll(etcd->multi, NULL, 0, timeout_ms, NULL) != CURLM_OK)
+	struct curl_waitfd also = {.fd = fd, .events = CURL_WAIT_POLLIN};
+	if (curl_multi_poll(etcd->multi, fd >= 0 ? &also : NULL, fd >= 0 ? 1 : 0, timeout_ms,
+			    NULL) != CURLM_OK)
 		return -EIO;
 	transfer(etcd);
 	return 0;

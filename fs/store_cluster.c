@@ -521,6 +521,14 @@ int cluster_store_rmdir(struct store *store, const char *path)
 	return cluster_rmdir(store->cluster, path);
 }
 
+int store_drive(struct store *store, int fd, void (*run)(void *context), void *context)
+{
+	if (!store->cluster)
+		return -ENOTSUP;
+	cluster_drive(store->cluster, fd, run, context);
+	return 0;
+}
+
 void store_read_barrier(struct store *store)
 {
 	if (store->cluster)

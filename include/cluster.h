@@ -75,6 +75,12 @@ struct cluster;
 int cluster_open(struct cluster **out, const struct cluster_options *options,
 		 const struct cluster_hooks *hooks, char *error, size_t error_size);
 int cluster_start(struct cluster *cluster);
+/* The loop thread also waits for `fd` to be readable and calls run(context)
+ * after each pass: another module's event loop (the TCP server's) runs on
+ * it, so its requests and their answers cross no thread. A synchronous
+ * call made from run drives the loop itself meanwhile, without run. NULL
+ * run: stop; returns once run is not running and will not run again. */
+void cluster_drive(struct cluster *cluster, int fd, void (*run)(void *context), void *context);
 /* End every request (-ECANCELED), revoke the lease (this host's acquire
  * units return at once), stop the loop. */
 void cluster_shutdown(struct cluster *cluster);

@@ -76,8 +76,13 @@ bool etcd_stream_elsewhere(const struct etcd *etcd, const struct etcd_stream *st
 /* Run transfers and callbacks for up to `timeout_ms` (returns earlier when
  * a call is queued from another thread). Loop thread only. */
 int etcd_poll(struct etcd *etcd, int timeout_ms);
+/* The same, returning also when `fd` (-1: none) is readable. */
+int etcd_poll_also(struct etcd *etcd, int timeout_ms, int fd);
 /* Wakes etcd_poll from any thread. */
 void etcd_wakeup(struct etcd *etcd);
+/* The calling thread is the one that loops on etcd_poll from now on: its
+ * own calls and wake-ups wait for its next poll instead of waking it. */
+void etcd_loop_here(const struct etcd *etcd);
 
 /* The endpoint calls go to now, and how many answered their last request. */
 const char *etcd_endpoint(const struct etcd *etcd);

@@ -32,12 +32,18 @@ int server_open(struct server **out, const struct server_options *options, char 
 		size_t error_size);
 unsigned server_port(const struct server *server);
 int server_start(struct server *server); /* the loop thread, after daemonizing */
+/* Or another thread's loop runs it (cluster mode: the cluster's, so a
+ * request and its answer cross no thread): it calls server_run whenever
+ * server_fd is readable. One pass, never waiting. */
+int server_fd(const struct server *server);
+void server_run(struct server *server);
 
 /* The store's change observer: wakes `watch` streams. Only flags. */
 void server_changed(struct server *server);
 
 /* Before store_shutdown(): stop the loop, cancel waits, return every unit
- * connections hold, close the sockets. NULL is fine. */
+ * connections hold, close the sockets. A loop that ran server_run must
+ * have stopped calling it. NULL is fine. */
 void server_stop(struct server *server);
 /* After store_shutdown(), when no store thread can call server_changed(). */
 void server_free(struct server *server);

@@ -145,6 +145,11 @@ int store_attach_cluster(struct store *store, const struct cluster_options *opti
  * writes finished on other hosts. Nothing on one host, and nothing when the
  * cluster does not answer (the read shows what this host knows). */
 void store_read_barrier(struct store *store);
+/* Cluster mode: the cluster's loop thread runs another event loop too
+ * (cluster_drive): after store_start, run(context) whenever `fd` is
+ * readable; NULL run: stop, returning once it no longer runs. -ENOTSUP
+ * outside cluster mode (no such thread). */
+int store_drive(struct store *store, int fd, void (*run)(void *context), void *context);
 /* Whether the store is in cluster mode. */
 bool store_is_cluster(const struct store *store);
 /* Zeros outside cluster mode. */

@@ -597,60 +597,59 @@ static void bury_the_dead(struct server *server)
 	}
 }
 
-static void *server_main(void *argument)
+/* One pass: the events ready within `timeout_ms` (-1: until some are). */
+static void run_events(struct server *server, int timeout_ms)
 {
-	struct server *server = argument;
 	struct epoll_event events[256];
-
-	pthread_setname_np(pthread_self(), "semfs-net");
-	in_server_thread = true;
-	while (!atomic_load(&server->stopping)) {
-		int n = epoll_wait(server->epoll_fd, events, 256, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_warn("epoll_wait");
-			break;
+	int n = epoll_wait(server->epoll_fd, events, 256, timeout_ms);
+	if (n < 0) {
+		if (errno != EINTR) { /* a broken loop: say so once, and serve no more */
+			log_warn("epoll_wait: the network front-end stops");
+			atomic_store(&server->stopping, true);
 		}
-		for (int i = 0; i < n; i++) {
-			void *tag = events[i].data.ptr;
-			uint64_t count;
-			if (tag == &tag_listen) {
-				accept_connections(server);
-			} else if (tag == &tag_wake) {
-				if (read(server->wake_fd, &count, sizeof(count)) < 0)
-					continue;
-				handle_completions(server);
-				if (atomic_exchange(&server->changes, false))
-					pump_watches(server);
-			} else if (tag == &tag_heartbeat) {
-				if (read(server->heartbeat_fd, &count, sizeof(count)) > 0)
-					server->heartbeat_armed = (struct timespec){0, 0};
-				heartbeats_due(server);
-			} else if (tag == &tag_tick) {
-				if (read(server->tick_fd, &count, sizeof(count)) > 0)
-					tick(server);
-			} else {
-				struct connection *c = tag;
-				if (c->fd < 0)
-					continue;
-				if (events[i].events & (EPOLLERR | EPOLLHUP))
-					connection_close(c, NULL); /* reset */
-				else if (events[i].events & (EPOLLIN | EPOLLRDHUP))
-					connection_readable(c);
-				if (c->fd >= 0 && (events[i].events & EPOLLOUT))
-					flush_output(c);
-			}
-		}
-		/* Changes made by this thread did not wake it: see server_changed. */
-		if (atomic_exchange(&server->changes, false))
-			pump_watches(server);
-		flush_queued(server);
-		bury_the_dead(server);
+		return;
 	}
+	for (int i = 0; i < n; i++) {
+		void *tag = events[i].data.ptr;
+		uint64_t count;
+		if (tag == &tag_listen) {
+			accept_connections(server);
+		} else if (tag == &tag_wake) {
+			if (read(server->wake_fd, &count, sizeof(count)) < 0)
+				continue;
+			handle_completions(server);
+			if (atomic_exchange(&server->changes, false))
+				pump_watches(server);
+		} else if (tag == &tag_heartbeat) {
+			if (read(server->heartbeat_fd, &count, sizeof(count)) > 0)
+				server->heartbeat_armed = (struct timespec){0, 0};
+			heartbeats_due(server);
+		} else if (tag == &tag_tick) {
+			if (read(server->tick_fd, &count, sizeof(count)) > 0)
+				tick(server);
+		} else {
+			struct connection *c = tag;
+			if (c->fd < 0)
+				continue;
+			if (events[i].events & (EPOLLERR | EPOLLHUP))
+				connection_close(c, NULL); /* reset */
+			else if (events[i].events & (EPOLLIN | EPOLLRDHUP))
+				connection_readable(c);
+			if (c->fd >= 0 && (events[i].events & EPOLLOUT))
+				flush_output(c);
+		}
+	}
+	/* Changes made by this thread did not wake it: see server_changed. */
+	if (atomic_exchange(&server->changes, false))
+		pump_watches(server);
+	flush_queued(server);
+	bury_the_dead(server);
+}
 
-	/* Stopping: every connection goes, and every request it has in the store
-	 * comes back before the store itself shuts down. */
+/* Stopping: every connection goes, and every request it has in the store
+ * comes back before the store itself shuts down. */
+static void drain(struct server *server)
+{
 	for (struct connection *c = server->connections, *next; c; c = next) {
 		next = c->next;
 		connection_close(c, NULL);
@@ -663,7 +662,31 @@ static void *server_main(void *argument)
 	}
 	flush_queued(server);
 	bury_the_dead(server);
+}
+
+static void *server_main(void *argument)
+{
+	struct server *server = argument;
+
+	pthread_setname_np(pthread_self(), "semfs-net");
+	in_server_thread = true;
+	while (!atomic_load(&server->stopping))
+		run_events(server, -1);
+	drain(server);
 	return NULL;
+}
+
+int server_fd(const struct server *server)
+{
+	return server->epoll_fd;
+}
+
+void server_run(struct server *server)
+{
+	in_server_thread = true;
+	if (!atomic_load(&server->stopping))
+		run_events(server, 0);
+	in_server_thread = false;
 }
 
 /* ---- life cycle ------------------------------------------------------------------ */
@@ -781,7 +804,12 @@ void server_stop(struct server *server)
 		wake_loop(server);
 		pthread_join(server->thread, NULL);
 		server->running = false;
+	} else if (!server->drained) { /* driven by another loop, stopped now */
+		in_server_thread = true;
+		drain(server);
+		in_server_thread = false;
 	}
+	server->drained = true;
 	if (server->listen_fd >= 0)
 		close(server->listen_fd);
 	server->listen_fd = -1;

@@ -117,6 +117,7 @@ struct server {
 	unsigned port;
 	pthread_t thread;
 	bool running;
+	bool drained; /* server_stop closed every connection */
 	atomic_bool stopping;
 	atomic_bool changes; /* a journal grew: pump the watchers */
 	/* Connections in `watch`: changed by the loop, read by every store

@@ -105,7 +105,7 @@ EOF
 			stop
 			exit 1
 		}
-		pgrep -f -n "semfs -c $dir/$host.ini" >"$dir/$host.pid"
+		pgrep -f -o "semfs -c $dir/$host.ini" >"$dir/$host.pid"
 		echo "host$host: $given/$host"
 	done
 	;;

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -641,6 +642,78 @@ Test(cluster, a_unit_taken_on_one_host_blocks_the_other_until_released)
 	cr_assert_geq(now() - start, 0.29);
 	cr_assert_eq(write_text(1, "db", "lock 0\n"), EAGAIN);
 	cr_assert_eq(xattr(1, "db", "waiting"), 0, "a timed-out waiter left its entry");
+	stop_all();
+}
+
+/* Whether host i's daemon has a thread named `name`. */
+static bool has_thread(int i, const char *name)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)hosts[i].pid);
+	DIR *tasks = opendir(path);
+	cr_assert_not_null(tasks, "%s: no %s", hosts[i].name, path);
+	bool found = false;
+	struct dirent *task;
+	while (!found && (task = readdir(tasks))) {
+		if (task->d_name[0] == '.')
+			continue;
+		char comm_path[384], comm[32] = "";
+		snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, task->d_name);
+		FILE *file = fopen(comm_path, "re");
+		if (file && fgets(comm, sizeof(comm), file))
+			found =
+			    strncmp(comm, name, strlen(name)) == 0 && comm[strlen(name)] == '\n';
+		if (file)
+			fclose(file);
+	}
+	closedir(tasks);
+	return found;
+}
+
+/* The cluster's loop thread runs the TCP server too (no thread between a
+ * request and etcd): a synchronous call made there (create) drives the loop
+ * itself while a request waits, and a stop answers the waiting connection
+ * and takes its entry back from the cluster. */
+Test(cluster, the_cluster_loop_serves_tcp_and_a_stop_takes_back_its_waiters)
+{
+	host_start(0, NULL);
+	host_start(1, NULL);
+	cr_assert(has_thread(0, "semfs-cluster"), "hosta has no cluster loop thread");
+	cr_assert(!has_thread(0, "semfs-net"), "hosta still runs a thread of its own for TCP");
+	int on_a = dial(0), other = dial(0);
+	char reply[256];
+	ask(on_a, "create s 1", reply, sizeof(reply));
+	cr_assert_str_eq(reply, "ok limit=1");
+	cr_assert(wait_exists(1, "s", true, 3000));
+	cr_assert_eq(write_text(1, "s", "lock\n"), 0);
+	cr_assert_eq(write(on_a, "lock s\n", 7), 7);
+	for (int t = 0; t < 300 && xattr(1, "s", "waiting") != 1; t++)
+		usleep(10000);
+	cr_assert_eq(xattr(1, "s", "waiting"), 1, "hosta's TCP waiter never reached hostb");
+	/* Nested: the loop runs for this create while the lock still waits. */
+	ask(other, "create t 2", reply, sizeof(reply));
+	cr_assert_str_eq(reply, "ok limit=2");
+	cr_assert(wait_exists(1, "t", true, 3000));
+	ask(other, "lock t", reply, sizeof(reply));
+	cr_assert(strncmp(reply, "ok token=", 9) == 0, "%s", reply);
+	cr_assert_eq(xattr(1, "s", "waiting"), 1, "the waiter went while another request ran");
+	struct pollfd ready = {.fd = on_a, .events = POLLIN};
+	cr_assert_eq(poll(&ready, 1, 0), 0, "the waiter was answered while hostb holds");
+	cr_assert(host_stop(0, SIGTERM), "hosta did not stop cleanly with a TCP waiter");
+	/* The waiter learns it: the connection ends (no grant came). */
+	ssize_t n = read(on_a, reply, sizeof(reply) - 1);
+	reply[n > 0 ? n : 0] = '\0';
+	cr_assert(n == 0 || (n > 0 && strncmp(reply, "err", 3) == 0), "the waiter heard \"%s\"",
+		  reply);
+	close(on_a);
+	close(other);
+	/* Its entry went: hostb sees nobody waiting, and its own unit held. */
+	for (int t = 0; t < 300 && xattr(1, "s", "waiting") != 0; t++)
+		usleep(10000);
+	cr_assert_eq(xattr(1, "s", "waiting"), 0, "the stopped host's waiter stayed queued");
+	cr_assert_eq(getval(1, "s"), 0);
+	cr_assert_eq(write_text(1, "s", "unlock\n"), 0);
+	cr_assert(wait_value(1, "s", 1, 3000));
 	stop_all();
 }
 
