@@ -8,7 +8,8 @@
  * one loop thread of its own; the store keeps the tree, the journals, the
  * local SysV mirror of each value, and answers its waiters when told.
  *
- * Threads: requests are queued from any thread and run on the loop thread.
+ * Threads: requests are queued from any thread and run on the loop thread,
+ * which may run another module's event loop too (cluster_drive).
  * The loop calls the store's hooks holding none of its own locks, so the
  * hooks may take the store lock; the store may call in here holding its
  * lock (order: store lock, then the cluster's queue lock). */
