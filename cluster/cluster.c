@@ -3,6 +3,7 @@
  * cluster.h and shared/CLUSTER.md). The jobs themselves: jobs.c. */
 #include "cluster_internal.h"
 
+#include "clock.h"
 #include "log.h"
 #include "name.h"
 #include "thread.h"
@@ -972,44 +973,48 @@ void cluster_return_units(struct cluster *c, const char *path, unsigned units, c
 }
 
 /* A synchronous call: queued, then waited for. Before the loop thread runs
- * (start-up), the caller drives the loop itself. */
+ * (start-up), the caller drives the loop itself; so does the driven I/O on
+ * the loop thread (cluster_drive). */
 static int call_and_wait(struct cluster *c, struct job *r)
 {
 	pthread_mutex_lock(&c->lock);
 	bool running = c->running;
 	pthread_mutex_unlock(&c->lock);
 	job_enqueue(c, r);
-	if (!running || loop_of_thread == c) { /* start-up, or the driven I/O */
+	if (!running) {
 		while (!r->finished)
 			loop_once(c, LOOP_TICK_MS, -1);
 		int result = r->result;
 		free(r);
 		return result;
 	}
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	/* The etcd calls inside end by their own deadlines; this bound only
-	 * keeps a wedged loop from holding the caller forever. */
-	int64_t wait_ms = 4 * (int64_t)c->options.etcd.request_timeout_ms + 2000;
-	until.tv_sec += wait_ms / 1000;
-	until.tv_nsec += (wait_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
+	/* The etcd calls inside end by their own deadlines; this bound keeps a
+	 * wedged loop, or a result the watch never brings (etcd gone after
+	 * answering), from holding the caller forever: the driven I/O holds
+	 * every other connection meanwhile. */
+	double wait = 4 * c->options.etcd.request_timeout_ms / 1000.0 + 2;
+	if (loop_of_thread == c) {
+		int64_t until_ms = cluster_now_ms() + (int64_t)(wait * 1000);
+		while (!r->finished && cluster_now_ms() < until_ms)
+			loop_once(c, LOOP_TICK_MS, -1);
+		pthread_mutex_lock(&c->lock);
+	} else {
+		struct timespec until = clock_after(CLOCK_REALTIME, wait);
+		pthread_mutex_lock(&c->lock);
+		while (!r->finished)
+			if (pthread_cond_timedwait(&c->done, &c->lock, &until) != 0)
+				break;
 	}
-	pthread_mutex_lock(&c->lock);
-	while (!r->finished)
-		if (pthread_cond_timedwait(&c->done, &c->lock, &until) != 0)
-			break;
 	int result = r->finished ? r->result : -EIO;
 	bool finished = r->finished;
 	if (!finished)
-		r->abandoned = true;
+		r->abandoned = true; /* job_finish frees it */
 	pthread_mutex_unlock(&c->lock);
 	if (finished)
 		free(r);
 	else
-		log_warnx("cluster: %s: no answer from the cluster loop", r->path);
+		log_warnx("cluster: %s: no answer from the cluster within %.0f s: EIO", r->path,
+			  wait);
 	return result;
 }
 

@@ -36,9 +36,9 @@ struct known {
 	unsigned opens;		/* open files through this nodeid */
 	unsigned queued_writes; /* writes through it waiting in the store */
 	bool alias;
-	bool handed;   /* to a walk that has not closed it since (or never opened it) */
-	bool touching; /* the notifier is setting its times */
-	struct timespec handed_at;
+	bool handed;		 /* to a walk that has not closed it since (or never opened it) */
+	bool touching;		 /* the notifier is setting its times */
+	struct timespec settled; /* when a walk handed it has had time to open it */
 	struct known *next_by_nodeid, *next_by_ino;
 };
 
@@ -181,7 +181,7 @@ uint64_t nodeids_looked_up(struct nodeids *table, uint64_t ino, bool own)
 			k = add(table, table->next_alias++, ino, true);
 		if (k) {
 			k->handed = true;
-			clock_gettime(CLOCK_MONOTONIC, &k->handed_at);
+			k->settled = clock_after(CLOCK_MONOTONIC, ALIAS_SETTLE);
 		}
 	}
 	if (!k) /* the notifier's, or no memory: share the node's own inode */
@@ -280,10 +280,8 @@ enum touch_verdict nodeids_touch_begin(struct nodeids *table, uint64_t ino, uint
 	pthread_mutex_lock(&table->lock);
 	struct known *k = find(table, nodeid);
 	if (k && k->queued_writes == 0 && (!k->alias || k->opens == 0)) {
-		double age = (double)(now.tv_sec - k->handed_at.tv_sec) +
-			     (double)(now.tv_nsec - k->handed_at.tv_nsec) / 1e9;
 		/* Handed and not open: not opened yet (a close ends the hand). */
-		if (k->alias && k->handed && age < ALIAS_SETTLE) {
+		if (k->alias && k->handed && clock_compare(&now, &k->settled) < 0) {
 			verdict = TOUCH_LATER;
 		} else {
 			k->touching = true;
